@@ -1,0 +1,1 @@
+"""cnn-ablate: hyperparameter and ablation sweeps for LeNet-5, AlexNet and ZFNet."""

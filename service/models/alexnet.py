@@ -1,0 +1,193 @@
+"""The AlexNet family: AlexNet (2012), ZFNet (2013) and torchvision's AlexNet as presets of one class.
+
+Every architectural difference the papers argue about is a named knob of `AlexNetConfig`, so a
+sweep can vary it. `plan()` does the shape arithmetic before any weight is allocated and raises a
+`ValueError` naming the knob at fault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .common import ACTIVATIONS, clip_filter_rms, conv_out, make_activation
+
+POOLS = ("overlap", "plain")  # 3x3 stride 2 (AlexNet's overlapping pools) | 2x2 stride 2
+
+
+@dataclass
+class AlexNetConfig:
+    """Knobs of the AlexNet family; defaults are AlexNet 2012 at 227x227 (exact arithmetic)."""
+
+    num_classes: int = 1000  # ImageNet
+    in_channels: int = 3  # RGB; grey data is repeated to 3 channels by the data layer
+    image_size: int = 227  # the paper says 224, but 227 makes conv1's 55x55 maps exact
+    widths: tuple[int, ...] = (96, 256, 384, 384, 256)  # conv1..conv5 output channels
+    width_mult: float = 1.0  # scales every conv width (e.g. 0.25 for CPU-sized sweeps)
+    conv1_kernel: int = 11  # ZFNet: 7
+    conv1_stride: int = 4  # ZFNet: 2 (stride 4 aliases layer-2 features)
+    conv1_padding: int = 0
+    conv2_stride: int = 1  # ZFNet: 2
+    conv2_padding: int = 2
+    groups: int = 2  # conv2/4/5 split into two towers, one per GPU in the paper; 1 = dense
+    fc_width: int = 4096  # FC6 and FC7 units
+    dropout: float = 0.5  # dropout probability on FC6/FC7
+    dropout_position: Literal["hidden", "input"] = "hidden"  # after FC6/FC7 (paper) | before
+    lrn: bool = True  # local response normalisation after conv1 and conv2
+    lrn_position: Literal["before_pool", "after_pool"] = "before_pool"  # ZFNet: after the pools
+    activation: str = "relu"  # relu | tanh | sigmoid | scaled_tanh
+    pool: str = "overlap"  # overlap (3x3/2) | plain (2x2/2)
+    pool_ceil: bool = False  # ceil-mode pooling (ZFNet's 110 -> 55 -> 26 -> 13 arithmetic)
+    adaptive_pool: int | None = None  # torchvision's AdaptiveAvgPool2d((6, 6)); None = none
+    filter_rms_clip: float | None = None  # renormalise conv filters with RMS above this (ZFNet 0.1)
+    init: Literal["default", "paper"] = "default"  # PyTorch's init | N(0, 0.01) + bias 1 (paper)
+    conv_maps: list[int] = field(default_factory=list, repr=False)  # filled by plan()
+
+
+@dataclass(frozen=True)
+class AlexNetPlan:
+    """Shapes computed from a config without allocating weights."""
+
+    widths: tuple[int, ...]  # conv widths after width_mult
+    conv_maps: list[int]  # spatial size after each conv layer
+    final_map: int  # spatial size entering the classifier
+    fc_input: int  # flattened features entering FC6
+
+
+def scaled_widths(cfg: AlexNetConfig) -> tuple[int, ...]:
+    """Conv widths after `width_mult`; scaled widths stay multiples of `groups`."""
+    if cfg.width_mult == 1.0:
+        return tuple(cfg.widths)
+    g = max(cfg.groups, 1)
+    return tuple(max(g, round(w * cfg.width_mult / g) * g) for w in cfg.widths)
+
+
+def _check_ranges(cfg: AlexNetConfig) -> None:
+    for name in ("num_classes", "in_channels", "image_size", "conv1_kernel", "conv1_stride",
+                 "conv2_stride", "groups", "fc_width"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}={value!r}: must be a positive integer")
+    for name in ("conv1_padding", "conv2_padding"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name}={getattr(cfg, name)!r}: must be >= 0")
+    if len(cfg.widths) != 5 or any(w < 1 for w in cfg.widths):
+        raise ValueError(f"widths={cfg.widths!r}: must be five positive conv widths")
+    if not 0 < cfg.width_mult <= 16:
+        raise ValueError(f"width_mult={cfg.width_mult!r}: must be in (0, 16]")
+    if not 0 <= cfg.dropout < 1:
+        raise ValueError(f"dropout={cfg.dropout!r}: must be in [0, 1)")
+    if cfg.activation not in ACTIVATIONS:
+        raise ValueError(f"activation={cfg.activation!r}: must be one of {', '.join(ACTIVATIONS)}")
+    if cfg.pool not in POOLS:
+        raise ValueError(f"pool={cfg.pool!r}: must be one of {', '.join(POOLS)}")
+    if cfg.filter_rms_clip is not None and cfg.filter_rms_clip <= 0:
+        raise ValueError(f"filter_rms_clip={cfg.filter_rms_clip!r}: must be > 0 or None")
+
+
+def plan(cfg: AlexNetConfig) -> AlexNetPlan:
+    """Validate `cfg` and compute its feature-map sizes; raises ValueError naming the knob."""
+    _check_ranges(cfg)
+    widths = scaled_widths(cfg)
+    # conv2, conv4 and conv5 are the grouped (two-tower) layers; conv3 and the FCs are dense.
+    for layer, (c_in, c_out) in {2: (widths[0], widths[1]), 4: (widths[2], widths[3]),
+                                 5: (widths[3], widths[4])}.items():
+        if c_in % cfg.groups or c_out % cfg.groups:
+            raise ValueError(f"groups={cfg.groups}: does not divide conv{layer}'s "
+                             f"{c_in} input / {c_out} output channels")
+    pk, ps = (3, 2) if cfg.pool == "overlap" else (2, 2)
+    steps = [  # (what, kernel, stride, padding) in order; pools after conv1, conv2 and conv5
+        ("conv1_kernel/conv1_stride", cfg.conv1_kernel, cfg.conv1_stride, cfg.conv1_padding),
+        ("pool", pk, ps, 0),
+        ("conv2_stride", 5, cfg.conv2_stride, cfg.conv2_padding),
+        ("pool", pk, ps, 0),
+        ("conv3", 3, 1, 1), ("conv4", 3, 1, 1), ("conv5", 3, 1, 1),
+        ("pool", pk, ps, 0),
+    ]
+    size, conv_maps = cfg.image_size, []
+    for what, k, s, p in steps:
+        size = conv_out(size, k, s, p, ceil=cfg.pool_ceil and what == "pool")
+        if size < 1:
+            raise ValueError(
+                f"image_size={cfg.image_size}: the feature map shrinks to zero at {what} "
+                f"(conv1 {cfg.conv1_kernel}x{cfg.conv1_kernel}/{cfg.conv1_stride}, "
+                f"pool={cfg.pool}); use a larger image_size or a smaller stride")
+        if what != "pool":
+            conv_maps.append(size)
+    final = cfg.adaptive_pool or size
+    return AlexNetPlan(widths, conv_maps, final, widths[4] * final * final)
+
+
+class AlexNet(nn.Module):
+    """AlexNet/ZFNet as `features` (conv stack) / `avgpool` / `classifier` (three FC layers)."""
+
+    def __init__(self, cfg: AlexNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.plan = p = plan(cfg)
+        self.filter_rms_clip = cfg.filter_rms_clip
+        self.features = nn.Sequential(*self._feature_layers(cfg, p.widths))
+        self.avgpool = (nn.AdaptiveAvgPool2d(cfg.adaptive_pool) if cfg.adaptive_pool
+                        else nn.Identity())
+        self.classifier = nn.Sequential(*self._classifier_layers(cfg, p.fc_input))
+        if cfg.init == "paper":
+            self._paper_init()
+
+    @staticmethod
+    def _feature_layers(cfg: AlexNetConfig, widths: tuple[int, ...]) -> list[nn.Module]:
+        pk, ps = (3, 2) if cfg.pool == "overlap" else (2, 2)
+        convs = [  # (in, out, kernel, stride, padding, groups)
+            (cfg.in_channels, widths[0], cfg.conv1_kernel, cfg.conv1_stride, cfg.conv1_padding, 1),
+            (widths[0], widths[1], 5, cfg.conv2_stride, cfg.conv2_padding, cfg.groups),
+            (widths[1], widths[2], 3, 1, 1, 1),
+            (widths[2], widths[3], 3, 1, 1, cfg.groups),
+            (widths[3], widths[4], 3, 1, 1, cfg.groups),
+        ]
+        layers: list[nn.Module] = []
+        for i, (c_in, c_out, k, s, pad, g) in enumerate(convs):
+            layers += [nn.Conv2d(c_in, c_out, k, s, pad, groups=g), make_activation(cfg.activation)]
+            # PyTorch's LRN divides alpha by n, as Caffe's reference AlexNet does.
+            norm = [nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)] if cfg.lrn and i < 2 else []
+            pool = [nn.MaxPool2d(pk, ps, ceil_mode=cfg.pool_ceil)] if i in (0, 1, 4) else []
+            layers += norm + pool if cfg.lrn_position == "before_pool" else pool + norm
+        return layers
+
+    @staticmethod
+    def _classifier_layers(cfg: AlexNetConfig, fc_input: int) -> list[nn.Module]:
+        act = cfg.activation
+        fc6, fc7 = nn.Linear(fc_input, cfg.fc_width), nn.Linear(cfg.fc_width, cfg.fc_width)
+        fc8 = nn.Linear(cfg.fc_width, cfg.num_classes)
+        if cfg.dropout_position == "input":  # torchvision's order: dropout feeds FC6 and FC7
+            return [nn.Dropout(cfg.dropout), fc6, make_activation(act),
+                    nn.Dropout(cfg.dropout), fc7, make_activation(act), fc8]
+        return [fc6, make_activation(act), nn.Dropout(cfg.dropout),
+                fc7, make_activation(act), nn.Dropout(cfg.dropout), fc8]
+
+    @torch.no_grad()
+    def _paper_init(self) -> None:
+        # AlexNet: weights N(0, 0.01); bias 1 in conv2, conv4, conv5 and the hidden FCs, else 0.
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        fcs = [m for m in self.classifier if isinstance(m, nn.Linear)]
+        for m in convs + fcs:
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+        for m in (convs[1], convs[3], convs[4], fcs[0], fcs[1]):
+            nn.init.ones_(m.bias)
+
+    def conv_layers(self) -> list[nn.Conv2d]:
+        """The five conv layers in order (for analyses such as filters and deconvnet)."""
+        return [m for m in self.features if isinstance(m, nn.Conv2d)]
+
+    def post_step(self) -> None:
+        """Apply the constraints the paper applies after each SGD step (ZFNet's RMS clip)."""
+        if self.filter_rms_clip:
+            clip_filter_rms(self, self.filter_rms_clip)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)  # (B, C5, s, s)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)  # (B, C5 * s * s)
+        return self.classifier(x)  # (B, num_classes)

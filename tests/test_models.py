@@ -1,0 +1,202 @@
+"""Model family: every preset against the paper figures, and the knobs' validation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from service.models import (
+    build_model,
+    check_model,
+    count_params,
+    describe,
+    list_models,
+    model_knobs,
+)
+from service.models.common import clip_filter_rms
+from service.models.lenet import C3_TABLE, PartialConv2d
+
+# papers.md: parameters at the paper's class count, and the spatial size after each conv.
+PAPER = {
+    "lenet5": (61_706, [28, 10, 1]),
+    "lenet5-1998": (60_000, [28, 10, 1]),
+    "alexnet": (60_965_224, [55, 27, 13, 13, 13]),
+    "zfnet": (62_357_608, [110, 26, 13, 13, 13]),
+    "alexnet-torchvision": (61_100_840, [55, 27, 13, 13, 13]),
+}
+
+
+def test_registry_lists_every_paper_preset():
+    assert sorted(list_models()) == sorted(PAPER)
+
+
+def measured_conv_maps(model: nn.Module, x: torch.Tensor) -> list[int]:
+    sizes: list[int] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(out.shape[-1]))
+             for m in model.conv_layers()]
+    model(x)
+    for h in hooks:
+        h.remove()
+    return sizes
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_preset_matches_paper_and_trains(name):
+    torch.manual_seed(0)
+    model = build_model(name)
+    knobs = model_knobs(name)
+    params, maps = PAPER[name]
+    assert count_params(model) == params
+    x = torch.randn(2, knobs["in_channels"], knobs["image_size"], knobs["image_size"])
+    assert measured_conv_maps(model, x) == maps
+    out = model(x)
+    assert out.shape == (2, knobs["num_classes"])
+    assert torch.isfinite(out).all()
+    out.logsumexp(1).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_describe_agrees_with_built_model(name):
+    info = describe(name, flops=True)
+    assert info["params"] == PAPER[name][0]
+    assert info["conv_maps"] == PAPER[name][1]
+    assert info["flops"] > 2 * info["params"] * 0.5  # every weight is used at least once
+
+
+def test_models_cli_json_lists_every_preset():
+    out = subprocess.run([sys.executable, "-m", "service.models", "--json"], check=True,
+                         capture_output=True, text=True).stdout
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert set(rows) == set(PAPER)
+    for name, (params, maps) in PAPER.items():
+        assert rows[name]["params"] == params
+        assert rows[name]["conv_maps"] == maps
+    assert rows["alexnet"]["input_size"] == [3, 227, 227]
+    assert rows["zfnet"]["input_size"] == [3, 224, 224]
+
+
+def test_torchvision_weights_load_and_give_identical_outputs():
+    torch.manual_seed(1)
+    theirs = torchvision.models.alexnet(weights=None).eval()
+    ours = build_model("alexnet-torchvision").eval()
+    assert {k: v.shape for k, v in ours.state_dict().items()} == \
+        {k: v.shape for k, v in theirs.state_dict().items()}
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
+
+
+def test_zfnet_differs_from_alexnet_where_the_paper_says():
+    alex, zf = model_knobs("alexnet"), model_knobs("zfnet")
+    assert (alex["conv1_kernel"], alex["conv1_stride"]) == (11, 4)
+    assert (zf["conv1_kernel"], zf["conv1_stride"], zf["conv2_stride"]) == (7, 2, 2)
+    assert (alex["groups"], zf["groups"]) == (2, 1)
+    assert zf["filter_rms_clip"] == 0.1 and alex["filter_rms_clip"] is None
+    model = build_model("zfnet", num_classes=10, width_mult=0.25)
+    kinds = [type(m).__name__ for m in model.features]
+    # ZFNet normalises after the pools; AlexNet before them.
+    assert kinds[:4] == ["Conv2d", "ReLU", "MaxPool2d", "LocalResponseNorm"]
+    kinds = [type(m).__name__ for m in build_model("alexnet", num_classes=10).features]
+    assert kinds[:4] == ["Conv2d", "ReLU", "LocalResponseNorm", "MaxPool2d"]
+
+
+def test_alexnet_towers_are_grouped_convs():
+    convs = build_model("alexnet").conv_layers()
+    assert [c.groups for c in convs] == [1, 2, 1, 2, 2]
+    assert [c.out_channels for c in convs] == [96, 256, 384, 384, 256]
+
+
+def test_lenet_1998_c3_respects_connection_table():
+    model = build_model("lenet5-1998")
+    c3 = next(m for m in model.features if isinstance(m, PartialConv2d))
+    dense = c3.dense_weight()
+    for out_map, inputs in enumerate(C3_TABLE):
+        for in_map in range(6):
+            connected = bool(dense[out_map, in_map].abs().sum() > 0)
+            assert connected == (in_map in inputs)
+    assert sum(len(t) for t in C3_TABLE) == 60  # 1,516 params = 60 kernels*25 + 16 biases
+    # A change to an unconnected input map leaves that output map unchanged.
+    x = torch.randn(1, 6, 14, 14)
+    y0 = c3(x)
+    x[0, 3] += 1.0  # S2 map 3 feeds C3 maps 1, 2, 3, 6, ... but not map 0
+    y1 = c3(x)
+    assert torch.equal(y0[0, 0], y1[0, 0])
+    assert not torch.equal(y0[0, 1], y1[0, 1])
+
+
+def test_scaled_tanh_is_lecuns():
+    model = build_model("lenet5-1998")
+    act = model.features[1]
+    a = torch.linspace(-3, 3, 7)
+    torch.testing.assert_close(act(a), 1.7159 * torch.tanh(2 * a / 3))
+
+
+@pytest.mark.parametrize("knobs, field", [
+    ({"image_size": 63}, "image_size"),  # AlexNet's maps shrink to zero below 67
+    ({"groups": 3}, "groups"),  # 3 does not divide 256
+    ({"dropout": 1.0}, "dropout"),
+    ({"dropout": -0.1}, "dropout"),
+    ({"activation": "gelu"}, "activation"),
+    ({"pool": "huge"}, "pool"),
+    ({"conv1_stride": 0}, "conv1_stride"),
+    ({"fc_width": 0}, "fc_width"),
+    ({"lenet_only_knob": 1}, "lenet_only_knob"),
+])
+def test_invalid_knobs_name_the_knob(knobs, field):
+    with pytest.raises(ValueError, match=field):
+        check_model("alexnet", **knobs)
+
+
+def test_lenet_too_small_image_is_rejected():
+    with pytest.raises(ValueError, match="image_size=28"):
+        build_model("lenet5", image_size=28)
+
+
+def test_validation_happens_before_allocation(monkeypatch):
+    # A 16x-wide AlexNet would need ~billions of weights; the bad image size must fail first.
+    allocated = []
+    monkeypatch.setattr(nn.Conv2d, "__init__", lambda *a, **k: allocated.append(1))
+    with pytest.raises(ValueError, match="image_size"):
+        build_model("alexnet", image_size=32, width_mult=16)
+    assert allocated == []
+
+
+def test_unknown_model_lists_choices():
+    with pytest.raises(ValueError, match="zfnet"):
+        build_model("vgg16")
+
+
+def test_width_mult_keeps_groups_divisible():
+    model = build_model("alexnet", width_mult=0.25, image_size=67, num_classes=10)
+    widths = [c.out_channels for c in model.conv_layers()]
+    assert widths == [24, 64, 96, 96, 64]
+    assert model(torch.randn(2, 3, 67, 67)).shape == (2, 10)
+
+
+def test_filter_rms_clip_renormalises_only_large_filters():
+    conv = nn.Conv2d(3, 4, 3)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(4, 3, 3, 3) * torch.tensor([0.01, 0.05, 0.5, 2.0]).view(4, 1, 1, 1))
+    before = conv.weight.detach().clone()
+    clipped = clip_filter_rms(conv, 0.1)
+    rms = conv.weight.pow(2).mean(dim=(1, 2, 3)).sqrt()
+    assert clipped == 2
+    torch.testing.assert_close(rms[2:], torch.full((2,), 0.1))
+    torch.testing.assert_close(conv.weight[:2], before[:2])
+
+
+def test_paper_init_sets_alexnet_biases():
+    model = build_model("alexnet", init="paper", width_mult=0.25, num_classes=10)
+    convs = model.conv_layers()
+    assert [float(c.bias.detach().mean()) for c in convs] == [0.0, 1.0, 0.0, 1.0, 1.0]
+    assert abs(float(convs[0].weight.detach().std()) - 0.01) < 0.002

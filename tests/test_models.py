@@ -186,7 +186,8 @@ def test_width_mult_keeps_groups_divisible():
 def test_filter_rms_clip_renormalises_only_large_filters():
     conv = nn.Conv2d(3, 4, 3)
     with torch.no_grad():
-        conv.weight.copy_(torch.randn(4, 3, 3, 3) * torch.tensor([0.01, 0.05, 0.5, 2.0]).view(4, 1, 1, 1))
+        scale = torch.tensor([0.01, 0.05, 0.5, 2.0]).view(4, 1, 1, 1)
+        conv.weight.copy_(torch.randn(4, 3, 3, 3) * scale)
     before = conv.weight.detach().clone()
     clipped = clip_filter_rms(conv, 0.1)
     rms = conv.weight.pow(2).mean(dim=(1, 2, 3)).sqrt()

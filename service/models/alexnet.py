@@ -1,4 +1,4 @@
-"""The AlexNet family: AlexNet (2012), ZFNet (2013) and torchvision's AlexNet as presets of one class.
+"""The AlexNet family: AlexNet (2012), ZFNet (2013) and torchvision's AlexNet, one class.
 
 Every architectural difference the papers argue about is a named knob of `AlexNetConfig`, so a
 sweep can vary it. `plan()` does the shape arithmetic before any weight is allocated and raises a
@@ -150,7 +150,8 @@ class AlexNet(nn.Module):
         for i, (c_in, c_out, k, s, pad, g) in enumerate(convs):
             layers += [nn.Conv2d(c_in, c_out, k, s, pad, groups=g), make_activation(cfg.activation)]
             # PyTorch's LRN divides alpha by n, as Caffe's reference AlexNet does.
-            norm = [nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)] if cfg.lrn and i < 2 else []
+            lrn = cfg.lrn and i < 2
+            norm = [nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)] if lrn else []
             pool = [nn.MaxPool2d(pk, ps, ceil_mode=cfg.pool_ceil)] if i in (0, 1, 4) else []
             layers += norm + pool if cfg.lrn_position == "before_pool" else pool + norm
         return layers

@@ -150,7 +150,8 @@ class LeNet5(nn.Module):
             c3, make_activation(cfg.activation), *pool(16),  # C3, S4
             nn.Conv2d(16, 120, 5), make_activation(cfg.activation),  # C5
         )
-        out = RBFOutput(84, cfg.num_classes) if cfg.output == "rbf" else nn.Linear(84, cfg.num_classes)
+        n = cfg.num_classes
+        out = RBFOutput(84, n) if cfg.output == "rbf" else nn.Linear(84, n)
         self.classifier = nn.Sequential(
             nn.Flatten(), nn.Dropout(cfg.dropout),
             nn.Linear(p.fc_input, 84), make_activation(cfg.activation), out,  # F6, output

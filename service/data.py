@@ -1,0 +1,445 @@
+"""Datasets for the sweeps: the embedded digits default, torchvision datasets, augmentation.
+
+`build_datasets` returns train/val datasets of `(float32 (C, H, W), int label)` items, resized
+to the model's input, adapted to its channels and normalised; per item (transforms v2):
+to float [0, 1] -> resize -> grey<->RGB -> [train only: crop, flip, jitter, PCA lighting]
+-> normalise. Every user-facing problem raises `DataError` with one printable message.
+- digits: sklearn's 1,797 real 8x8 digits, seeded stratified split, resized ONCE per size and
+  kept in memory; mean/std computed on the train split of each seed (not fixed constants).
+- mnist, fashion_mnist, cifar10, cifar100: torchvision's classes read the official files (test
+  split = validation); the decoded uint8 arrays stay in memory, cached per process.
+- imagefolder: class-per-folder tree; `root/train` + `root/val` if both exist, else split.
+"""
+
+import functools
+import gzip
+import math
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torchvision.datasets as tvd
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.model_selection import train_test_split
+from torch import nn
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100",
+                             "imagefolder")
+NATIVE_CHANNELS: dict[str, int] = {
+    "digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "cifar100": 3, "imagefolder": 3,
+}
+#: None for imagefolder: the number of class folders, known only once the tree is read.
+NUM_CLASSES: dict[str, int | None] = {
+    "digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
+    "imagefolder": None,
+}
+# Published per-channel statistics of the training sets, in [0, 1] units.
+_MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet
+}
+_TORCHVISION: dict[str, type] = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST,
+                                 "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
+_GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # the weights v2.Grayscale uses
+_LIGHTING_SAMPLE = 256  # train images for the PCA basis: plenty for a 3x3 covariance
+
+
+class DataError(ValueError):
+    """A user-facing data problem; the message is complete and meant to be printed as is."""
+
+
+class AugmentConfig(BaseModel):
+    """Train-time augmentation; everything is off by default and always off for validation."""
+
+    model_config = ConfigDict(extra="forbid")
+    crop: Literal["none", "random", "random_resized"] = "none"
+    crop_padding: int = Field(4, ge=0)
+    crop_scale_min: float = Field(0.35, gt=0.0, le=1.0)
+    hflip: bool = False
+    lighting: float = Field(0.0, ge=0.0)
+    color_jitter: float = Field(0.0, ge=0.0)
+
+
+class DataConfig(BaseModel):
+    """Which dataset, where it lives and how it is prepared (the `data:` block of a spec)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100",
+                     "imagefolder"] = "digits"
+    root: str | None = None
+    download: bool = False
+    image_size: int | None = Field(None, ge=1)
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    augmentation: AugmentConfig = AugmentConfig()
+
+
+@dataclass
+class Datasets:
+    """What `build_datasets` returns; items are (float tensor (C, H, W), int label)."""
+
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    in_channels: int
+    image_size: int
+    # Normalisation applied to the items (per produced channel), so that analyses can show
+    # images in [0, 1] again: x01 = x * std + mean. None when unknown.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+class Lighting(nn.Module):
+    """AlexNet's PCA colour noise: add `eigvec @ (alpha * eigval)`, alpha ~ N(0, sigma), per image.
+
+    Works on (C, H, W) or a batch (N, C, H, W) of images in [0, 1] (before normalisation); the
+    same C-vector is added to every pixel of an image. With C == 1 this is a random brightness
+    shift scaled by the pixel variance, which is what PCA on one channel reduces to.
+    """
+
+    def __init__(self, eigval: torch.Tensor, eigvec: torch.Tensor, sigma: float) -> None:
+        super().__init__()
+        self.register_buffer("eigval", eigval.detach().float().clone())
+        self.register_buffer("eigvec", eigvec.detach().float().clone())
+        self.sigma = float(sigma)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        """Return `img` shifted by one random colour offset per image (identity if sigma == 0)."""
+        if self.sigma == 0.0:
+            return img
+        lead = img.shape[:-3]
+        alpha = torch.randn(*lead, self.eigval.numel()) * self.sigma
+        offset = (alpha * self.eigval) @ self.eigvec.T  # row-vector form of eigvec @ (a*l)
+        return img + offset.to(img.dtype)[..., :, None, None]
+
+    def extra_repr(self) -> str:  # shows up when a run logs its transforms
+        return f"sigma={self.sigma}, eigval={self.eigval.tolist()}"
+
+
+def pca_lighting_basis(
+    images: torch.Tensor, max_pixels: int = 1_000_000
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PCA of the pixel colours of `images` (N, C, H, W), uint8 or float in [0, 1].
+
+    Returns `(eigval, eigvec)`: eigenvalues of the C x C colour covariance, >= 0 and sorted in
+    decreasing order, and the matching orthonormal eigenvectors as the COLUMNS of `eigvec`.
+    Pass training images, before normalisation; at most `max_pixels` (evenly strided) are used.
+    """
+    c = images.shape[-3]
+    pixels = images.movedim(-3, -1).reshape(-1, c)
+    pixels = pixels[:: max(1, len(pixels) // max_pixels)].double()  # bound the cost at 224 px
+    cov = torch.cov((pixels / 255.0 if images.dtype == torch.uint8 else pixels).T).reshape(c, c)
+    eigval, eigvec = torch.linalg.eigh(cov)  # ascending
+    eigval, eigvec = eigval.flip(0).clamp_min(0.0), eigvec.flip(1)
+    # Fix each vector's sign (largest component positive) so the basis is reproducible.
+    signs = torch.sign(eigvec.gather(0, eigvec.abs().argmax(0, keepdim=True)))
+    eigvec = eigvec * torch.where(signs == 0, 1.0, signs)
+    return eigval.float(), eigvec.float()
+
+
+class TensorImageDataset(Dataset):
+    """Images in memory as one (N, C, H, W) tensor, a per-item transform, and the `indices` of
+    this split (so splits share one tensor instead of copying it)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Any = None,
+                 indices: Any = None) -> None:
+        self.images, self.labels, self.transform = images, labels.long(), transform
+        self.indices = torch.arange(len(images)) if indices is None else torch.as_tensor(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x, y = self.images[int(self.indices[i])], self.labels[int(self.indices[i])]
+        return (self.transform(x) if self.transform is not None else x), int(y)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """Labels of this split, in item order."""
+        return self.labels[self.indices]
+
+
+class _TransformSubset(Dataset):
+    """A subset of a PIL-yielding dataset (ImageFolder) with its own transform."""
+
+    def __init__(self, base: Any, indices: np.ndarray, transform: Any) -> None:
+        self.base, self.indices, self.transform = base, indices, transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img, label = self.base[int(self.indices[i])]
+        return self.transform(img), int(label)
+
+
+def split_indices(labels: Any, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (train, val) index split by `seed`, stratified by label when possible."""
+    labels = np.asarray(labels)
+    n_val = math.ceil(len(labels) * val_fraction)
+    if n_val < 1 or n_val >= len(labels):
+        raise DataError(f"cannot split {len(labels)} images with data.val_fraction="
+                        f"{val_fraction}: one side would be empty")
+    idx = np.arange(len(labels))
+    try:
+        tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=labels)
+    except ValueError:  # a class with < 2 images, or fewer val slots than classes
+        tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed)
+    return np.sort(tr), np.sort(va)
+
+
+def load_idx_pair(images_path: str | Path, labels_path: str | Path) -> tuple[torch.Tensor, ...]:
+    """Read an IDX image file and its label file (plain or .gz), e.g. MNIST's t10k pair.
+
+    Returns `(images uint8 (N, rows, cols), labels int64 (N,))`; raises DataError on a missing
+    file, a wrong magic number (2051 images / 2049 labels), truncation or a count mismatch.
+    """
+    dims, payload = _read_idx(Path(images_path), 2051)
+    images = torch.frombuffer(bytearray(payload), dtype=torch.uint8).view(*dims)
+    (n,), payload = _read_idx(Path(labels_path), 2049)
+    labels = torch.frombuffer(bytearray(payload), dtype=torch.uint8).long()
+    if n != dims[0]:
+        raise DataError(f"{images_path} has {dims[0]} images but {labels_path} has {n} labels")
+    return images, labels
+
+
+def _read_idx(path: Path, magic: int) -> tuple[tuple[int, ...], bytes]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read IDX file {path}: {e}") from e
+    found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+    if found != magic:
+        raise DataError(f"{path}: magic number {found}, expected {magic} (not an IDX file?)")
+    ndim = magic & 0xFF  # low byte = number of dimensions; 0x08 above it = unsigned bytes
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    payload = data[4 + 4 * ndim :]
+    if len(payload) != math.prod(dims):
+        raise DataError(f"{path}: {len(payload)} data bytes, header says {math.prod(dims)}")
+    return dims, payload
+
+
+def _adapt_stats(stats: tuple, in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean/std for the produced channels. RGB->grey uses the grey weights for the std too,
+    exact when the channels are perfectly correlated and a close upper bound for real photos."""
+    mean, std = stats
+    if len(mean) == in_channels:
+        return tuple(mean), tuple(std)
+    if in_channels == 3:
+        return mean * 3, std * 3
+    grey = (tuple([sum(w * v for w, v in zip(_GREY_WEIGHTS, s, strict=True))]) for s in stats)
+    return next(grey), next(grey)
+
+
+def _channel_step(native: int, in_channels: int) -> list[nn.Module]:
+    # v2.RGB repeats a grey channel; v2.Grayscale(1) uses the ITU-R 601 weights
+    return {(1, 3): [v2.RGB()], (3, 1): [v2.Grayscale(1)]}.get((native, in_channels), [])
+
+
+def _augment_steps(aug: AugmentConfig, size: int, lighting: Lighting | None) -> list[nn.Module]:
+    # geometry first, then photometric noise; Lighting last, on [0, 1] values as in AlexNet
+    steps: list[nn.Module] = {
+        "none": [], "random": [v2.RandomCrop(size, padding=aug.crop_padding)],
+        "random_resized": [v2.RandomResizedCrop(size, (aug.crop_scale_min, 1.0), antialias=True)],
+    }[aug.crop]
+    if aug.hflip:
+        steps.append(v2.RandomHorizontalFlip(0.5))
+    if aug.color_jitter > 0:
+        s = aug.color_jitter
+        steps.append(v2.ColorJitter(brightness=s, contrast=s, saturation=s))
+    if lighting is not None:
+        steps.append(lighting)
+    return steps
+
+
+def _compose(pre: list[nn.Module], aug: list[nn.Module], stats: tuple) -> v2.Compose:
+    return v2.Compose([*pre, *aug, v2.Normalize(*stats), v2.ToPureTensor()])
+
+
+def tensor_datasets(
+    images: torch.Tensor, labels: torch.Tensor, train_idx: Any, val_idx: Any, *,
+    image_size: int, in_channels: int, num_classes: int | None = None,
+    augmentation: AugmentConfig | None = None, mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None, seed: int = 0,
+) -> Datasets:
+    """`Datasets` over in-memory images (N, H, W) or (N, C, H, W), uint8 or float in [0, 1],
+    split by index (e.g. `load_idx_pair` + `split_indices`). mean/std (native channels)
+    default to the statistics of up to 10,000 train images; `seed` picks the lighting sample."""
+    _check_shape_args(image_size, in_channels)
+    aug, size = augmentation or AugmentConfig(), image_size
+    images = images.unsqueeze(1) if images.dim() == 3 else images
+    # copies: the digits split is cached, and a caller editing .indices must not change it
+    train_idx, val_idx = (torch.as_tensor(i).long().clone() for i in (train_idx, val_idx))
+    native, scale = images.shape[1], 255.0 if images.dtype == torch.uint8 else 1.0
+    if mean is None or std is None:
+        x = images[train_idx[:10_000]].double() / scale
+        mean, std = tuple(x.mean((0, 2, 3)).tolist()), tuple(x.std((0, 2, 3)).tolist())
+    pre: list[nn.Module] = []
+    if images.dtype == torch.uint8:
+        pre.append(v2.ToDtype(torch.float32, scale=True))
+    if tuple(images.shape[-2:]) != (size, size):
+        pre.append(v2.Resize([size, size], antialias=True))
+    pre += _channel_step(native, in_channels)
+    lighting = None
+    if aug.lighting > 0:  # basis from train images in [0, 1] with the produced channels
+        g = torch.Generator().manual_seed(seed)
+        pick = train_idx[torch.randperm(len(train_idx), generator=g)[:_LIGHTING_SAMPLE]]
+        sample = images[pick].float() / scale
+        for step in _channel_step(native, in_channels):
+            sample = step(sample)
+        lighting = Lighting(*pca_lighting_basis(sample), aug.lighting)
+    stats = _adapt_stats((mean, std), in_channels)
+    t_train = _compose(pre, _augment_steps(aug, size, lighting), stats)
+    n_cls = num_classes or int(labels.max()) + 1
+    return Datasets(TensorImageDataset(images, labels, t_train, train_idx),
+                    TensorImageDataset(images, labels, _compose(pre, [], stats), val_idx),
+                    n_cls, in_channels, size, *stats)
+
+
+@functools.lru_cache(maxsize=4)
+def _digits_resized(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All 1,797 digits resized once per size: images (N,1,S,S) float32 in [0,1], labels, and
+    per-image pixel mean and mean square (so any split's mean/std costs O(N), not a copy)."""
+    from sklearn.datasets import load_digits  # imported lazily: only the default needs it
+
+    d = load_digits()
+    x = torch.from_numpy(d.images).float().div_(16.0).unsqueeze(1)  # values 0..16 -> [0, 1]
+    if size != 8:
+        x = v2.functional.resize(x, [size, size], antialias=True).clamp_(0.0, 1.0)
+    x = x.contiguous()
+    return x, torch.from_numpy(d.target).long(), x.mean((1, 2, 3)), x.square().mean((1, 2, 3))
+
+
+@functools.lru_cache(maxsize=64)
+def _digits_split(size: int, seed: int, val_fraction: float) -> tuple[Any, Any, float, float]:
+    _, labels, m, sq = _digits_resized(size)
+    tr, va = split_indices(labels.numpy(), val_fraction, seed)
+    mean = float(m[tr].double().mean())
+    std = math.sqrt(max(float(sq[tr].double().mean()) - mean * mean, 1e-12))
+    return tr, va, mean, std
+
+
+def _check_shape_args(size: int, in_channels: int) -> None:
+    if in_channels not in (1, 3):
+        raise DataError(f"in_channels={in_channels}: only 1 (grey) or 3 (RGB) is supported")
+    if size < 1:
+        raise DataError(f"image_size={size}: must be a positive number of pixels")
+
+
+def _torchvision_files(name: str, root: Path) -> tuple[Path, list[str]]:
+    """The folder torchvision looks in and the files it requires there (from its class)."""
+    cls = _TORCHVISION[name]
+    if name in ("mnist", "fashion_mnist"):
+        files = [Path(url).name.removesuffix(".gz") for url, _ in cls.resources]
+        return root / cls.__name__ / "raw", files
+    files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    return root / cls.base_folder, files
+
+
+@functools.lru_cache(maxsize=2)
+def _load_torchvision(name: str, root: str, download: bool) -> tuple[torch.Tensor, Any, int]:
+    """Decode the official train + test splits once per process: (images uint8 (N, C, H, W),
+    labels, number of train images); the test images come last and serve as validation."""
+    where, files = _torchvision_files(name, Path(root))
+    try:
+        splits = [_TORCHVISION[name](root, train=t, download=download) for t in (True, False)]
+    except (RuntimeError, OSError) as e:  # torchvision: "Dataset not found ..."; network errors
+        missing = [f for f in files if not (where / f).is_file()]
+        if download:
+            msg = (f"could not download {name} into {where} ({' '.join(str(e).split())}); "
+                   f"without internet, copy the unpacked files {', '.join(files)} there")
+        elif missing:
+            msg = (f"{name} not found: no {where / missing[0]} (torchvision needs {len(files)}"
+                   f" files in {where}). Set `data.download: true` to download it, or point "
+                   f"`data.root` at the folder that contains {where.relative_to(root)}/")
+        else:
+            msg = (f"{name} files in {where} fail torchvision's integrity check (corrupted or not"
+                   f" the official files): set `data.download: true` to download them again")
+        raise DataError(msg) from e
+    except (AssertionError, ValueError, TypeError, EOFError, pickle.UnpicklingError) as e:
+        raise DataError(f"{name} files in {where} are unreadable ({e!r})") from e
+    x = torch.cat([torch.as_tensor(np.asarray(ds.data)) for ds in splits])
+    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)  # MNIST is NHW, CIFAR NHWC
+    y = torch.cat([torch.as_tensor(ds.targets).long() for ds in splits])
+    return x.contiguous(), y, len(splits[0])
+
+
+def _imagefolder(cfg: DataConfig, root: Path, size: int, in_channels: int, seed: int) -> Datasets:
+    if cfg.download:
+        raise DataError("data.download is not supported for imagefolder: put the tree at "
+                        f"data.root ({root}) yourself")
+    if not root.is_dir():
+        raise DataError(f"imagefolder: data.root {root} is not a directory")
+    aug, chan = cfg.augmentation, _channel_step(3, in_channels)
+    to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+    val_pre = [*to_float, v2.Resize(size, antialias=True), v2.CenterCrop(size), *chan]
+    train_pre = val_pre  # photos are not square: shorter side to `size`, centre square
+    if aug.crop == "random_resized":  # crop the full-resolution photo, not the resized square
+        rrc = v2.RandomResizedCrop(size, scale=(aug.crop_scale_min, 1.0), antialias=True)
+        train_pre, aug = [*to_float, rrc, *chan], aug.model_copy(update={"crop": "none"})
+    try:
+        if (root / "train").is_dir() and (root / "val").is_dir():
+            tr_base, va_base = tvd.ImageFolder(root / "train"), tvd.ImageFolder(root / "val")
+            if tr_base.classes != va_base.classes:
+                raise DataError(f"imagefolder: {root}/train and {root}/val have different class "
+                                f"folders ({len(tr_base.classes)} vs {len(va_base.classes)})")
+            tr_idx, va_idx = np.arange(len(tr_base)), np.arange(len(va_base))
+        else:
+            tr_base = va_base = tvd.ImageFolder(root)
+            tr_idx, va_idx = split_indices(tr_base.targets, cfg.val_fraction, seed)
+    except FileNotFoundError as e:  # no class folders / no image files
+        raise DataError(f"imagefolder: {e} (data.root needs one sub-folder of images per "
+                        "class, or train/ and val/ folders that each have them)") from e
+    lighting = None
+    if aug.lighting > 0:  # colour statistics from a small sample of train images
+        pick = np.random.default_rng(seed).permutation(tr_idx)[:64]
+        small = v2.Compose([*to_float, v2.Resize(32, antialias=True), v2.CenterCrop(32), *chan])
+        sample = torch.stack([small(tr_base[int(i)][0]) for i in pick])
+        lighting = Lighting(*pca_lighting_basis(sample), aug.lighting)
+    stats = _adapt_stats(_MEAN_STD["imagefolder"], in_channels)
+    t_train = _compose(train_pre, _augment_steps(aug, size, lighting), stats)
+    return Datasets(_TransformSubset(tr_base, tr_idx, t_train),
+                    _TransformSubset(va_base, va_idx, _compose(val_pre, [], stats)),
+                    len(tr_base.classes), in_channels, size, stats[0], stats[1])
+
+
+def build_datasets(
+    cfg: DataConfig, *, image_size: int, in_channels: int, seed: int = 0
+) -> Datasets:
+    """Build the train and validation datasets described by `cfg`.
+
+    `image_size` and `in_channels` are the model's input; `cfg.image_size`, when set, overrides
+    the size. `seed` fixes the train/val split where the dataset has none (digits, a flat
+    imagefolder) and the lighting sample. Raises DataError for every user-facing problem.
+    """
+    size = cfg.image_size if cfg.image_size is not None else image_size
+    _check_shape_args(size, in_channels)
+    name, aug = cfg.dataset, cfg.augmentation
+    if name == "digits":
+        images, labels, _, _ = _digits_resized(size)
+        tr, va, mean, std = _digits_split(size, seed, cfg.val_fraction)
+        return tensor_datasets(images, labels, tr, va, image_size=size, in_channels=in_channels,
+                               num_classes=10, augmentation=aug, mean=(mean,), std=(std,),
+                               seed=seed)
+    if cfg.root is None:
+        raise DataError(f"dataset {name!r} needs `data.root`: the folder that holds (or, with "
+                        "`data.download: true`, will receive) its files")
+    root = Path(cfg.root).expanduser().resolve()
+    if name == "imagefolder":
+        return _imagefolder(cfg, root, size, in_channels, seed)
+    images, labels, n_train = _load_torchvision(name, str(root), cfg.download)
+    mean, std = _MEAN_STD[name]
+    return tensor_datasets(images, labels, torch.arange(n_train),
+                           torch.arange(n_train, len(images)), image_size=size,
+                           in_channels=in_channels, num_classes=NUM_CLASSES[name],
+                           augmentation=aug, mean=mean, std=std, seed=seed)

@@ -1,0 +1,383 @@
+"""The training loop: one configuration, one `report(metrics, checkpoint_dir)` call per epoch.
+
+It needs no Ray: under Ray Train the callback is `ray.train.report`, under Tune `tune.report`,
+in tests and benchmarks a list append. It resumes exactly from a checkpoint it wrote (model,
+optimiser, scheduler, epoch and RNG states), and a diverging run ends with `status: diverged`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .data import AugmentConfig, DataConfig, Datasets, build_datasets
+from .models import build_model, check_model, knob_names, model_knobs
+
+Report = Callable[[dict[str, Any], str | None], None]
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines one training run; the single source of truth for a trial."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "lenet5"  # a name from service.models.list_models()
+    knobs: dict[str, Any] = Field(default_factory=dict)  # model knobs over the preset's
+    data: DataConfig = Field(default_factory=DataConfig)
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # SGD with momentum as in AlexNet, or AdamW
+    # AlexNet used lr 0.01 at batch 128 over ImageNet's 1.2M images; the defaults suit small
+    # datasets such as digits, which need more (and larger) steps per epoch.
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD only; AlexNet: 0.9
+    weight_decay: float = Field(5e-4, ge=0)  # AlexNet: 5e-4
+    schedule: Literal["none", "step", "cosine"] = "cosine"  # per-epoch learning-rate schedule
+    step_size: int = Field(30, ge=1)  # epochs between /10 steps for schedule=step
+    gamma: float = Field(0.1, gt=0, le=1)  # step factor (AlexNet divided by 10)
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)  # AlexNet: 128
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
+    bf16: bool = False  # autocast to bfloat16 (CUDA)
+    channels_last: bool = False  # NHWC memory format (faster convs on recent GPUs)
+    num_threads: int | None = Field(None, ge=1)  # torch CPU threads; None: OMP_NUM_THREADS
+    num_workers: int = Field(0, ge=0)  # DataLoader processes; 0 suits in-memory data
+
+    @model_validator(mode="after")
+    def _knobs_build(self) -> TrainConfig:
+        check_model(self.model, **self.model_knobs())
+        return self
+
+    def model_knobs(self) -> dict[str, Any]:
+        """Knobs for build_model: the explicit ones, plus the data's image size if it sets one."""
+        knobs = dict(self.knobs)
+        size = self.data.image_size
+        if size is not None:
+            if knobs.get("image_size", size) != size:
+                raise ValueError(f"knobs.image_size={knobs['image_size']} disagrees with "
+                                 f"data.image_size={size}; set one of them")
+            knobs["image_size"] = size
+        return knobs
+
+    def with_overrides(self, flat: dict[str, Any]) -> TrainConfig:
+        """A copy with flat `key: value` settings routed to where they belong.
+
+        A key is a training field (`lr`), a data field (`val_fraction`), an augmentation field
+        (`hflip`) or else a model knob (`conv1_kernel`). Sweeps and the CLI both use this.
+        """
+        top, data, aug = self.model_dump(), self.data.model_dump(), self.data.augmentation
+        aug_d = aug.model_dump()
+        knobs = dict(self.knobs)
+        for key, value in flat.items():
+            if key in ("knobs", "data"):
+                raise ValueError(f"{key}: give its fields one by one")
+            if key in TrainConfig.model_fields:
+                top[key] = value
+            elif key in DataConfig.model_fields:
+                data[key] = value
+            elif key in AugmentConfig.model_fields:
+                aug_d[key] = value
+            else:
+                knobs[key] = value
+        data["augmentation"] = aug_d
+        top.update(data=data, knobs=knobs)
+        return TrainConfig.model_validate(top)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _pick_device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    return torch.device("cpu")
+
+
+def _set_threads(cfg: TrainConfig) -> None:
+    # Ray sets OMP_NUM_THREADS to a worker's CPU share; concurrent trials must not oversubscribe.
+    threads = cfg.num_threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def prepare(cfg: TrainConfig) -> tuple[nn.Module, Datasets]:
+    """Build the datasets and the model sized for them (classes and channels from the data)."""
+    knobs = cfg.model_knobs()
+    preset = {**model_knobs(cfg.model), **knobs}
+    datasets = build_datasets(cfg.data, image_size=preset["image_size"],
+                              in_channels=preset["in_channels"], seed=cfg.seed)
+    if "num_classes" in knob_names(cfg.model):
+        knobs["num_classes"] = datasets.num_classes
+    return build_model(cfg.model, **knobs), datasets
+
+
+def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+
+
+def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _epoch: 1.0)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (temp file + rename), so a crash never leaves half a file."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by `fit` (tensors and plain values only: weights_only)."""
+    return torch.load(Path(checkpoint_dir) / CHECKPOINT_FILE, map_location="cpu",
+                      weights_only=True)
+
+
+class _Loop:
+    """One run's state: model, optimiser, loaders; `epoch()` trains and validates once."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.device = _pick_device(cfg.device)
+        _seed_everything(cfg.seed)
+        self.model, self.data = prepare(cfg)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model.to(self.device, memory_format=self.memory_format)
+        self.opt = _optimizer(cfg, self.model)
+        self.sched = _scheduler(cfg, self.opt)
+        self.loader_gen = torch.Generator().manual_seed(cfg.seed)
+        pin = self.device.type == "cuda"
+        self.train_loader = DataLoader(self.data.train, cfg.batch_size, shuffle=True,
+                                       generator=self.loader_gen, num_workers=cfg.num_workers,
+                                       pin_memory=pin, drop_last=False)
+        self.val_loader = DataLoader(self.data.val, max(cfg.batch_size, 256),
+                                     num_workers=cfg.num_workers, pin_memory=pin)
+
+    def _batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        return x, y.to(self.device, non_blocking=True)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
+
+    def train_epoch(self) -> tuple[float, float, int]:
+        """One pass over the training set: (mean loss, accuracy, images); NaN loss on divergence."""
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        for x, y in self.train_loader:
+            x, y = self._batch(x, y)
+            with self._autocast():
+                logits = self.model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                return math.nan, math.nan, seen
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.model.post_step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+        return float(loss_sum) / seen, float(correct) / seen, seen
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """Validation (mean loss, accuracy)."""
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        for x, y in self.val_loader:
+            x, y = self._batch(x, y)
+            with self._autocast():
+                logits = self.model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+        return float(loss_sum) / seen, float(correct) / seen
+
+    def state(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
+        """Everything needed to continue exactly where this epoch ended."""
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+               "loader": self.loader_gen.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "epoch": epoch, "rng": rng,
+                "history": history, "config": self.cfg.model_dump(mode="json")}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load a `state()` dict (the inverse of `state`)."""
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        self.loader_gen.set_state(rng["loader"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def fit(config: TrainConfig | dict[str, Any], report: Report, *,
+        resume_from: str | os.PathLike | None = None,
+        checkpoint_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Train one configuration, calling `report(metrics, checkpoint_dir)` after every epoch.
+
+    Metrics: epoch, train_loss, train_acc, val_loss, val_acc, best_val_acc, lr, epoch_s,
+    images_per_s, status (running | completed | diverged). `checkpoint_dir` holds
+    `checkpoint.pt` for this epoch; unless `checkpoint_root` is given it is a temporary
+    directory removed once `report` returns (Ray copies it during the call). `resume_from` is a
+    checkpoint directory written by an earlier call. Returns the last metrics reported.
+    """
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.model_validate(config)
+    _set_threads(cfg)
+    loop = _Loop(cfg)
+    start_epoch, history = 0, []
+    if resume_from is not None:
+        state = load_checkpoint(resume_from)
+        loop.restore(state)
+        start_epoch, history = state["epoch"], list(state["history"])
+    metrics: dict[str, Any] = history[-1] if history else {}
+    best = max((h["val_acc"] for h in history), default=0.0)
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        lr = loop.opt.param_groups[0]["lr"]
+        train_loss, train_acc, seen = loop.train_epoch()
+        train_s = time.perf_counter() - t0
+        diverged = not math.isfinite(train_loss)
+        # A diverged model predicts nothing: it scores 0 so that schedulers rank it last.
+        val_loss, val_acc = (math.inf, 0.0) if diverged else loop.evaluate()
+        best = max(best, val_acc)
+        status = "diverged" if diverged else ("completed" if epoch == cfg.epochs else "running")
+        metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                   "val_loss": val_loss, "val_acc": val_acc, "best_val_acc": best, "lr": lr,
+                   "epoch_s": time.perf_counter() - t0, "images_per_s": seen / max(train_s, 1e-9),
+                   "status": status}
+        if diverged:
+            report(metrics, None)
+            break
+        loop.sched.step()
+        history.append({k: metrics[k] for k in ("epoch", "train_loss", "val_loss", "val_acc")})
+        _report_with_checkpoint(report, metrics, loop.state(epoch, history), checkpoint_root)
+    return metrics
+
+
+def _report_with_checkpoint(report: Report, metrics: dict[str, Any], state: dict[str, Any],
+                            checkpoint_root: str | os.PathLike | None) -> None:
+    if checkpoint_root is not None:
+        ckpt_dir = Path(checkpoint_root) / f"epoch_{metrics['epoch']:04d}"
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(ckpt_dir / CHECKPOINT_FILE, state)
+        report(metrics, str(ckpt_dir))
+        return
+    ckpt_dir = Path(tempfile.mkdtemp(prefix="cnn-ablate-ckpt-"))
+    try:
+        save_checkpoint(ckpt_dir / CHECKPOINT_FILE, state)
+        report(metrics, str(ckpt_dir))
+    finally:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
+def _parse_assignments(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    flat = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{pair!r}: expected key=value (e.g. conv1_kernel=7, lrn=false)")
+        flat[key.strip()] = yaml.safe_load(value)  # 7 -> int, false -> bool, [1, 2] -> list
+    return flat
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m service.train --model zfnet --dataset digits --epochs 3 [knob=value ...]`."""
+    import argparse
+    import json
+
+    from pydantic import ValidationError
+
+    parser = argparse.ArgumentParser(
+        prog="python -m service.train", description="Train one configuration, a line per epoch.")
+    parser.add_argument("--model", default="lenet5")
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--root", help="dataset directory (torchvision datasets, imagefolder)")
+    parser.add_argument("--download", action="store_true", help="download a missing dataset")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, help="default: TrainConfig's (64)")
+    parser.add_argument("--lr", type=float, help="default: TrainConfig's (0.05)")
+    parser.add_argument("--optimizer", choices=["sgd", "adamw"])
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--checkpoint-dir", help="keep each epoch's checkpoint here")
+    parser.add_argument("--resume", help="checkpoint directory to continue from")
+    parser.add_argument("--json", action="store_true", help="print each epoch as a JSON line")
+    parser.add_argument("settings", nargs="*", metavar="key=value",
+                        help="model knobs or training/data fields, e.g. conv1_kernel=7 lrn=false")
+    args = parser.parse_args(argv)
+    try:
+        given = {"batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
+                 "seed": args.seed, "device": args.device}
+        cfg = TrainConfig(model=args.model, epochs=args.epochs,
+                          data=DataConfig(dataset=args.dataset, root=args.root,
+                                          download=args.download),
+                          **{k: v for k, v in given.items() if v is not None})
+        cfg = cfg.with_overrides(_parse_assignments(args.settings))
+    except (ValidationError, ValueError) as err:
+        print(f"error: {_one_line(err)}")
+        return 2
+
+    def show(metrics: dict[str, Any], _ckpt: str | None) -> None:
+        if args.json:
+            print(json.dumps(metrics), flush=True)
+            return
+        print(f"epoch {metrics['epoch']:3d}  train_loss {metrics['train_loss']:.4f}  "
+              f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_acc']:.4f}  "
+              f"lr {metrics['lr']:.5f}  {metrics['epoch_s']:.2f}s  "
+              f"{metrics['images_per_s']:.0f} img/s  {metrics['status']}", flush=True)
+
+    try:
+        final = fit(cfg, show, resume_from=args.resume, checkpoint_root=args.checkpoint_dir)
+    except (ValueError, FileNotFoundError) as err:  # data problems (DataError is a ValueError)
+        print(f"error: {_one_line(err)}")
+        return 2
+    return 1 if final.get("status") == "diverged" else 0
+
+
+def _one_line(err: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}"
+                         for e in err.errors())
+    return str(err)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -116,12 +116,13 @@ def _set_threads(cfg: TrainConfig) -> None:
         torch.set_num_threads(threads)
 
 
-def prepare(cfg: TrainConfig) -> tuple[nn.Module, Datasets]:
-    """Build the datasets and the model sized for them (classes and channels from the data)."""
+def prepare(cfg: TrainConfig, datasets: Datasets | None = None) -> tuple[nn.Module, Datasets]:
+    """Build the datasets (unless given) and the model sized for them (classes from the data)."""
     knobs = cfg.model_knobs()
     preset = {**model_knobs(cfg.model), **knobs}
-    datasets = build_datasets(cfg.data, image_size=preset["image_size"],
-                              in_channels=preset["in_channels"], seed=cfg.seed)
+    if datasets is None:
+        datasets = build_datasets(cfg.data, image_size=preset["image_size"],
+                                  in_channels=preset["in_channels"], seed=cfg.seed)
     if "num_classes" in knob_names(cfg.model):
         knobs["num_classes"] = datasets.num_classes
     return build_model(cfg.model, **knobs), datasets
@@ -159,11 +160,11 @@ def load_checkpoint(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
 class _Loop:
     """One run's state: model, optimiser, loaders; `epoch()` trains and validates once."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, datasets: Datasets | None = None):
         self.cfg = cfg
         self.device = _pick_device(cfg.device)
         _seed_everything(cfg.seed)
-        self.model, self.data = prepare(cfg)
+        self.model, self.data = prepare(cfg, datasets)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format)
         self.opt = _optimizer(cfg, self.model)
@@ -246,18 +247,20 @@ class _Loop:
 
 def fit(config: TrainConfig | dict[str, Any], report: Report, *,
         resume_from: str | os.PathLike | None = None,
-        checkpoint_root: str | os.PathLike | None = None) -> dict[str, Any]:
+        checkpoint_root: str | os.PathLike | None = None,
+        datasets: Datasets | None = None) -> dict[str, Any]:
     """Train one configuration, calling `report(metrics, checkpoint_dir)` after every epoch.
 
     Metrics: epoch, train_loss, train_acc, val_loss, val_acc, best_val_acc, lr, epoch_s,
     images_per_s, status (running | completed | diverged). `checkpoint_dir` holds
     `checkpoint.pt` for this epoch; unless `checkpoint_root` is given it is a temporary
     directory removed once `report` returns (Ray copies it during the call). `resume_from` is a
-    checkpoint directory written by an earlier call. Returns the last metrics reported.
+    checkpoint directory written by an earlier call. `datasets` replaces the ones `cfg.data`
+    describes (in-memory data in tests and benchmarks). Returns the last metrics reported.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.model_validate(config)
     _set_threads(cfg)
-    loop = _Loop(cfg)
+    loop = _Loop(cfg, datasets)
     start_epoch, history = 0, []
     if resume_from is not None:
         state = load_checkpoint(resume_from)

@@ -43,7 +43,9 @@ class AlexNetConfig:
     pool_ceil: bool = False  # ceil-mode pooling (ZFNet's 110 -> 55 -> 26 -> 13 arithmetic)
     adaptive_pool: int | None = None  # torchvision's AdaptiveAvgPool2d((6, 6)); None = none
     filter_rms_clip: float | None = None  # renormalise conv filters with RMS above this (ZFNet 0.1)
-    init: Literal["default", "paper"] = "default"  # PyTorch's init | N(0, 0.01) + bias 1 (paper)
+    # kaiming: He-normal convs, N(0, 0.01) FCs (trains from scratch in a few epochs);
+    # paper: N(0, 0.01) everywhere, bias 1 in conv2/4/5 and FC6/7; default: PyTorch's own.
+    init: Literal["kaiming", "paper", "default"] = "kaiming"
     conv_maps: list[int] = field(default_factory=list, repr=False)  # filled by plan()
 
 
@@ -135,6 +137,8 @@ class AlexNet(nn.Module):
         self.classifier = nn.Sequential(*self._classifier_layers(cfg, p.fc_input))
         if cfg.init == "paper":
             self._paper_init()
+        elif cfg.init == "kaiming":
+            self._kaiming_init()
 
     @staticmethod
     def _feature_layers(cfg: AlexNetConfig, widths: tuple[int, ...]) -> list[nn.Module]:
@@ -177,6 +181,16 @@ class AlexNet(nn.Module):
             nn.init.zeros_(m.bias)
         for m in (convs[1], convs[3], convs[4], fcs[0], fcs[1]):
             nn.init.ones_(m.bias)
+
+    @torch.no_grad()
+    def _kaiming_init(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
 
     def conv_layers(self) -> list[nn.Conv2d]:
         """The five conv layers in order (for analyses such as filters and deconvnet)."""

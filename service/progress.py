@@ -1,0 +1,72 @@
+"""Console progress a person can follow: a line per trial event and a running count with ETA."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+
+def _fmt_s(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def _fmt_config(config: dict[str, Any], keys: list[str]) -> str:
+    parts = []
+    for k in keys:
+        if k in config:
+            v = config[k]
+            parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+    return " ".join(parts)
+
+
+class Progress(Callback):
+    """Prints when a trial starts, stops early, completes, diverges or fails."""
+
+    def __init__(self, total: int, max_epochs: int, searched: list[str], quiet: bool = False,
+                 verbose: bool = False):
+        self.total, self.max_epochs, self.searched = total, max_epochs, searched
+        self.quiet, self.verbose = quiet, verbose
+        self.start = time.time()
+        self.done = 0
+        self.running: set[str] = set()
+
+    def _say(self, line: str) -> None:
+        if not self.quiet:
+            print(line, flush=True)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+        self._say(f"trial {trial.trial_id} started   {_fmt_config(trial.config, self.searched)}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.verbose:
+            self._say(f"trial {trial.trial_id} epoch {result.get('epoch')} "
+                      f"val_acc {result.get('val_acc', float('nan')):.4f} "
+                      f"({result.get('epoch_s', 0):.1f}s)")
+
+    def _finish(self, trial, what: str) -> None:
+        self.running.discard(trial.trial_id)
+        self.done += 1
+        elapsed = time.time() - self.start
+        left = self.total - self.done
+        eta = f" · ETA ~{_fmt_s(elapsed / self.done * left)}" if left and self.done else ""
+        self._say(f"trial {trial.trial_id} {what}")
+        self._say(f"  [{self.done}/{self.total} done · {len(self.running)} running · "
+                  f"elapsed {_fmt_s(elapsed)}{eta}]")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        r = trial.last_result or {}
+        epoch, acc = r.get("epoch", 0), r.get("val_acc", float("nan"))
+        if r.get("status") == "diverged":
+            what = f"diverged at epoch {epoch} (non-finite loss)"
+        elif epoch >= self.max_epochs:
+            what = f"completed {epoch} epochs   val_acc {acc:.4f}"
+        else:
+            what = f"stopped early at epoch {epoch}   val_acc {acc:.4f}"
+        self._finish(trial, what)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, "failed with an error (see the table at the end)")

@@ -1,0 +1,193 @@
+"""`python -m service.submit [SPACE]`: validate a search space, run it on Ray Tune, summarise.
+
+Without --address and RAY_ADDRESS it starts Ray on this machine and stops it at the end; with
+one it connects to that cluster. A bad search space exits with code 2 before Ray starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .spec import SpecError, SweepSpec, load_spec
+
+DEFAULT_SPACE = Path(__file__).resolve().parents[1] / "searchspaces" / "default.yaml"
+EXIT_BAD_INPUT, EXIT_TRIALS_FAILED = 2, 3
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; argparse itself exits 2 on unknown flags."""
+    p = argparse.ArgumentParser(prog="python -m service.submit", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("space", nargs="?", default=str(DEFAULT_SPACE),
+                   help="search-space YAML (default: searchspaces/default.yaml)")
+    p.add_argument("--address", help="Ray cluster to use: auto, HOST:PORT or ray://HOST:PORT "
+                   "(default: RAY_ADDRESS, else start Ray on this machine)")
+    p.add_argument("--results", help="results directory or URI (default: the space's storage)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate and print the plan; do not start Ray")
+    p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
+                   help="continue an interrupted run (the latest unfinished one by default)")
+    p.add_argument("--max-epochs", type=int, help="override budget.max_epochs")
+    p.add_argument("--num-samples", type=int, help="override budget.num_samples")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the final table")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print every epoch and Ray's own logs")
+    return p.parse_args(argv)
+
+
+def with_overrides(spec: SweepSpec, args: argparse.Namespace, path: str) -> SweepSpec:
+    """Apply --max-epochs/--num-samples through the same validation as the file."""
+    budget = {k: v for k, v in (("max_epochs", args.max_epochs),
+                                ("num_samples", args.num_samples)) if v is not None}
+    if not budget:
+        return spec
+    dump = spec.model_dump(mode="json")
+    dump["budget"].update(budget)
+    from .spec import parse_spec
+
+    return parse_spec(dump, source=path)
+
+
+def find_run(root: str, name: str, wanted: str) -> str:
+    """The run id to resume: `wanted`, or the newest run without a summary.json."""
+    base = Path(root).expanduser().resolve() / name
+    if wanted != "latest":
+        if not (base / wanted).is_dir():
+            raise FileNotFoundError(f"--resume {wanted}: no run directory {base / wanted}")
+        return wanted
+    runs = sorted(d.name for d in base.glob("*") if d.is_dir()
+                  and not (d / "summary.json").exists())
+    if not runs:
+        raise FileNotFoundError(f"--resume: no unfinished run of {name!r} under {base}")
+    return runs[-1]
+
+
+def local_resources() -> dict[str, float]:
+    """This machine's CPUs and GPUs, for a dry run of the embedded default (no Ray needed)."""
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def start_ray(address: str | None, verbose: bool) -> bool:
+    """Connect to `address` / RAY_ADDRESS, or start Ray here; True when we started it."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    # The dashboard stays on: Train V2 frees finished trials' placement groups through its
+    # State API (ray-notes #3). It binds to 127.0.0.1 unless a cluster says otherwise.
+    ray.init(address=address, include_dashboard=address is None or None,
+             log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.WARNING)
+    return address is None
+
+
+def print_plan(plan, spec: SweepSpec, out=sys.stdout) -> None:
+    """The plan in a few lines (also the header of a real run)."""
+    res = ", ".join(f"{v:g} {k}" for k, v in plan.trial_resources.items())
+    print(f"sweep {plan.name}: {plan.trials} trials of up to {plan.max_epochs} epochs, "
+          f"{plan.max_concurrent_trials} at a time", file=out)
+    print(f"  each trial: {plan.workers_per_trial} Ray Train worker(s) holding {res} "
+          f"(cluster: {plan.cluster['CPU']:g} CPU, {plan.cluster['GPU']:g} GPU)", file=out)
+    print(f"  searching {', '.join(spec.search) or 'nothing'}; searcher {plan.searcher}; "
+          f"scheduler {plan.scheduler}; {plan.mode} {plan.metric}", file=out)
+    print(f"  results: {plan.experiment_dir}", file=out)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    """All trials sorted by the metric, then the best configuration."""
+    keys = summary["searched"]
+    head = ["trial", *keys, "status", "epochs", "best val_acc"]
+    rows = [[t["trial_id"], *(_cell(t["config"].get(k, "")) for k in keys), t["status"],
+             str(t["epochs"]), "-" if t["best_val_acc"] is None else f"{t['best_val_acc']:.4f}"]
+            for t in summary["trials"]]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    failed = [t for t in summary["trials"] if t["error"]]
+    for t in failed:
+        print(f"{t['trial_id']}: {t['error']}")
+    best = summary["best"]
+    if best:
+        knobs = " ".join(f"{k}={_cell(best['config'].get(k))}" for k in keys)
+        print(f"best: {best['trial_id']}  val_acc {best['best_val_acc']:.4f}  {knobs}")
+    print(f"wall time {summary['wall_s']:.0f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Validate, plan, run; exit 0, 2 (bad input) or 3 (the sweep ran but trials failed)."""
+    args = parse_args(argv)
+    try:
+        spec = with_overrides(load_spec(args.space), args, args.space)
+    except SpecError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    results = args.results or spec.storage
+    try:
+        run_id = (find_run(results, spec.name, args.resume) if args.resume
+                  else time.strftime("%Y-%m-%d_%H-%M-%S"))
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from .sweep import plan_sweep
+
+    if args.dry_run:
+        try:
+            plan = plan_sweep(spec, results, local_resources(), run_id)
+        except ValueError as err:
+            print(f"{args.space}: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print_plan(plan, spec)
+        if args.address or os.environ.get("RAY_ADDRESS"):
+            print("  (sized against this machine; a cluster run is sized against the cluster)")
+        print("dry run: Ray was not started")
+        return 0
+    return run(spec, args, results, run_id)
+
+
+def run(spec: SweepSpec, args: argparse.Namespace, results: str, run_id: str) -> int:
+    """Start or join Ray, run the sweep, print the table; shut Ray down if we started it."""
+    import ray
+
+    from .progress import Progress
+    from .sweep import FAILED, plan_sweep, run_sweep
+
+    started = start_ray(args.address, args.verbose)
+    try:
+        try:
+            plan = plan_sweep(spec, results, ray.cluster_resources(), run_id)
+        except ValueError as err:
+            print(f"{args.space}: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if not args.quiet:
+            print_plan(plan, spec)
+        progress = Progress(plan.trials, plan.max_epochs, list(spec.search), quiet=args.quiet,
+                            verbose=args.verbose)
+        summary = run_sweep(spec, plan, progress, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: python -m service.submit {args.space} --resume",
+              file=sys.stderr)
+        return 130
+    finally:
+        if started:
+            ray.shutdown()
+    print_table(summary)
+    print(f"{plan.experiment_dir}/summary.json")
+    failed = any(t["status"] in FAILED for t in summary["trials"])
+    return EXIT_TRIALS_FAILED if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

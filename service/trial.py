@@ -1,0 +1,81 @@
+"""One trial: the training loop run on Ray Train workers, driven from a Tune function trainable.
+
+The Tune trainable (`run_trial`) is a thin driver: it turns the sampled config into a
+`TrainConfig`, builds a `ray.train.torch.TorchTrainer` sized by the spec's resources and calls
+`fit()`. The workers run `service.train.fit`, reporting through `ray.train.report`;
+`TuneReportCallback` forwards rank 0's metrics to Tune, where the scheduler sees them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .train import TrainConfig, fit
+
+SEED_KEY = "__trial_index__"  # set by Tune's Repeater when budget.seeds > 1
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: `fit` with Ray's report and checkpoint restore."""
+    import ray.train
+
+    cfg = TrainConfig.model_validate(loop_config["train_config"])
+    rank = ray.train.get_context().get_world_rank()
+
+    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        # Only rank 0 persists a checkpoint: the workers' states are identical.
+        ckpt = (ray.train.Checkpoint.from_directory(checkpoint_dir)
+                if checkpoint_dir and rank == 0 else None)
+        ray.train.report(metrics, checkpoint=ckpt)
+
+    checkpoint = ray.train.get_checkpoint()  # set when a restarted worker group resumes
+    if checkpoint is None:
+        fit(cfg, report)
+        return
+    with checkpoint.as_directory() as ckpt_dir:
+        fit(cfg, report, resume_from=ckpt_dir)
+
+
+def trial_train_config(spec, sampled: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig of one trial: the spec's base plus the sampled values (and seed)."""
+    sampled = dict(sampled)
+    repeat = sampled.pop(SEED_KEY, None)
+    cfg = spec.train_config(sampled)
+    if repeat is not None:  # repeated trials of one config differ only by seed
+        cfg = cfg.model_copy(update={"seed": cfg.seed + int(repeat)})
+    return cfg
+
+
+def run_trial(config: dict[str, Any], spec=None) -> None:
+    """Tune function trainable: one Ray Train run for one sampled configuration."""
+    import ray.tune
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    res = spec.resources
+    cfg = trial_train_config(spec, config)
+    ctx = ray.tune.get_context()
+    use_gpu = res.gpus_per_worker > 0
+    backend = res.backend if res.backend != "auto" else ("nccl" if use_gpu else "gloo")
+    per_worker = {"CPU": res.cpus_per_worker}
+    if use_gpu:
+        per_worker["GPU"] = res.gpus_per_worker
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"train_config": cfg.model_dump(mode="json")},
+        scaling_config=ScalingConfig(num_workers=res.workers_per_trial, use_gpu=use_gpu,
+                                     resources_per_worker=per_worker),
+        torch_config=TorchConfig(backend=backend),
+        run_config=RunConfig(
+            # The Train run lives inside the trial's directory, named after the trial, so a
+            # restored sweep finds (and resumes) the same run.
+            name=f"train_{ctx.get_trial_id()}",
+            storage_path=os.path.dirname(ctx.get_trial_dir()),
+            callbacks=[TuneReportCallback()],
+            failure_config=FailureConfig(max_failures=res.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=None),
+        ),
+    )
+    trainer.fit()

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
+
+
+def read_ledger(path: Path) -> set[str]:
+    """Trial ids recorded as finished (completed, stopped early, diverged or failed)."""
+    return set(json.loads(path.read_text())) if path.exists() else set()
 
 
 def _fmt_s(seconds: float) -> str:
@@ -23,7 +31,12 @@ def _fmt_config(config: dict[str, Any], keys: list[str]) -> str:
 
 
 class Progress(Callback):
-    """Prints when a trial starts, stops early, completes, diverges or fails."""
+    """Prints when a trial starts, stops early, completes, diverges or fails, and keeps a ledger
+    of the trials that really finished.
+
+    Tune marks the trials it cuts off on Ctrl-C as terminated, just like finished ones; the
+    ledger (a JSON file in the experiment directory, so it survives --resume) tells them apart.
+    """
 
     def __init__(self, total: int, max_epochs: int, searched: list[str], quiet: bool = False,
                  verbose: bool = False):
@@ -32,6 +45,29 @@ class Progress(Callback):
         self.start = time.time()
         self.done = 0
         self.running: set[str] = set()
+        self.ledger: Path | None = None
+        self.finished: set[str] = set()
+
+    def use_ledger(self, path: Path) -> None:
+        """Keep the finished-trial ledger at `path`, loading what an earlier session wrote."""
+        self.ledger = path
+        self.finished = read_ledger(path)
+        self.done = len(self.finished)
+
+    def setup(self, **info):
+        # Tuner.restore brings back the callback pickled with the first session: start this
+        # session's clock afresh and reload the ledger the earlier session left on disk.
+        self.start = time.time()
+        self.running = set()
+        if self.ledger is not None:
+            self.use_ledger(self.ledger)
+
+    def _record(self, trial_id: str) -> None:
+        self.finished.add(trial_id)
+        if self.ledger is not None:
+            tmp = self.ledger.with_suffix(".tmp")
+            tmp.write_text(json.dumps(sorted(self.finished)))
+            os.replace(tmp, self.ledger)
 
     def _say(self, line: str) -> None:
         if not self.quiet:
@@ -49,6 +85,7 @@ class Progress(Callback):
 
     def _finish(self, trial, what: str) -> None:
         self.running.discard(trial.trial_id)
+        self._record(trial.trial_id)
         self.done += 1
         elapsed = time.time() - self.start
         left = self.total - self.done

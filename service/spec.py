@@ -125,8 +125,8 @@ class FloatRange(_Strict):
 
     type: Literal["float"]
     log: bool = False
-    low: float = Field(allow_inf_nan=False)
-    high: float = Field(allow_inf_nan=False)
+    low: float = Field(strict=True, allow_inf_nan=False)  # strict: true is not 1.0
+    high: float = Field(strict=True, allow_inf_nan=False)
     _low = field_validator("low")(_check_low)
     _high = field_validator("high")(_check_high)
 

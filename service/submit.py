@@ -77,6 +77,14 @@ def local_resources() -> dict[str, float]:
 
 def start_ray(address: str | None, verbose: bool) -> bool:
     """Connect to `address` / RAY_ADDRESS, or start Ray here; True when we started it."""
+    if not verbose:
+        # Tune's boxed tables and Optuna's per-trial lines drown our own progress lines.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # Pending trials cut off by Ctrl-C have no results yet; Tune warns about each.
+        logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
@@ -164,6 +172,12 @@ def run(spec: SweepSpec, args: argparse.Namespace, results: str, run_id: str) ->
     from .progress import Progress
     from .sweep import FAILED, plan_sweep, run_sweep
 
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        try:  # the embedded cluster is this machine: refuse an impossible plan before Ray starts
+            plan_sweep(spec, results, local_resources(), run_id)
+        except ValueError as err:
+            print(f"{args.space}: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     started = start_ray(args.address, args.verbose)
     try:
         try:
@@ -177,12 +191,14 @@ def run(spec: SweepSpec, args: argparse.Namespace, results: str, run_id: str) ->
                             verbose=args.verbose)
         summary = run_sweep(spec, plan, progress, resume=bool(args.resume))
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python -m service.submit {args.space} --resume",
-              file=sys.stderr)
-        return 130
+        summary = None
     finally:
         if started:
             ray.shutdown()
+    if summary is None:
+        print(f"interrupted; finished trials are kept. Continue with: python -m service.submit "
+              f"{args.space} --resume {run_id}", file=sys.stderr)
+        return 130
     print_table(summary)
     print(f"{plan.experiment_dir}/summary.json")
     failed = any(t["status"] in FAILED for t in summary["trials"])

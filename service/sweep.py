@@ -193,7 +193,7 @@ def summarize(spec, plan: SweepPlan, results, wall_s: float, searched: list[str]
         df = r.metrics_dataframe
         accs = df["val_acc"].dropna().tolist() if df is not None and "val_acc" in df else []
         trials.append({
-            "trial_id": m.get("trial_id") or Path(r.path).name,
+            "trial_id": m.get("trial_id") or _trial_id(r.path),
             "config": {k: v for k, v in (r.config or {}).items()},
             "status": trial_status(m, r.error, spec.budget.max_epochs),
             "epochs": int(m.get("epoch", 0)),
@@ -209,6 +209,12 @@ def summarize(spec, plan: SweepPlan, results, wall_s: float, searched: list[str]
         "wall_s": round(wall_s, 2), "ray_version": ray.__version__,
         "torch_version": torch.__version__,
     }
+
+
+def _trial_id(path: str) -> str:
+    # Tune names trial directories <trainable>_<trial_id>_<index>_<params>_<date>.
+    parts = Path(path).name.split("_")
+    return parts[2] if len(parts) > 2 and parts[:2] == ["run", "trial"] else Path(path).name
 
 
 def _sort_key(trial: dict, metric: str, mode: str):
@@ -241,11 +247,41 @@ def write_json(path: str, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def run_sweep(spec, plan: SweepPlan, progress, resume: bool = False) -> dict:
-    """Run (or resume) the sweep and write summary.json; returns the summary."""
+def interrupted(spec, plan: SweepPlan, results, progress) -> bool:
+    """True when Tune returned early (Ctrl-C): trials left unfinished or never made.
+
+    Tune marks trials it stops on Ctrl-C as terminated, like finished ones, so the progress
+    callback's ledger of trials that completed, stopped early or failed tells them apart.
+    """
+    from .progress import read_ledger
+
+    # The callback Tune runs after a restore is the one pickled with the first session, not
+    # `progress`; the ledger on disk is what both share.
+    finished = read_ledger(progress.ledger) if progress.ledger else progress.finished
+    ids = {(r.metrics or {}).get("trial_id") or _trial_id(r.path) for r in results}
+    if ids - finished:
+        return True
+    # Optuna and random searchers make exactly `trials`; a grid may be smaller, a time budget
+    # may legitimately end the sweep early.
+    expected = plan.trials if spec.searcher.type != "grid" else 0
+    return len(results) < expected and spec.budget.time_budget_s is None
+
+
+def run_sweep(spec, plan: SweepPlan, progress, resume: bool = False) -> dict | None:
+    """Run (or resume) the sweep and write summary.json; returns the summary, or None when
+    the run was interrupted (Tune saved its state; nothing is summarised until it finishes)."""
     start = time.perf_counter()
+    if "://" not in plan.experiment_dir:
+        # Beside the experiment directory, not in it: Tune re-uploads its own staged copy of
+        # that directory over whatever else is written there during a restored run.
+        exp = Path(plan.experiment_dir)
+        ledger = exp.parent / ".finished" / f"{exp.name}.json"
+        ledger.parent.mkdir(parents=True, exist_ok=True)
+        progress.use_ledger(ledger)
     tuner = build_tuner(spec, plan, progress, resume=resume)
     results = tuner.fit()
+    if interrupted(spec, plan, results, progress):
+        return None
     summary = summarize(spec, plan, results, time.perf_counter() - start, list(spec.search))
     write_json(f"{plan.experiment_dir}/summary.json", summary)
     return summary

@@ -1,0 +1,180 @@
+"""The sweep service end to end on local Ray: plan, run, early stops, summary.json, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from service.spec import parse_spec
+from service.sweep import concurrency
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# LeNet-5 on digits: lr 1e-4 stays at chance while 0.05 is far ahead after one epoch. Trials run
+# one at a time, so the seeded TPE start-up sequence (slow, slow, slow, fast, slow, fast) reaches
+# ASHA's rung in a fixed order; with reduction factor 4 the cutoff is the 75th percentile of the
+# rung, which the fifth (slow) trial misses. Concurrent trials are exercised by the resume test.
+TINY = {
+    "name": "tiny",
+    "data": {"dataset": "digits"},
+    "model": {"family": "lenet5"},
+    "train": {"batch_size": 64, "num_threads": 1},
+    "search": {"lr": {"type": "choice", "values": [0.05, 0.0001]},
+               "pool": {"type": "choice", "values": ["max", "avg"]}},
+    "budget": {"max_epochs": 3, "num_samples": 6},
+    "searcher": {"type": "optuna-tpe", "seed": 0, "n_startup_trials": 6},
+    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 4},
+    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1},
+}
+
+
+def write_space(tmp_path: Path, spec: dict) -> Path:
+    path = tmp_path / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def submit(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "service.submit", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def in_process_without_ray(args: list[str]) -> subprocess.CompletedProcess:
+    """Run submit's main in a fresh interpreter and report whether Ray was ever imported."""
+    code = ("import sys; from service.submit import main; rc = main(sys.argv[1:]); "
+            "print('RAY_IMPORTED' if 'ray' in sys.modules else 'RAY_NOT_IMPORTED'); "
+            "sys.exit(rc)")
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_dry_run_prints_the_plan_without_starting_ray(tmp_path):
+    proc = in_process_without_ray([str(write_space(tmp_path, TINY)), "--dry-run",
+                                   "--results", str(tmp_path / "res")])
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "RAY_NOT_IMPORTED" in out
+    assert "sweep tiny: 6 trials of up to 3 epochs" in out
+    assert "asha (grace_period=1, reduction_factor=4.0)" in out
+    assert "optuna-tpe (seed=0)" in out
+    assert str(tmp_path / "res" / "tiny") in out
+    assert not (tmp_path / "res").exists()
+
+
+def test_default_space_dry_run():
+    proc = in_process_without_ray(["--dry-run"])
+    assert proc.returncode == 0, proc.stderr
+    assert "sweep default:" in proc.stdout and "RAY_NOT_IMPORTED" in proc.stdout
+
+
+def test_bad_space_exits_2_before_ray(tmp_path):
+    bad = dict(TINY, search={"conv1_kernel": {"type": "choice", "values": [11, "eleven"]}},
+               model={"family": "alexnet", "knobs": {"width_mult": 0.25}},
+               data={"dataset": "digits", "image_size": 67})
+    proc = in_process_without_ray([str(write_space(tmp_path, bad))])
+    assert proc.returncode == 2
+    assert "RAY_NOT_IMPORTED" in proc.stdout
+    assert "search.conv1_kernel.values[1]" in proc.stderr and "eleven" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_flag_and_missing_resume_exit_2(tmp_path):
+    assert submit("--max-epochs", "many").returncode == 2
+    proc = submit(str(write_space(tmp_path, TINY)), "--resume", "--results", str(tmp_path))
+    assert proc.returncode == 2 and "no unfinished run" in proc.stderr
+
+
+@pytest.mark.parametrize("resources, cluster, expected", [
+    ({"workers_per_trial": 1, "cpus_per_worker": 1}, {"CPU": 2}, 2),
+    ({"workers_per_trial": 2, "cpus_per_worker": 1}, {"CPU": 2}, 1),
+    ({"workers_per_trial": 1, "cpus_per_worker": 0.5}, {"CPU": 2}, 4),
+    ({"workers_per_trial": 2, "cpus_per_worker": 1, "gpus_per_worker": 1}, {"CPU": 16, "GPU": 4},
+     2),
+    ({"workers_per_trial": 1, "cpus_per_worker": 1, "gpus_per_worker": 0.5},
+     {"CPU": 8, "GPU": 2}, 4),
+    ({"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1}, {"CPU": 8}, 1),
+])
+def test_concurrency_fits_worker_groups_in_the_cluster(resources, cluster, expected):
+    spec = parse_spec(dict(TINY, resources=resources))
+    assert concurrency(spec, cluster) == expected
+
+
+def test_concurrency_refuses_a_trial_that_cannot_fit():
+    spec = parse_spec(dict(TINY, resources={"workers_per_trial": 1, "cpus_per_worker": 1,
+                                            "gpus_per_worker": 1}))
+    with pytest.raises(ValueError, match="GPU"):
+        concurrency(spec, {"CPU": 2, "GPU": 0})
+
+
+@pytest.mark.slow
+def test_tiny_sweep_end_to_end(tmp_path):
+    proc = submit(str(write_space(tmp_path, TINY)), "--results", str(tmp_path / "res"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary_path = Path(proc.stdout.strip().splitlines()[-1])
+    assert summary_path.name == "summary.json" and summary_path.is_file()
+    summary = json.loads(summary_path.read_text())
+    assert {"name", "spec", "trials", "best", "wall_s", "ray_version", "torch_version"} <= set(
+        summary)
+    assert summary["name"] == "tiny"
+    assert parse_spec(summary["spec"]).model_dump() == parse_spec(TINY).model_dump()
+    assert "1 at a time" in proc.stdout
+    trials = summary["trials"]
+    assert len(trials) == 6 and len({t["trial_id"] for t in trials}) == 6
+    for t in trials:
+        assert set(t["config"]) == {"lr", "pool"}
+        assert t["status"] in ("completed", "stopped-early")
+        assert 1 <= t["epochs"] <= 3
+        assert (t["epochs"] == 3) == (t["status"] == "completed")
+    assert any(t["status"] == "stopped-early" for t in trials)
+    best = max(trials, key=lambda t: t["best_val_acc"])
+    assert summary["best"]["trial_id"] == best["trial_id"]
+    assert best["config"]["lr"] == 0.05 and best["best_val_acc"] > 0.8
+    # the table is sorted by the metric, best first
+    accs = [t["best_val_acc"] for t in trials]
+    assert accs == sorted(accs, reverse=True)
+    for t in trials:
+        assert f"trial {t['trial_id']} started" in proc.stdout
+
+
+@pytest.mark.slow
+def test_resume_finishes_an_interrupted_sweep_without_rerunning(tmp_path):
+    space = write_space(tmp_path, dict(TINY, name="resumable",
+                                       budget={"max_epochs": 2, "num_samples": 4},
+                                       resources={"workers_per_trial": 1, "cpus_per_worker": 1}))
+    results = tmp_path / "res"
+    proc = subprocess.Popen([sys.executable, "-m", "service.submit", str(space), "--results",
+                             str(results)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    first_out, finished_before = [], []
+    deadline = time.time() + 300
+    for line in proc.stdout:
+        first_out.append(line)
+        if " completed " in line or " stopped early " in line:
+            finished_before.append(line.split()[1])
+            proc.send_signal(signal.SIGINT)
+            break
+        assert time.time() < deadline, "".join(first_out)
+    first_out += proc.stdout.readlines()
+    assert proc.wait(timeout=120) == 130, "".join(first_out)
+    (run_dir,) = [d for d in (results / "resumable").iterdir() if not d.name.startswith(".")]
+    assert not (run_dir / "summary.json").exists()
+    assert "--resume" in "".join(first_out)
+
+    again = submit(str(space), "--results", str(results), "--resume")
+    assert again.returncode == 0, again.stdout + again.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    ids = [t["trial_id"] for t in summary["trials"]]
+    assert len(ids) == 4 and len(set(ids)) == 4
+    for trial_id in finished_before:
+        assert trial_id in ids
+        assert f"trial {trial_id} started" not in again.stdout
+    assert all(t["status"] in ("completed", "stopped-early") for t in summary["trials"])

@@ -201,3 +201,19 @@ def test_paper_init_sets_alexnet_biases():
     convs = model.conv_layers()
     assert [float(c.bias.detach().mean()) for c in convs] == [0.0, 1.0, 0.0, 1.0, 1.0]
     assert abs(float(convs[0].weight.detach().std()) - 0.01) < 0.002
+
+
+@pytest.mark.parametrize("name, knobs, field", [
+    ("alexnet", {"width_mult": "big"}, "width_mult"),
+    ("alexnet", {"lrn": "no"}, "lrn"),
+    ("alexnet", {"conv1_kernel": 7.5}, "conv1_kernel"),
+    ("alexnet", {"fc_width": True}, "fc_width"),
+    ("alexnet", {"widths": [96, 256, 384, 384]}, "widths"),
+    ("alexnet", {"init": "xavier"}, "init"),
+    ("lenet5", {"dropout": "0.5"}, "dropout"),
+    ("lenet5", {"c3_table": 1}, "c3_table"),
+    ("lenet5", {"pool": "trainable2"}, "pool"),
+])
+def test_wrong_knob_types_are_value_errors_naming_the_knob(name, knobs, field):
+    with pytest.raises(ValueError, match=field):
+        check_model(name, **knobs)

@@ -7,13 +7,22 @@ sweep can vary it. `plan()` does the shape arithmetic before any weight is alloc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
 
-from .common import ACTIVATIONS, clip_filter_rms, conv_out, make_activation
+from .common import (
+    ACTIVATIONS,
+    clip_filter_rms,
+    conv_out,
+    make_activation,
+    require_choice,
+    require_int,
+    require_number,
+)
 
 POOLS = ("overlap", "plain")  # 3x3 stride 2 (AlexNet's overlapping pools) | 2x2 stride 2
 
@@ -70,24 +79,26 @@ def scaled_widths(cfg: AlexNetConfig) -> tuple[int, ...]:
 def _check_ranges(cfg: AlexNetConfig) -> None:
     for name in ("num_classes", "in_channels", "image_size", "conv1_kernel", "conv1_stride",
                  "conv2_stride", "groups", "fc_width"):
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}={value!r}: must be a positive integer")
+        require_int(name, getattr(cfg, name))
     for name in ("conv1_padding", "conv2_padding"):
-        if getattr(cfg, name) < 0:
-            raise ValueError(f"{name}={getattr(cfg, name)!r}: must be >= 0")
-    if len(cfg.widths) != 5 or any(w < 1 for w in cfg.widths):
+        require_int(name, getattr(cfg, name), low=0)
+    if not isinstance(cfg.widths, tuple | list) or len(cfg.widths) != 5:
         raise ValueError(f"widths={cfg.widths!r}: must be five positive conv widths")
-    if not 0 < cfg.width_mult <= 16:
-        raise ValueError(f"width_mult={cfg.width_mult!r}: must be in (0, 16]")
-    if not 0 <= cfg.dropout < 1:
-        raise ValueError(f"dropout={cfg.dropout!r}: must be in [0, 1)")
-    if cfg.activation not in ACTIVATIONS:
-        raise ValueError(f"activation={cfg.activation!r}: must be one of {', '.join(ACTIVATIONS)}")
-    if cfg.pool not in POOLS:
-        raise ValueError(f"pool={cfg.pool!r}: must be one of {', '.join(POOLS)}")
-    if cfg.filter_rms_clip is not None and cfg.filter_rms_clip <= 0:
-        raise ValueError(f"filter_rms_clip={cfg.filter_rms_clip!r}: must be > 0 or None")
+    for i, w in enumerate(cfg.widths):
+        require_int(f"widths[{i}]", w)
+    require_number("width_mult", cfg.width_mult, 1e-3, 16, high_open=False)
+    require_number("dropout", cfg.dropout, 0, 1, high_open=True)
+    require_choice("activation", cfg.activation, ACTIVATIONS)
+    require_choice("pool", cfg.pool, POOLS)
+    for name in ("lrn", "pool_ceil"):
+        require_choice(name, getattr(cfg, name), (True, False))
+    require_choice("lrn_position", cfg.lrn_position, ("before_pool", "after_pool"))
+    require_choice("dropout_position", cfg.dropout_position, ("hidden", "input"))
+    require_choice("init", cfg.init, ("kaiming", "paper", "default"))
+    if cfg.adaptive_pool is not None:
+        require_int("adaptive_pool", cfg.adaptive_pool)
+    if cfg.filter_rms_clip is not None:
+        require_number("filter_rms_clip", cfg.filter_rms_clip, 1e-9, math.inf, high_open=True)
 
 
 def plan(cfg: AlexNetConfig) -> AlexNetPlan:

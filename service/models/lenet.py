@@ -15,7 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import ACTIVATIONS, conv_out, make_activation
+from .common import (
+    ACTIVATIONS,
+    conv_out,
+    make_activation,
+    require_choice,
+    require_int,
+    require_number,
+)
 
 # LeCun et al. 1998, Table I: which S2 maps (0-5) feed each C3 map (0-15).
 C3_TABLE: tuple[tuple[int, ...], ...] = (
@@ -51,17 +58,12 @@ class LeNetPlan:
 def plan(cfg: LeNetConfig) -> LeNetPlan:
     """Validate `cfg` and compute its feature-map sizes; raises ValueError naming the knob."""
     for name in ("num_classes", "in_channels", "image_size"):
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}={value!r}: must be a positive integer")
-    if cfg.activation not in ACTIVATIONS:
-        raise ValueError(f"activation={cfg.activation!r}: must be one of {', '.join(ACTIVATIONS)}")
-    if cfg.pool not in ("max", "avg", "trainable"):
-        raise ValueError(f"pool={cfg.pool!r}: must be one of max, avg, trainable")
-    if cfg.output not in ("linear", "rbf"):
-        raise ValueError(f"output={cfg.output!r}: must be linear or rbf")
-    if not 0 <= cfg.dropout < 1:
-        raise ValueError(f"dropout={cfg.dropout!r}: must be in [0, 1)")
+        require_int(name, getattr(cfg, name))
+    require_choice("activation", cfg.activation, ACTIVATIONS)
+    require_choice("pool", cfg.pool, ("max", "avg", "trainable"))
+    require_choice("output", cfg.output, ("linear", "rbf"))
+    require_choice("c3_table", cfg.c3_table, (True, False))
+    require_number("dropout", cfg.dropout, 0, 1, high_open=True)
     size, maps = cfg.image_size, []
     for layer in ("C1", "S2", "C3", "S4", "C5"):
         size = conv_out(size, 5) if layer[0] == "C" else conv_out(size, 2, 2)

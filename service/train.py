@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.utils.data import DataLoader
 
+from . import parallel
 from .data import AugmentConfig, DataConfig, Datasets, build_datasets
 from .models import build_model, check_model, knob_names, model_knobs
 
@@ -171,10 +172,15 @@ class _Loop:
         self.sched = _scheduler(cfg, self.opt)
         self.loader_gen = torch.Generator().manual_seed(cfg.seed)
         pin = self.device.type == "cuda"
-        self.train_loader = DataLoader(self.data.train, cfg.batch_size, shuffle=True,
-                                       generator=self.loader_gen, num_workers=cfg.num_workers,
-                                       pin_memory=pin, drop_last=False)
-        self.val_loader = DataLoader(self.data.val, max(cfg.batch_size, 256),
+        # Several Ray Train workers: DDP, a share of each global batch, sharded validation.
+        self.rank, self.world = parallel.world()
+        self.net = parallel.wrap(self.model, self.device)
+        self.sampler = parallel.train_sampler(self.data.train, cfg.seed) if self.world > 1 else None
+        self.train_loader = DataLoader(
+            self.data.train, parallel.per_worker_batch(cfg.batch_size, self.world),
+            shuffle=self.sampler is None, sampler=self.sampler, generator=self.loader_gen,
+            num_workers=cfg.num_workers, pin_memory=pin, drop_last=False)
+        self.val_loader = DataLoader(parallel.val_shard(self.data.val), max(cfg.batch_size, 256),
                                      num_workers=cfg.num_workers, pin_memory=pin)
 
     def _batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,18 +190,22 @@ class _Loop:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
-    def train_epoch(self) -> tuple[float, float, int]:
-        """One pass over the training set: (mean loss, accuracy, images); NaN loss on divergence."""
-        self.model.train()
+    def train_epoch(self, epoch: int) -> tuple[float, float, int]:
+        """One pass over the training set: (mean loss, accuracy, images); NaN loss on divergence.
+
+        Loss and accuracy are over every worker's images; `images` counts this worker's."""
+        self.net.train()
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         for x, y in self.train_loader:
             x, y = self._batch(x, y)
             with self._autocast():
-                logits = self.model(x)
+                logits = self.net(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
-            if not torch.isfinite(loss):
+            if not (torch.isfinite(loss) if self.world == 1 else parallel.all_finite(loss)):
                 return math.nan, math.nan, seen
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -204,23 +214,27 @@ class _Loop:
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
-        return float(loss_sum) / seen, float(correct) / seen, seen
+        total_loss, total_correct, total_seen = parallel.all_sum(
+            loss_sum, correct, torch.tensor(float(seen), device=self.device))
+        return float(total_loss / total_seen), float(total_correct / total_seen), int(total_seen)
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
-        """Validation (mean loss, accuracy)."""
-        self.model.eval()
+        """Validation (mean loss, accuracy) over the whole validation set (all shards)."""
+        self.net.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         for x, y in self.val_loader:
             x, y = self._batch(x, y)
             with self._autocast():
-                logits = self.model(x).float()
+                logits = self.net(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
-        return float(loss_sum) / seen, float(correct) / seen
+        loss_sum, correct, total = parallel.all_sum(
+            loss_sum, correct, torch.tensor(float(seen), device=self.device))
+        return float(loss_sum / total), float(correct / total)
 
     def state(self, epoch: int, history: list[dict[str, Any]]) -> dict[str, Any]:
         """Everything needed to continue exactly where this epoch ended."""
@@ -271,7 +285,7 @@ def fit(config: TrainConfig | dict[str, Any], report: Report, *,
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
         lr = loop.opt.param_groups[0]["lr"]
-        train_loss, train_acc, seen = loop.train_epoch()
+        train_loss, train_acc, seen = loop.train_epoch(epoch)
         train_s = time.perf_counter() - t0
         diverged = not math.isfinite(train_loss)
         # A diverged model predicts nothing: it scores 0 so that schedulers rank it last.

@@ -178,3 +178,18 @@ def test_resume_finishes_an_interrupted_sweep_without_rerunning(tmp_path):
         assert trial_id in ids
         assert f"trial {trial_id} started" not in again.stdout
     assert all(t["status"] in ("completed", "stopped-early") for t in summary["trials"])
+
+
+@pytest.mark.slow
+def test_diverging_trial_is_recorded_and_the_exit_code_says_so(tmp_path):
+    space = dict(TINY, name="diverge", search={"lr": {"type": "grid", "values": [0.05, 1.0e9]}},
+                 searcher={"type": "grid"}, scheduler={"type": "none"},
+                 budget={"max_epochs": 2, "num_samples": 1},
+                 resources={"workers_per_trial": 1, "cpus_per_worker": 1})
+    proc = submit(str(write_space(tmp_path, space)), "--results", str(tmp_path / "res"))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    summary = json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
+    status = {t["config"]["lr"]: t["status"] for t in summary["trials"]}
+    assert status == {0.05: "completed", 1.0e9: "diverged"}
+    assert summary["best"]["config"]["lr"] == 0.05
+    assert "diverged at epoch 1" in proc.stdout

@@ -98,10 +98,14 @@ def start_ray(address: str | None, verbose: bool) -> bool:
 def print_plan(plan, spec: SweepSpec, out=sys.stdout) -> None:
     """The plan in a few lines (also the header of a real run)."""
     res = ", ".join(f"{v:g} {k}" for k, v in plan.trial_resources.items())
+    at_once = (f"{plan.max_concurrent_trials} at a time" if plan.max_concurrent_trials
+               else "as many at a time as the cluster fits")
+    cluster = (f"cluster: {plan.cluster['CPU']:g} CPU, {plan.cluster['GPU']:g} GPU"
+               if plan.max_concurrent_trials else "the cluster is sized when the sweep starts")
     print(f"sweep {plan.name}: {plan.trials} trials of up to {plan.max_epochs} epochs, "
-          f"{plan.max_concurrent_trials} at a time", file=out)
+          f"{at_once}", file=out)
     print(f"  each trial: {plan.workers_per_trial} Ray Train worker(s) holding {res} "
-          f"(cluster: {plan.cluster['CPU']:g} CPU, {plan.cluster['GPU']:g} GPU)", file=out)
+          f"({cluster})", file=out)
     print(f"  searching {', '.join(spec.search) or 'nothing'}; searcher {plan.searcher}; "
           f"scheduler {plan.scheduler}; {plan.mode} {plan.metric}", file=out)
     print(f"  results: {plan.experiment_dir}", file=out)
@@ -152,14 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     from .sweep import plan_sweep
 
     if args.dry_run:
+        remote = bool(args.address or os.environ.get("RAY_ADDRESS"))
         try:
-            plan = plan_sweep(spec, results, local_resources(), run_id)
+            plan = plan_sweep(spec, results, None if remote else local_resources(), run_id)
         except ValueError as err:
             print(f"{args.space}: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
         print_plan(plan, spec)
-        if args.address or os.environ.get("RAY_ADDRESS"):
-            print("  (sized against this machine; a cluster run is sized against the cluster)")
         print("dry run: Ray was not started")
         return 0
     return run(spec, args, results, run_id)

@@ -193,3 +193,15 @@ def test_diverging_trial_is_recorded_and_the_exit_code_says_so(tmp_path):
     assert status == {0.05: "completed", 1.0e9: "diverged"}
     assert summary["best"]["config"]["lr"] == 0.05
     assert "diverged at epoch 1" in proc.stdout
+
+
+def test_dry_run_for_a_cluster_is_not_sized_against_this_machine(tmp_path):
+    big = dict(TINY, resources={"workers_per_trial": 2, "cpus_per_worker": 4096})
+    space = str(write_space(tmp_path, big))
+    here = in_process_without_ray([space, "--dry-run"])
+    assert here.returncode == 2 and "needs 8192 CPU" in here.stderr
+    assert "Traceback" not in here.stderr
+    cluster = in_process_without_ray([space, "--dry-run", "--address", "auto"])
+    assert cluster.returncode == 0, cluster.stderr
+    assert "sized when the sweep starts" in cluster.stdout
+    assert "RAY_NOT_IMPORTED" in cluster.stdout

@@ -68,16 +68,17 @@ def describe_scheduler(spec) -> str:
     return kind + (f" ({', '.join(f'{k}={v}' for k, v in sched.items())})" if sched else "")
 
 
-def plan_sweep(spec, results: str, cluster: dict[str, float], run_id: str) -> SweepPlan:
-    """The sweep's shape against `cluster` ({'CPU': n, 'GPU': m})."""
+def plan_sweep(spec, results: str, cluster: dict[str, float] | None, run_id: str) -> SweepPlan:
+    """The sweep's shape against `cluster` ({'CPU': n, 'GPU': m}); with None (a cluster not
+    yet reached) concurrency is left at 0, to be sized when the sweep starts."""
     searcher = spec.searcher.type + (f" (seed={spec.searcher.seed})" if
                                      getattr(spec.searcher, "seed", None) is not None else "")
     return SweepPlan(
         name=spec.name, experiment_dir=join_storage(results, spec.name, run_id),
         trials=spec.budget.num_samples * spec.budget.seeds,
-        max_concurrent_trials=concurrency(spec, cluster), trial_resources=trial_resources(spec),
-        workers_per_trial=spec.resources.workers_per_trial,
-        cluster={k: cluster.get(k, 0.0) for k in ("CPU", "GPU")}, searcher=searcher,
+        max_concurrent_trials=concurrency(spec, cluster) if cluster is not None else 0,
+        trial_resources=trial_resources(spec), workers_per_trial=spec.resources.workers_per_trial,
+        cluster={k: (cluster or {}).get(k, 0.0) for k in ("CPU", "GPU")}, searcher=searcher,
         scheduler=describe_scheduler(spec), metric=spec.budget.metric, mode=spec.budget.mode,
         max_epochs=spec.budget.max_epochs)
 

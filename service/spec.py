@@ -15,6 +15,7 @@ import math
 import os
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -29,8 +30,10 @@ from pydantic import (
     create_model,
     field_serializer,
     field_validator,
+    model_serializer,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from .data import AugmentConfig, DataConfig
 from .models import knob_names, list_models
@@ -174,8 +177,115 @@ class NoScheduler(_Strict):
     type: Literal["none"] = "none"
 
 
-Scheduler = Annotated[AshaScheduler | HyperBandScheduler | MedianScheduler | NoScheduler,
-                      Field(discriminator="type")]
+# Optuna's pruners: the settings each takes (Optuna's own parameter names; left out = Optuna's
+# default). tests/test_schedulers.py checks the names against Optuna's signatures.
+_STEPS = ("n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials")
+PRUNER_SETTINGS = {
+    "median": _STEPS,
+    "percentile": ("percentile", *_STEPS),
+    "successive-halving": ("min_resource", "reduction_factor", "min_early_stopping_rate",
+                           "bootstrap_count"),
+    "hyperband": ("min_resource", "max_resource", "reduction_factor", "bootstrap_count"),
+    "patient": ("patience", "min_delta", "wrapped"),
+}
+_REQUIRED = {"percentile": "percentile", "patience": "patient"}  # setting -> pruner needing it
+
+
+class Pruner(_Strict):
+    """One Optuna pruner and its settings; a setting the chosen pruner does not take is refused
+    by name. Unset settings are None and left out of dumps (and of describe_scheduler)."""
+
+    pruner: Literal[tuple(PRUNER_SETTINGS)]  # declared first: the checks below read it
+    n_startup_trials: int | None = Field(None, ge=0)  # trials finished before any pruning
+    n_warmup_steps: int | None = Field(None, ge=0)  # epochs of each trial never pruned
+    interval_steps: int | None = Field(None, ge=1)  # epochs between pruning checks
+    n_min_trials: int | None = Field(None, ge=1)  # trials reporting at a step to compare with
+    percentile: float | None = Field(None, ge=0, le=100, validate_default=True)  # pruned below it
+    min_resource: int | Literal["auto"] | None = None  # epochs of the first rung
+    max_resource: int | None = Field(None, ge=1)  # hyperband; None: budget.max_epochs
+    reduction_factor: int | None = Field(None, ge=2)  # 1/reduction_factor promoted per rung
+    min_early_stopping_rate: int | None = Field(None, ge=0)
+    bootstrap_count: int | None = Field(None, ge=0)  # trials at a rung before promoting
+    patience: int | None = Field(None, ge=0, validate_default=True)  # epochs without progress
+    min_delta: float | None = Field(None, ge=0)  # the least change counted as progress
+    # Annotated without `| None` so that error paths inside `wrapped:` resolve to this model;
+    # leaving it out (None) means patience alone.
+    wrapped: Pruner = None  # type: ignore[assignment]
+
+    @field_validator(*{k for names in PRUNER_SETTINGS.values() for k in names})
+    @classmethod
+    def _taken_by_pruner(cls, value: Any, info: ValidationInfo) -> Any:
+        pruner = info.data.get("pruner")
+        if pruner is None:
+            return value  # the pruner itself is wrong: that is the error to show
+        if value is None and _REQUIRED.get(info.field_name) == pruner:
+            raise PydanticCustomError("missing", "required by pruner {pruner}", {"pruner": pruner})
+        if value is not None and info.field_name not in PRUNER_SETTINGS[pruner]:
+            raise ValueError(f"pruner {pruner} does not take {info.field_name}; it takes "
+                             + ", ".join(PRUNER_SETTINGS[pruner]))
+        if info.field_name == "min_resource" and value == "auto" and pruner == "hyperband":
+            raise ValueError("hyperband's min_resource is a number of epochs (no 'auto')")
+        if info.field_name == "min_resource" and isinstance(value, int) and value < 1:
+            raise ValueError("min_resource must be at least 1 epoch")
+        if info.field_name == "wrapped" and value is not None and value.pruner == "patient":
+            raise ValueError("patient wraps median, percentile, successive-halving or hyperband")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _set_only(self, handler: Any) -> dict[str, Any] | None:
+        data = handler(self)  # None for a left-out `wrapped`
+        return {k: v for k, v in data.items() if v is not None} if data is not None else None
+
+
+class OptunaScheduler(Pruner):
+    """An Optuna pruner deciding on Tune trials (service.schedulers.OptunaPrunerScheduler)."""
+
+    type: Literal["optuna"] = "optuna"
+
+
+def make_pruner(cfg: Pruner, max_epochs: int) -> Any:
+    """The `optuna.pruners.BasePruner` that `cfg` describes; settings left out keep Optuna's
+    defaults, except hyperband's `max_resource`, which is `max_epochs`."""
+    import optuna  # lazily: specs are loaded and checked without Optuna
+
+    given = {k: v for k, v in cfg.model_dump().items()
+             if k not in ("type", "pruner", "wrapped") and v is not None}
+    if cfg.pruner == "patient":
+        wrapped = make_pruner(cfg.wrapped, max_epochs) if cfg.wrapped is not None else None
+        with warnings.catch_warnings():  # "experimental": its interface may change, not its use
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.PatientPruner(wrapped, **given)
+    if cfg.pruner == "hyperband":
+        given.setdefault("max_resource", max_epochs)
+    classes = {"median": optuna.pruners.MedianPruner,
+               "percentile": optuna.pruners.PercentilePruner,
+               "successive-halving": optuna.pruners.SuccessiveHalvingPruner,
+               "hyperband": optuna.pruners.HyperbandPruner}
+    return classes[cfg.pruner](**given)
+
+
+def _pruner_problems(cfg: Pruner, max_epochs: int, path: str = "scheduler") -> list[str]:
+    """Epoch counts beyond the budget, and whatever Optuna itself refuses."""
+    problems = [_line(f"{path}.{k}", getattr(cfg, k), f"must be at most budget.max_epochs "
+                      f"({max_epochs}): trials never get further")
+                for k in ("min_resource", "max_resource", "n_warmup_steps")
+                if isinstance(getattr(cfg, k), int) and getattr(cfg, k) > max_epochs]
+    low, high = cfg.min_resource, cfg.max_resource or max_epochs
+    if cfg.pruner == "hyperband" and isinstance(low, int) and high < low <= max_epochs:
+        problems.append(_line(f"{path}.min_resource", low, f"must be at most max_resource "
+                              f"({high}{'' if cfg.max_resource else ' = budget.max_epochs'})"))
+    if cfg.wrapped is not None:
+        problems += _pruner_problems(cfg.wrapped, max_epochs, f"{path}.wrapped")
+    if not problems and path == "scheduler":
+        try:
+            make_pruner(cfg, max_epochs)
+        except ValueError as err:
+            problems.append(_line(path, f"<pruner {cfg.pruner}>", f"Optuna refuses it: {err}"))
+    return problems
+
+
+Scheduler = Annotated[AshaScheduler | HyperBandScheduler | MedianScheduler | OptunaScheduler
+                      | NoScheduler, Field(discriminator="type")]
 
 
 def default_mode(metric: str) -> Literal["max", "min"]:
@@ -322,6 +432,8 @@ def _cross_problems(spec: SweepSpec) -> list[str]:
         if spec.searcher.type == "grid" and dist.type not in ("grid", "choice"):
             problems.append(_line(f"search.{key}.type", dist.type,
                                   "searcher grid enumerates values: use type grid or choice"))
+    if isinstance(spec.scheduler, OptunaScheduler):
+        problems += _pruner_problems(spec.scheduler, spec.budget.max_epochs)
     grace = getattr(spec.scheduler, "grace_period", 1)
     if grace > spec.budget.max_epochs:
         problems.append(_line("scheduler.grace_period", grace,
@@ -466,7 +578,7 @@ def _tags(members: Any) -> dict[str, type[BaseModel]]:
 # Where pydantic puts a union's tag into `loc` (after search.<key>, after scheduler).
 _UNIONS = {"search": (2, _tags([Values, IntRange, FloatRange])),
            "scheduler": (1, _tags([AshaScheduler, HyperBandScheduler, MedianScheduler,
-                                   NoScheduler]))}
+                                   NoScheduler, OptunaScheduler]))}
 
 
 def _walk(loc: tuple[Any, ...]) -> tuple[str, Any, dict[str, Any]]:

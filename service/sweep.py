@@ -95,11 +95,14 @@ def _searcher(spec):
 
     if spec.searcher.type == "optuna-tpe":
         import optuna
-        from ray.tune.search.optuna import OptunaSearch
+
+        from .schedulers import PrunedAwareOptunaSearch
 
         sampler = optuna.samplers.TPESampler(seed=spec.searcher.seed,
                                              n_startup_trials=spec.searcher.n_startup_trials)
-        searcher = OptunaSearch(sampler=sampler)
+        # Trials a scheduler stopped early are PRUNED in the study, not COMPLETE with a
+        # truncated score that TPE would take for a final one (ray-notes #11).
+        searcher = PrunedAwareOptunaSearch(sampler=sampler, max_epochs=spec.budget.max_epochs)
         # Repeater hands the same config to `seeds` trials and gives the searcher their mean.
         return Repeater(searcher, repeat=spec.budget.seeds) if spec.budget.seeds > 1 else searcher
     return BasicVariantGenerator(random_state=spec.searcher.seed)
@@ -125,6 +128,11 @@ def _scheduler(spec):
     if s.type == "median":
         return MedianStoppingRule(time_attr="epoch", grace_period=s.grace_period,
                                   min_samples_required=s.min_samples_required)
+    if s.type == "optuna":
+        from .schedulers import OptunaPrunerScheduler, make_pruner
+
+        return OptunaPrunerScheduler(make_pruner(s, max_t), spec.budget.metric,
+                                     spec.budget.mode, time_attr="epoch", max_t=max_t)
     return FIFOScheduler()
 
 
@@ -202,6 +210,8 @@ def summarize(spec, plan: SweepPlan, results, wall_s: float, searched: list[str]
             "final": {k: m[k] for k in ("val_acc", "val_loss", "train_loss") if k in m},
             "error": _first_line(r.error) if r.error else None,
         })
+        if trials[-1]["status"] == "stopped-early":
+            trials[-1]["stopped_at"] = trials[-1]["epochs"]  # the epoch a scheduler stopped it
     trials.sort(key=lambda t: _sort_key(t, spec.budget.metric, spec.budget.mode))
     ok = [t for t in trials if t["status"] not in FAILED and t["best_val_acc"] is not None]
     return {

@@ -1,0 +1,192 @@
+"""Early stopping between Optuna and Ray Tune: Optuna's pruners as a Tune scheduler, and an
+OptunaSearch that records trials stopped early as pruned.
+
+Tune's `OptunaSearch` creates its study with `NopPruner` (ray-notes #8), so Optuna's pruners
+never see a Tune trial. `OptunaPrunerScheduler` keeps a study of its own, one Optuna trial per
+Tune trial, reports every result to it and stops the Tune trial when the pruner says prune.
+The study only carries intermediate values: its sampler is never asked for parameters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.experiment import Trial
+from ray.tune.result import TRAINING_ITERATION
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from .spec import make_pruner
+
+__all__ = ["OptunaPrunerScheduler", "PrunedAwareOptunaSearch", "make_pruner"]
+
+STUDY_NAME = "tune-pruner"  # HyperbandPruner picks a trial's bracket from the study's name
+
+
+class OptunaPrunerScheduler(FIFOScheduler):
+    """Stops Tune trials when an Optuna pruner would prune them.
+
+    Every result's `metric` is reported at step `int(result[time_attr])`; trials the pruner
+    prunes are stopped and told PRUNED, trials that end otherwise are told COMPLETE with their
+    last value (FAIL on error), so that later decisions compare against them as Optuna would.
+    The state is plain Python (an in-memory study), so the scheduler pickles with the Tuner.
+    """
+
+    def __init__(self, pruner: optuna.pruners.BasePruner, metric: str | None = None,
+                 mode: str | None = None, time_attr: str = "epoch", max_t: int | None = None,
+                 study_name: str = STUDY_NAME):
+        super().__init__()
+        if mode not in (None, "min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
+        self._pruner = pruner
+        self._metric = metric
+        self._mode = mode
+        self._time_attr = time_attr
+        self._max_t = max_t  # a restored trial that ended short of it was stopped early
+        self._study_name = study_name
+        self._study: optuna.Study | None = None  # made once metric and mode are known
+        self._ot_trials: dict[str, optuna.trial.Trial] = {}  # Tune trial_id -> Optuna trial
+        self._last: dict[str, float] = {}  # Tune trial_id -> last reported value
+        self._told: set[str] = set()  # Tune trial_ids whose Optuna trial is finished
+        self.pruned: dict[str, int] = {}  # Tune trial_id -> the step it was pruned at
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
+        """Take metric/mode from TuneConfig; refuse only values that contradict our own."""
+        if (self._metric and metric and metric != self._metric) or (
+                self._mode and mode and mode != self._mode):
+            return False
+        self._metric = self._metric or metric
+        self._mode = self._mode or mode
+        return True
+
+    @property
+    def study(self) -> optuna.Study:
+        """The scheduler's study (created on first use: its direction comes from `mode`)."""
+        if self._study is None:
+            if not self._metric or not self._mode:
+                raise ValueError(f"{type(self).__name__} needs a metric and a mode: pass them "
+                                 "to it or to tune.TuneConfig")
+            self._study = optuna.create_study(
+                study_name=self._study_name, pruner=self._pruner,
+                direction="maximize" if self._mode == "max" else "minimize",
+                sampler=optuna.samplers.RandomSampler(seed=0))
+        return self._study
+
+    def on_trial_add(self, tune_controller, trial: Trial) -> None:
+        if trial.trial_id in self._ot_trials:
+            return
+        self._ot_trials[trial.trial_id] = self.study.ask()
+        if trial.status != Trial.TERMINATED:
+            return
+        # A finished trial re-added by Tuner.restore (the scheduler restored with the Tuner is
+        # the one pickled before the first trial): only its last result is known.
+        last = trial.last_result or {}
+        if self._metric not in last or self._time_attr not in last:
+            self._tell(trial, TrialState.FAIL)
+            return
+        self._last[trial.trial_id] = float(last[self._metric])
+        self._ot_trials[trial.trial_id].report(float(last[self._metric]),
+                                               step=int(last[self._time_attr]))
+        short = self._max_t is not None and last[self._time_attr] < self._max_t
+        self._tell(trial, TrialState.PRUNED if short else TrialState.COMPLETE)
+
+    def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        ot_trial = self._ot_trials.get(trial.trial_id)
+        if ot_trial is None:
+            return TrialScheduler.CONTINUE
+        if trial.trial_id in self._told:  # a result buffered behind our own STOP
+            return TrialScheduler.STOP if trial.trial_id in self.pruned else \
+                TrialScheduler.CONTINUE
+        if self._metric not in result or self._time_attr not in result:
+            return TrialScheduler.CONTINUE
+        value, step = float(result[self._metric]), int(result[self._time_attr])
+        self._last[trial.trial_id] = value
+        ot_trial.report(value, step=step)
+        if not ot_trial.should_prune():
+            return TrialScheduler.CONTINUE
+        self.study.tell(ot_trial, state=TrialState.PRUNED)
+        self._told.add(trial.trial_id)
+        self.pruned[trial.trial_id] = step
+        return TrialScheduler.STOP
+
+    def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
+        self._tell(trial, TrialState.COMPLETE)
+
+    def on_trial_remove(self, tune_controller, trial: Trial) -> None:
+        self._tell(trial, TrialState.COMPLETE)
+
+    def on_trial_error(self, tune_controller, trial: Trial) -> None:
+        self._tell(trial, TrialState.FAIL)
+
+    def _tell(self, trial: Trial, state: TrialState) -> None:
+        ot_trial = self._ot_trials.get(trial.trial_id)
+        if ot_trial is None or trial.trial_id in self._told:
+            return
+        self._told.add(trial.trial_id)
+        value = self._last.get(trial.trial_id)
+        if state == TrialState.COMPLETE and (value is None or math.isnan(value)):
+            state = TrialState.FAIL  # Optuna refuses a COMPLETE trial without a value
+        if state == TrialState.COMPLETE:
+            self.study.tell(ot_trial, value, state=state)
+        else:
+            self.study.tell(ot_trial, state=state)
+
+    def debug_string(self) -> str:
+        return (f"OptunaPrunerScheduler: {type(self._pruner).__name__}, "
+                f"{len(self.pruned)} of {len(self._ot_trials)} trials pruned.")
+
+    def save(self, checkpoint_path: str) -> None:
+        """Pickle the whole scheduler, study included."""
+        import pickle
+
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Load what `save` wrote."""
+        import pickle
+
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class PrunedAwareOptunaSearch(OptunaSearch):
+    """`OptunaSearch` that records trials a scheduler stopped early as PRUNED, not COMPLETE.
+
+    Tune tells the searcher a stopped trial's truncated last value as if it had finished
+    (ray-notes #11), so TPE would learn from early, low scores as final ones. A trial whose
+    last result is short of `max_epochs` and did not diverge is told PRUNED instead, its last
+    value reported first so that TPE still ranks it by how far it got.
+    """
+
+    def __init__(self, *args, max_epochs: int, time_attr: str = "epoch", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._max_epochs = max_epochs
+        self._time_attr = time_attr
+        self._last_step: dict[str, int] = {}  # trial_id -> the last step told to Optuna
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        super().on_trial_result(trial_id, result)
+        if trial_id not in self._completed_trials and TRAINING_ITERATION in result:
+            self._last_step[trial_id] = result[TRAINING_ITERATION]
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        if error or not self._stopped_early(result) or trial_id in self._completed_trials:
+            super().on_trial_complete(trial_id, result=result, error=error)
+            return
+        ot_trial = self._ot_trials[trial_id]
+        step = result.get(TRAINING_ITERATION)
+        value = result.get(self.metric)
+        # Tune does not hand the searcher the result that made the scheduler stop the trial.
+        if step is not None and value is not None and step != self._last_step.get(trial_id):
+            ot_trial.report(value, step)
+        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
+
+    def _stopped_early(self, result: dict | None) -> bool:
+        return (bool(result) and isinstance(self.metric, str) and self.metric in result
+                and self._time_attr in result and result[self._time_attr] < self._max_epochs
+                and result.get("status") != "diverged")

@@ -16,6 +16,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
     model_serializer,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -27,6 +28,10 @@ NOT_IN_TRAIN = ("model", "knobs", "data", "epochs")  # from model:, data:, budge
 NOT_SEARCHABLE = {"knobs": "search knobs one by one", "data": "search data fields one by one",
                   "augmentation": "search augmentation fields one by one (hflip, crop, …)",
                   "epochs": "epochs come from budget.max_epochs (schedulers stop trials early)"}
+
+
+RDB_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql://",
+               "mysql+pymysql://")  # what optuna.storages.RDBStorage takes
 
 
 class SpecError(Exception):
@@ -126,6 +131,25 @@ class Searcher(_Strict):
     type: Literal["optuna-tpe", "random", "grid"] = "optuna-tpe"  # grid: choices enumerated
     seed: int | None = 0  # None: a different sequence every run
     n_startup_trials: int = Field(10, ge=1)  # optuna-tpe: random trials before TPE models
+    # optuna-tpe: an Optuna RDB storage URL (sqlite:///studies.db, postgresql://user@host/db).
+    # A later sweep with the same storage and study continues the study: TPE sees every
+    # earlier trial. None: an in-memory study that ends with the sweep.
+    storage: str | None = None
+    study_name: str | None = Field(None, min_length=1)  # default: the spec's name
+
+    @field_validator("storage")
+    @classmethod
+    def _rdb_url(cls, storage: str | None) -> str | None:
+        if storage is not None and not storage.startswith(RDB_SCHEMES):
+            raise ValueError(f"an Optuna RDB URL starting with {', '.join(RDB_SCHEMES)}")
+        return storage
+
+    @model_validator(mode="after")
+    def _storage_needs_optuna(self) -> Searcher:
+        if self.type != "optuna-tpe" and (self.storage or self.study_name):
+            raise ValueError(f"storage and study_name belong to the optuna-tpe searcher, "
+                             f"not {self.type}")
+        return self
 
 
 class AshaScheduler(_Strict):

@@ -102,7 +102,11 @@ def _searcher(spec):
                                              n_startup_trials=spec.searcher.n_startup_trials)
         # Trials a scheduler stopped early are PRUNED in the study, not COMPLETE with a
         # truncated score that TPE would take for a final one (ray-notes #11).
-        searcher = PrunedAwareOptunaSearch(sampler=sampler, max_epochs=spec.budget.max_epochs)
+        storage = (optuna.storages.RDBStorage(spec.searcher.storage)
+                   if spec.searcher.storage else None)  # OptunaSearch takes an object, not a URL
+        searcher = PrunedAwareOptunaSearch(
+            sampler=sampler, max_epochs=spec.budget.max_epochs, storage=storage,
+            study_name=(spec.searcher.study_name or spec.name) if storage else None)
         # Repeater hands the same config to `seeds` trials and gives the searcher their mean.
         return Repeater(searcher, repeat=spec.budget.seeds) if spec.budget.seeds > 1 else searcher
     return BasicVariantGenerator(random_state=spec.searcher.seed)

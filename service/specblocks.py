@@ -30,8 +30,8 @@ NOT_SEARCHABLE = {"knobs": "search knobs one by one", "data": "search data field
                   "epochs": "epochs come from budget.max_epochs (schedulers stop trials early)"}
 
 
-RDB_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql://",
-               "mysql+pymysql://")  # what optuna.storages.RDBStorage takes
+RDB_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://",
+               "mysql://", "mysql+pymysql://")  # what optuna.storages.RDBStorage takes
 
 
 class SpecError(Exception):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+
 import optuna
 import pytest
 
@@ -32,12 +35,29 @@ def run_trials(spec, prefix: str, n: int) -> list[float]:
     return lrs
 
 
-def test_second_sweep_continues_the_sqlite_study(tmp_path):
-    url = f"sqlite:///{tmp_path}/studies.db"
-    spec = parse_spec(space(url))
+POSTGRES_URL = os.environ.get("CNN_ABLATE_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path):
+    """A fresh study location: a SQLite file, or a uniquely named study on a real PostgreSQL
+    server (`.ci/run` installs and starts one and exports CNN_ABLATE_POSTGRES_URL)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/studies.db", "nightly"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("no PostgreSQL server: set CNN_ABLATE_POSTGRES_URL (.ci/run starts one)")
+    name = f"nightly-{uuid.uuid4().hex[:8]}"
+    yield POSTGRES_URL, name
+    optuna.delete_study(study_name=name, storage=POSTGRES_URL)
+
+
+def test_second_sweep_continues_the_study(storage_url):
+    url, name = storage_url
+    spec = parse_spec(space(url, study_name=name))
     first = run_trials(spec, "a", 3)
     second = run_trials(spec, "b", 2)
-    study = optuna.load_study(study_name="nightly", storage=url)
+    study = optuna.load_study(study_name=name, storage=url)
     assert len(study.trials) == 5
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     # Same seed, no history, would repeat the first sweep's opening suggestion; with the

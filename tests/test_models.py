@@ -164,8 +164,18 @@ def test_lenet_too_small_image_is_rejected():
 
 def test_validation_happens_before_allocation(monkeypatch):
     # A 16x-wide AlexNet would need ~billions of weights; the bad image size must fail first.
+    # A spy that records every conv construction and then runs the real one.
     allocated = []
-    monkeypatch.setattr(nn.Conv2d, "__init__", lambda *a, **k: allocated.append(1))
+    real_init = nn.Conv2d.__init__
+
+    def spy(self, *args, **kwargs):
+        allocated.append(args)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(nn.Conv2d, "__init__", spy)
+    build_model("lenet5")
+    assert len(allocated) == 3  # the spy sees a valid model's C1, C3 and C5
+    allocated.clear()
     with pytest.raises(ValueError, match="image_size"):
         build_model("alexnet", image_size=32, width_mult=16)
     assert allocated == []

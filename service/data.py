@@ -77,7 +77,7 @@ class DataConfig(BaseModel):
                      "imagefolder"] = "digits"
     root: str | None = None
     download: bool = False
-    image_size: int | None = Field(None, ge=1)
+    image_size: int | None = Field(None, ge=1, le=4096)  # pixels per side; None: the model's
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     augmentation: AugmentConfig = AugmentConfig()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -219,11 +220,24 @@ def summarize(spec, plan: SweepPlan, results, wall_s: float, searched: list[str]
     trials.sort(key=lambda t: _sort_key(t, spec.budget.metric, spec.budget.mode))
     ok = [t for t in trials if t["status"] not in FAILED and t["best_val_acc"] is not None]
     return {
-        "name": spec.name, "spec": spec.model_dump(mode="json"), "plan": asdict(plan),
+        "name": spec.name, "spec": redacted_spec(spec), "plan": asdict(plan),
         "searched": searched, "trials": trials, "best": ok[0] if ok else None,
         "wall_s": round(wall_s, 2), "ray_version": ray.__version__,
         "torch_version": torch.__version__,
     }
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***, e.g. postgresql://user:***@host/db."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def redacted_spec(spec) -> dict:
+    """The spec as recorded in summary.json: an RDB password never lands in a results file."""
+    dump = spec.model_dump(mode="json")
+    if dump.get("searcher", {}).get("storage"):
+        dump["searcher"]["storage"] = redact_url(dump["searcher"]["storage"])
+    return dump
 
 
 def _trial_id(path: str) -> str:

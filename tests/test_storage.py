@@ -83,3 +83,14 @@ def test_bad_storage_settings_are_refused(searcher, needle):
     bad["searcher"].update(searcher)
     with pytest.raises(SpecError, match=needle):
         parse_spec(bad)
+
+
+def test_summary_never_records_a_storage_password():
+    from service.sweep import redact_url, redacted_spec
+
+    url = "postgresql://cnn:s3cret@db.internal:5432/studies"
+    assert redact_url(url) == "postgresql://cnn:***@db.internal:5432/studies"
+    assert redact_url("sqlite:///studies.db") == "sqlite:///studies.db"
+    dump = redacted_spec(parse_spec(space(url)))
+    assert "s3cret" not in str(dump)
+    assert dump["searcher"]["storage"] == "postgresql://cnn:***@db.internal:5432/studies"

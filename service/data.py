@@ -443,3 +443,25 @@ def build_datasets(
                            torch.arange(n_train, len(images)), image_size=size,
                            in_channels=in_channels, num_classes=NUM_CLASSES[name],
                            augmentation=aug, mean=mean, std=std, seed=seed)
+
+
+def check_available(cfg: DataConfig) -> None:
+    """Raise DataError (the same message loading would give) when the files `cfg` names are
+    missing and will not be downloaded; a cheap look at the file system, no decoding."""
+    if cfg.dataset == "digits" or cfg.download:
+        return
+    if cfg.root is None:
+        raise DataError(f"dataset {cfg.dataset!r} needs `data.root`: the folder that holds (or,"
+                        " with `data.download: true`, will receive) its files")
+    root = Path(cfg.root).expanduser().resolve()
+    if cfg.dataset == "imagefolder":
+        if not root.is_dir():
+            raise DataError(f"imagefolder root {root} is not a directory of class folders")
+        return
+    where, files = _torchvision_files(cfg.dataset, root)
+    missing = [f for f in files if not (where / f).is_file()]
+    if missing:
+        raise DataError(f"{cfg.dataset} not found: no {where / missing[0]} (torchvision needs "
+                        f"{len(files)} files in {where}). Set `data.download: true` to download "
+                        f"it, or point `data.root` at the folder that contains "
+                        f"{where.relative_to(root)}/")

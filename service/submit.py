@@ -146,6 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         for problem in err.problems:
             print(problem, file=sys.stderr)
         return EXIT_BAD_INPUT
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        # On this machine the data must be here; a cluster's workers have their own disks.
+        from .data import DataError, check_available
+
+        try:
+            check_available(spec.data)
+        except DataError as err:
+            print(f"{args.space}: data: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     results = args.results or spec.storage
     try:
         run_id = (find_run(results, spec.name, args.resume) if args.resume

@@ -411,3 +411,15 @@ def test_real_mnist_t10k_files() -> None:
     assert (len(d.train), len(d.val), d.num_classes) == (8000, 2000, 10)
     assert d.train[0][0].shape == (1, 32, 32)
     assert abs(d.mean[0] - 0.1325) < 0.01  # close to the published MNIST mean 0.1307
+
+
+def test_check_available_agrees_with_the_loader(tmp_path: Path) -> None:
+    from service.data import check_available
+
+    cfg = DataConfig(dataset="mnist", root=str(tmp_path))
+    with pytest.raises(DataError, match="data.download: true"):
+        check_available(cfg)
+    _write_mnist(tmp_path, "MNIST")
+    check_available(cfg)  # the files torchvision needs are there now
+    build_datasets(cfg, image_size=32, in_channels=1)  # and the loader agrees
+    check_available(DataConfig(dataset="mnist", root=str(tmp_path / "elsewhere"), download=True))

@@ -205,3 +205,17 @@ def test_dry_run_for_a_cluster_is_not_sized_against_this_machine(tmp_path):
     assert cluster.returncode == 0, cluster.stderr
     assert "sized when the sweep starts" in cluster.stdout
     assert "RAY_NOT_IMPORTED" in cluster.stdout
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"dataset": "mnist", "root": "/nonexistent/data"}, "data.download: true"),
+    ({"dataset": "cifar10", "root": "/nonexistent/data"}, "cifar-10-batches-py"),
+    ({"dataset": "imagefolder", "root": "/nonexistent/imagenette"}, "not a directory"),
+    ({"dataset": "mnist"}, "data.root"),
+])
+def test_missing_dataset_exits_2_before_ray(tmp_path, data, needle):
+    proc = in_process_without_ray([str(write_space(tmp_path, dict(TINY, data=data)))])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "RAY_NOT_IMPORTED" in proc.stdout
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -29,6 +29,7 @@ from .models import build_model, check_model, knob_names, model_knobs
 
 Report = Callable[[dict[str, Any], str | None], None]
 CHECKPOINT_FILE = "checkpoint.pt"
+FINITE_CHECK_EVERY = 50  # steps between divergence checks (each one syncs the device)
 
 
 class TrainConfig(BaseModel):
@@ -200,12 +201,14 @@ class _Loop:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
-        for x, y in self.train_loader:
+        for step, (x, y) in enumerate(self.train_loader):
             x, y = self._batch(x, y)
             with self._autocast():
                 logits = self.net(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
-            if not (torch.isfinite(loss) if self.world == 1 else parallel.all_finite(loss)):
+            # Reading the loss forces a device sync (and, with DDP, an all-reduce): look every
+            # FINITE_CHECK_EVERY steps, and at the end through the epoch's summed loss.
+            if step % FINITE_CHECK_EVERY == 0 and not parallel.all_finite(loss):
                 return math.nan, math.nan, seen
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -216,6 +219,8 @@ class _Loop:
             seen += len(y)
         total_loss, total_correct, total_seen = parallel.all_sum(
             loss_sum, correct, torch.tensor(float(seen), device=self.device))
+        if not torch.isfinite(total_loss):  # the same on every worker: all stop together
+            return math.nan, math.nan, int(total_seen)
         return float(total_loss / total_seen), float(total_correct / total_seen), int(total_seen)
 
     @torch.no_grad()

@@ -185,6 +185,8 @@ def run(spec: SweepSpec, args: argparse.Namespace, results: str, run_id: str) ->
     from .sweep import FAILED, plan_sweep, run_sweep
 
     if not (args.address or os.environ.get("RAY_ADDRESS")):
+        # Checked twice on purpose: here, before Ray starts, an impossible plan is bad input;
+        # below it is sized against what Ray itself counts (cgroup limits included).
         try:  # the embedded cluster is this machine: refuse an impossible plan before Ray starts
             plan_sweep(spec, results, local_resources(), run_id)
         except ValueError as err:

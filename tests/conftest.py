@@ -1,0 +1,49 @@
+"""Fixtures shared by several test modules: one real AlexNet-family sweep on local Ray.
+
+The analyses and the report read what a sweep leaves on disk (summary.json, Tune's trial
+directories, Ray Train's registered checkpoints), so they are tested on a real one, run once per
+test session: quarter-width AlexNet on digits at 67 px, conv1 11x11/4 against 7x7/2.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ALEXNET_SWEEP = {
+    "name": "alexnet-tiny",
+    "data": {"dataset": "digits", "image_size": 67},
+    "model": {"family": "alexnet", "knobs": {"width_mult": 0.25, "fc_width": 128}},
+    "train": {"batch_size": 64, "lr": 0.02, "num_threads": 1},
+    "search": {"conv1_kernel": {"type": "choice", "values": [11, 7]},
+               "conv1_stride": {"type": "choice", "values": [4, 2]},
+               "lrn": {"type": "choice", "values": [True, False]}},
+    "budget": {"max_epochs": 3, "num_samples": 4},
+    "searcher": {"type": "optuna-tpe", "seed": 0, "n_startup_trials": 4},
+    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def alexnet_run(tmp_path_factory) -> Path:
+    """The run directory of a finished 4-trial AlexNet sweep (its summary.json beside Tune's)."""
+    tmp = tmp_path_factory.mktemp("alexnet-sweep")
+    space = tmp / "alexnet-tiny.yaml"
+    space.write_text(yaml.safe_dump(ALEXNET_SWEEP))
+    proc = subprocess.run([sys.executable, "-m", "service.submit", str(space), "--results",
+                           str(tmp / "results"), "-q"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = Path(proc.stdout.strip().splitlines()[-1])
+    assert summary.name == "summary.json", proc.stdout
+    assert json.loads(summary.read_text())["trials"]
+    return summary.parent
+

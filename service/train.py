@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from . import parallel
 from .data import AugmentConfig, DataConfig, Datasets, build_datasets
-from .models import build_model, check_model, knob_names, model_knobs
+from .models import build_model, check_model, knob_names, make_config, model_knobs, towers
 
 Report = Callable[[dict[str, Any], str | None], None]
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -58,10 +58,15 @@ class TrainConfig(BaseModel):
     channels_last: bool = False  # NHWC memory format (faster convs on recent GPUs)
     num_threads: int | None = Field(None, ge=1)  # torch CPU threads; None: OMP_NUM_THREADS
     num_workers: int = Field(0, ge=0)  # DataLoader processes; 0 suits in-memory data
+    # towers: AlexNet's two groups=2 towers on this worker's two GPUs (one GPU or CPU: both
+    # there), as in the paper; docs/model-parallel.md. Checkpoints keep the grouped layout.
+    model_parallel: Literal["none", "towers"] = "none"
 
     @model_validator(mode="after")
     def _knobs_build(self) -> TrainConfig:
         check_model(self.model, **self.model_knobs())
+        if self.model_parallel == "towers":
+            towers.check_towers(make_config(self.model, **self.model_knobs()))
         return self
 
     def model_knobs(self) -> dict[str, Any]:
@@ -169,6 +174,9 @@ class _Loop:
         self.model, self.data = prepare(cfg, datasets)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format)
+        if cfg.model_parallel == "towers":  # the towers own their halves of the weights
+            self.model = towers.split_towers(self.model, self.device).to(
+                memory_format=self.memory_format)
         self.opt = _optimizer(cfg, self.model)
         self.sched = _scheduler(cfg, self.opt)
         self.loader_gen = torch.Generator().manual_seed(cfg.seed)

@@ -27,6 +27,9 @@ PAPER = {
     "lenet5": (61_706, [28, 10, 1]),
     "lenet5-1998": (60_000, [28, 10, 1]),
     "alexnet": (60_965_224, [55, 27, 13, 13, 13]),
+    # The paper gives no count for its one-GPU net; by hand: convs 1,167,168 + FCs 58,631,144
+    # (FC6-8 as AlexNet's, since conv5 keeps 256 kernels), "about the same" as AlexNet's.
+    "alexnet-one-tower": (59_798_312, [55, 27, 13, 13, 13]),
     "zfnet": (62_357_608, [110, 26, 13, 13, 13]),
     "alexnet-torchvision": (61_100_840, [55, 27, 13, 13, 13]),
 }

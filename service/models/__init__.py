@@ -16,6 +16,7 @@ from . import alexnet, lenet
 from .alexnet import AlexNet, AlexNetConfig
 from .common import count_params
 from .lenet import LeNet5, LeNetConfig
+from .towers import TowerAlexNet
 
 _FAMILIES = {LeNet5: lenet.plan, AlexNet: alexnet.plan}  # model class -> its shape arithmetic
 
@@ -25,6 +26,9 @@ _PRESETS: dict[str, tuple[type[nn.Module], type, dict[str, Any]]] = {
     "lenet5-1998": (LeNet5, LeNetConfig, dict(
         activation="scaled_tanh", pool="trainable", c3_table=True, output="rbf")),
     "alexnet": (AlexNet, AlexNetConfig, {}),
+    # The paper's one-GPU comparison net (-1.7 % top-1 for two GPUs): half the kernels of every
+    # conv layer but the last, which keeps 256 so that FC6 and the parameter count stay alike.
+    "alexnet-one-tower": (AlexNet, AlexNetConfig, dict(widths=(48, 128, 192, 192, 256), groups=1)),
     "zfnet": (AlexNet, AlexNetConfig, dict(
         image_size=224, conv1_kernel=7, conv1_stride=2, conv1_padding=1, conv2_stride=2,
         conv2_padding=0, groups=1, lrn_position="after_pool", pool_ceil=True,
@@ -111,4 +115,5 @@ def describe(name: str, flops: bool = False, **knobs: Any) -> dict[str, Any]:
 
 
 __all__ = ["build_model", "check_model", "describe", "knob_names", "list_models", "model_knobs",
-           "make_config", "count_params", "AlexNet", "AlexNetConfig", "LeNet5", "LeNetConfig"]
+           "make_config", "count_params", "AlexNet", "AlexNetConfig", "LeNet5", "LeNetConfig",
+           "TowerAlexNet"]

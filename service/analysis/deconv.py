@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.lenet import PartialConv2d
-from .layers import ACTIVATION_TYPES, conv_stages, stage_maps, unit_box
+from .layers import ACTIVATION_TYPES, all_stage_maps, conv_stages, unit_box
 
 SKIPPED = (nn.LocalResponseNorm, nn.Dropout, nn.Identity)
 TOP_K = 9  # the paper's top-9 activations per feature map
@@ -116,8 +116,9 @@ def deconv_layers(model: nn.Module, images: torch.Tensor, channels: int = 4,
     """
     size = images.shape[-1]
     layers, pictures = {}, {}
+    all_maps = all_stage_maps(model, images)
     for stage in conv_stages(model):
-        maps = stage_maps(model, images, stage.index)
+        maps = all_maps[stage.name]
         entries = []
         for c in strongest_channels(maps, channels):
             top = top_activations(maps, c, k)
@@ -160,17 +161,22 @@ def tile(pictures: list[np.ndarray], cols: int = 3) -> np.ndarray:
 
 
 def plot_deconv(fig, result: dict[str, Any], display) -> None:
-    """Per (layer, channel) row: the top-9 projections (left) beside their image patches."""
+    """One row per layer; per channel the top-9 projections beside their image patches."""
     pictures = result["_pictures"]
-    keys = list(pictures)
-    axes = np.atleast_2d(fig.subplots(len(keys), 2, squeeze=False))
-    for (layer, c), (ax_p, ax_i) in zip(keys, axes, strict=True):
-        pairs = pictures[(layer, c)]
-        ax_p.imshow(tile([projection_rgb(p) for p, _ in pairs]), interpolation="nearest")
-        ax_i.imshow(tile([display(img[None])[0] for _, img in pairs]), interpolation="nearest")
-        ax_p.set_ylabel(f"{layer}\nmap {c}", fontsize=7)
-        for ax in (ax_p, ax_i):
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_title("deconvnet projections (top 9)", fontsize=8)
-    axes[0, 1].set_title("image patches", fontsize=8)
+    layers = list(dict.fromkeys(layer for layer, _ in pictures))
+    cols = max(sum(1 for key in pictures if key[0] == layer) for layer in layers)
+    axes = fig.subplots(len(layers), 2 * cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+    for r, layer in enumerate(layers):
+        axes[r, 0].set_ylabel(layer, fontsize=9)
+        for j, c in enumerate(c for name, c in pictures if name == layer):
+            pairs = pictures[(layer, c)]
+            ax_p, ax_i = axes[r, 2 * j], axes[r, 2 * j + 1]
+            ax_p.imshow(tile([projection_rgb(p) for p, _ in pairs]), interpolation="nearest")
+            ax_i.imshow(tile([display(img[None])[0] for _, img in pairs]),
+                        interpolation="nearest")
+            ax_p.set_title(f"map {c}: projections", fontsize=7)
+            ax_i.set_title("patches", fontsize=7)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .deconv import crop, project, projection_rgb, strongest_channels, top_activations
-from .layers import conv_stages, stage_maps, unit_box
+from .layers import all_stage_maps, conv_stages, unit_box
 from .load import load_weights
 
 
@@ -28,8 +28,8 @@ def feature_evolution(model: nn.Module, checkpoints: list[tuple[int, Path]],
     `model` carries the final weights (the units are picked on it) and is left unchanged.
     """
     stages = conv_stages(model)
-    units = [(s, c) for s in stages
-             for c in strongest_channels(stage_maps(model, images, s.index), units_per_layer)]
+    final = all_stage_maps(model, images)
+    units = [(s, c) for s in stages for c in strongest_channels(final[s.name], units_per_layer)]
     work = copy.deepcopy(model).eval()
     size = images.shape[-1]
     epochs, rows = [], {f"{s.name}/{c}": [] for s, c in units}
@@ -37,7 +37,7 @@ def feature_evolution(model: nn.Module, checkpoints: list[tuple[int, Path]],
     for epoch, ckpt in checkpoints:
         load_weights(work, ckpt)
         epochs.append(epoch)
-        maps = {s.name: stage_maps(work, images, s.index) for s in stages}
+        maps = all_stage_maps(work, images)
         for s, c in units:
             top = top_activations(maps[s.name], c, k=1)
             if not top:  # the unit never fires on this subset at this epoch

@@ -104,21 +104,24 @@ def test_towers_need_a_two_group_alexnet(model, knobs, needle):
         TrainConfig(model=model, knobs=knobs, model_parallel="towers")
 
 
-def test_fit_with_towers_trains_like_the_grouped_model(tmp_path):
+def tiny_data():
     torch.manual_seed(1)
     images, labels = torch.rand(96, 3, 67, 67), torch.arange(96) % 10
-    data = tensor_datasets(images, labels, range(64), range(64, 96), image_size=67,
+    return tensor_datasets(images, labels, range(64), range(64, 96), image_size=67,
                            in_channels=3, num_classes=10)
-    runs = {}
-    for mode in ("none", "towers"):
-        cfg = TrainConfig(model="alexnet", knobs={k: v for k, v in SMALL.items()
-                                                  if k != "num_classes"},
-                          epochs=2, batch_size=16, lr=0.01, num_threads=1,
-                          model_parallel=mode)
-        reports: list[dict] = []
-        fit(cfg, lambda m, _c, reports=reports: reports.append(m), datasets=data,
-            checkpoint_root=tmp_path / mode)
-        runs[mode] = reports
+
+
+def run(mode: str, data, **kwargs) -> list[dict]:
+    cfg = TrainConfig(model="alexnet", knobs={k: v for k, v in SMALL.items() if k != "num_classes"},
+                      epochs=2, batch_size=16, lr=0.01, num_threads=1, model_parallel=mode)
+    reports: list[dict] = []
+    fit(cfg, lambda m, _c: reports.append(m), datasets=data, **kwargs)
+    return reports
+
+
+def test_fit_with_towers_trains_like_the_grouped_model(tmp_path):
+    data = tiny_data()
+    runs = {mode: run(mode, data, checkpoint_root=tmp_path / mode) for mode in ("none", "towers")}
     for a, b in zip(runs["none"], runs["towers"], strict=True):
         for key in ("train_loss", "val_loss", "val_acc"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
@@ -130,6 +133,15 @@ def test_fit_with_towers_trains_like_the_grouped_model(tmp_path):
     ref = load_checkpoint(tmp_path / "none" / "epoch_0002")["model"]
     for name, value in grouped.state_dict().items():
         torch.testing.assert_close(value, ref[name], rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_towers_resume_exactly_from_their_checkpoint(tmp_path):
+    data = tiny_data()
+    straight = run("towers", data, checkpoint_root=tmp_path / "a")
+    resumed = run("towers", data, resume_from=tmp_path / "a" / "epoch_0001")
+    assert [r["epoch"] for r in resumed] == [2]
+    for key in ("train_loss", "val_loss", "val_acc"):
+        assert resumed[0][key] == straight[1][key], key
 
 
 def test_one_tower_preset_has_about_alexnets_parameters():

@@ -49,7 +49,8 @@ def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise AnalysisError(f"{path}: no summary.json (not a finished sweep's run directory?)")
+        raise AnalysisError(
+            f"{path}: no summary.json (not a finished sweep's run directory?)") from None
     except (OSError, ValueError) as err:
         raise AnalysisError(f"{path}: unreadable summary ({err})") from None
 

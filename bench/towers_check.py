@@ -30,9 +30,20 @@ TOLERANCE = 1e-4  # max |difference| / max |grouped value|, per tensor (fp32, TF
 
 
 def sync() -> None:
+    """Wait for every visible GPU, so that a timer sees finished work."""
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             torch.cuda.synchronize(i)
+
+
+def no_tf32() -> None:
+    """Full fp32 matmuls and convolutions (PyTorch's newer per-backend API when it has one)."""
+    if hasattr(torch.backends.cudnn, "conv"):  # torch >= 2.9; do not mix it with allow_tf32
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
 
 
 def worst_relative_diff(grouped: AlexNet, split: TowerAlexNet, x: torch.Tensor) -> float:
@@ -62,6 +73,7 @@ def images_per_s(model: nn.Module, x: torch.Tensor, steps: int, warmup: int) -> 
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; bad values and a missing GPU exit 2 with one line."""
     parser = argparse.ArgumentParser(prog="python bench/towers_check.py", description=__doc__
                                      .split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small AlexNet, few steps (CI)")
@@ -81,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     """Check and time the split; print one line per layout, then key=value results."""
     args = parse(argv)
     cuda = torch.cuda.is_available()
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    no_tf32()
     if not cuda:
         torch.set_num_threads(1)
     batch = args.batch_size or (8 if args.quick else 128)

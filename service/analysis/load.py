@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from ..data import Datasets
@@ -115,7 +116,11 @@ def load_trial(run_dir: str | os.PathLike, trial: str = "best",
         state = load_checkpoint(by_epoch[epoch])
     except (OSError, RuntimeError, EOFError) as err:
         raise AnalysisError(f"{by_epoch[epoch]}: unreadable checkpoint ({err})") from None
-    cfg = TrainConfig.model_validate(state["config"])
+    try:
+        cfg = TrainConfig.model_validate(state["config"])
+    except (ValidationError, ValueError, KeyError) as err:
+        raise AnalysisError(f"{by_epoch[epoch]}: its config no longer validates "
+                            f"({str(err).splitlines()[0]})") from None
     torch.manual_seed(cfg.seed)  # prepare() initialises weights; keep it reproducible anyway
     model, datasets = prepare(cfg)
     model.load_state_dict(state["model"])

@@ -20,7 +20,7 @@ from torch import nn  # noqa: E402
 from ..data import Datasets  # noqa: E402
 from . import aliasing, deconv, evolution, filters, invariance, occlusion  # noqa: E402
 from .layers import conv_stages, uses_relu  # noqa: E402
-from .load import load_trial, to_display, val_images, write_atomic, write_json_atomic  # noqa: E402
+from .load import AnalysisError, load_trial, to_display, val_images, write_atomic, write_json_atomic  # noqa: E402
 
 DEFAULT_IMAGES = 64  # validation images searched for top activations (CPU-cheap, enough for 9)
 ANALYSIS_JSON = "analysis.json"
@@ -104,6 +104,8 @@ def analyze_trial(run_dir: str | os.PathLike, trial: str = "best", images: int =
                   out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Load a trial's last checkpoint, run every analysis, write PNGs and analysis.json into
     RUN_DIR/analysis/<trial_id>/ (or `out_dir`) and return what analysis.json holds."""
+    if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+        raise AnalysisError(f"images={images!r}: must be a positive integer")
     loaded = load_trial(run_dir, trial)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "analysis" / loaded.trial_id
     x, y = val_images(loaded.datasets, images)

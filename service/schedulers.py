@@ -9,20 +9,85 @@ The study only carries intermediate values: its sampler is never asked for param
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.experiment import Trial
-from ray.tune.result import TRAINING_ITERATION
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.result import EXPR_RESULT_FILE, TRAINING_ITERATION
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from .spec import make_pruner
+from .trial import TRAIN_SNAPSHOT, train_run_dir
 
-__all__ = ["OptunaPrunerScheduler", "PrunedAwareOptunaSearch", "make_pruner"]
+__all__ = ["OptunaPrunerScheduler", "PrunedAwareOptunaSearch", "RestorableASHA", "make_pruner",
+           "restored_results"]
 
 STUDY_NAME = "tune-pruner"  # HyperbandPruner picks a trial's bracket from the study's name
+
+
+def restored_results(trial: Trial) -> list[dict]:
+    """The results a trial reported before this driver started, one per epoch.
+
+    Tune saves a searcher's state but not a scheduler's: after `Tuner.restore` the scheduler
+    is the object pickled before the first trial (ray-notes #7), so schedulers rebuild what
+    they knew from the trial's own records: Ray Train's checkpoint snapshot (written with
+    each checkpoint, straight to storage) and Tune's result.json (copied there every few
+    seconds, so it may lag behind a killed driver). Empty for a new trial or remote storage.
+    """
+    storage = getattr(trial, "storage", None)
+    if storage is None or not storage.trial_dir_name:  # a new trial has no directory yet
+        return []
+    trial_dir = Path(trial.path)
+    if "://" in str(trial.path) or not trial_dir.parent.is_dir():
+        return []
+    by_epoch: dict = {}
+    for row in _json_lines(trial_dir / EXPR_RESULT_FILE):
+        by_epoch[row.get("epoch")] = row
+    snapshot = Path(train_run_dir(trial_dir.parent, trial.trial_id)) / TRAIN_SNAPSHOT
+    try:
+        for entry in json.loads(snapshot.read_text()).get("checkpoint_results", []):
+            metrics = entry.get("metrics") or {}
+            by_epoch.setdefault(metrics.get("epoch"), metrics)
+    except (OSError, ValueError):
+        pass
+    by_epoch.pop(None, None)
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _json_lines(path: Path) -> list[dict]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line cut short by a killed driver
+            continue
+    return rows
+
+
+class RestorableASHA(ASHAScheduler):
+    """ASHA whose rungs survive `Tuner.restore`: a restored trial's results are replayed.
+
+    Without this a resumed sweep compares new trials only against each other, and a weak
+    trial that the interrupted run would have stopped at the first rung runs to the end.
+    """
+
+    def on_trial_add(self, tune_controller, trial: Trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        rows = [r for r in restored_results(trial)
+                if self._time_attr in r and self._metric in r]
+        for row in rows:  # the decisions were taken by the earlier driver
+            self._trial_info[trial.trial_id].on_result(
+                trial, row[self._time_attr], self._metric_op * row[self._metric])
+        if rows and trial.status == Trial.TERMINATED:
+            del self._trial_info[trial.trial_id]  # as on_trial_complete does
 
 
 class OptunaPrunerScheduler(FIFOScheduler):
@@ -78,17 +143,22 @@ class OptunaPrunerScheduler(FIFOScheduler):
         if trial.trial_id in self._ot_trials:
             return
         self._ot_trials[trial.trial_id] = self.study.ask()
+        # A trial re-added by Tuner.restore (this scheduler is the one pickled before the first
+        # trial): its reported values are replayed into the study from its result file.
+        rows = [r for r in restored_results(trial)
+                if self._metric in r and self._time_attr in r]
+        last = rows[-1] if rows else (trial.last_result or {})
+        if not rows and self._metric in last and self._time_attr in last:
+            rows = [last]
+        for row in rows:
+            self._last[trial.trial_id] = float(row[self._metric])
+            self._ot_trials[trial.trial_id].report(float(row[self._metric]),
+                                                   step=int(row[self._time_attr]))
         if trial.status != Trial.TERMINATED:
             return
-        # A finished trial re-added by Tuner.restore (the scheduler restored with the Tuner is
-        # the one pickled before the first trial): only its last result is known.
-        last = trial.last_result or {}
-        if self._metric not in last or self._time_attr not in last:
+        if not rows:
             self._tell(trial, TrialState.FAIL)
             return
-        self._last[trial.trial_id] = float(last[self._metric])
-        self._ot_trials[trial.trial_id].report(float(last[self._metric]),
-                                               step=int(last[self._time_attr]))
         short = self._max_t is not None and last[self._time_attr] < self._max_t
         self._tell(trial, TrialState.PRUNED if short else TrialState.COMPLETE)
 

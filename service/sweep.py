@@ -76,12 +76,26 @@ def plan_sweep(spec, results: str, cluster: dict[str, float] | None, run_id: str
                                      getattr(spec.searcher, "seed", None) is not None else "")
     return SweepPlan(
         name=spec.name, experiment_dir=join_storage(results, spec.name, run_id),
-        trials=spec.budget.num_samples * spec.budget.seeds,
+        trials=expected_trials(spec),
         max_concurrent_trials=concurrency(spec, cluster) if cluster is not None else 0,
         trial_resources=trial_resources(spec), workers_per_trial=spec.resources.workers_per_trial,
         cluster={k: (cluster or {}).get(k, 0.0) for k in ("CPU", "GPU")}, searcher=searcher,
         scheduler=describe_scheduler(spec), metric=spec.budget.metric, mode=spec.budget.mode,
         max_epochs=spec.budget.max_epochs)
+
+
+def expected_trials(spec) -> int:
+    """How many trials the sweep makes: a grid enumerates its values (times any repeats)."""
+    grid = 1
+    for dist in spec.search.values():
+        values = getattr(dist, "values", None)
+        if values is not None and (dist.type == "grid" or spec.searcher.type == "grid"):
+            grid *= len(values)
+    if spec.searcher.type == "grid":
+        return grid * spec.budget.seeds
+    if spec.searcher.type == "random":
+        return spec.budget.num_samples * grid * spec.budget.seeds
+    return spec.budget.num_samples * spec.budget.seeds
 
 
 def join_storage(root: str, *parts: str) -> str:
@@ -91,7 +105,7 @@ def join_storage(root: str, *parts: str) -> str:
     return str(Path(root).expanduser().resolve().joinpath(*parts))
 
 
-def _searcher(spec):
+def _searcher(spec, max_concurrent: int = 0):
     from ray.tune.search import BasicVariantGenerator, Repeater
 
     if spec.searcher.type == "optuna-tpe":
@@ -110,23 +124,21 @@ def _searcher(spec):
             study_name=(spec.searcher.study_name or spec.name) if storage else None)
         # Repeater hands the same config to `seeds` trials and gives the searcher their mean.
         return Repeater(searcher, repeat=spec.budget.seeds) if spec.budget.seeds > 1 else searcher
-    return BasicVariantGenerator(random_state=spec.searcher.seed)
+    # Tune ignores TuneConfig.max_concurrent_trials for a ready-made generator: give it here.
+    return BasicVariantGenerator(random_state=spec.searcher.seed, max_concurrent=max_concurrent)
 
 
 def _scheduler(spec):
-    from ray.tune.schedulers import (
-        ASHAScheduler,
-        FIFOScheduler,
-        HyperBandScheduler,
-        MedianStoppingRule,
-    )
+    from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler, MedianStoppingRule
+
+    from .schedulers import RestorableASHA
 
     s, max_t = spec.scheduler, spec.budget.max_epochs
     # time_attr="epoch": our own counter survives worker restarts (Tune's iteration count
     # does not), so rungs stay aligned with real epochs.
     if s.type == "asha":
-        return ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=s.grace_period,
-                             reduction_factor=s.reduction_factor)
+        return RestorableASHA(time_attr="epoch", max_t=max_t, grace_period=s.grace_period,
+                              reduction_factor=s.reduction_factor)
     if s.type == "hyperband":
         return HyperBandScheduler(time_attr="epoch", max_t=max_t,
                                   reduction_factor=s.reduction_factor)
@@ -176,7 +188,8 @@ def build_tuner(spec, plan: SweepPlan, progress, resume: bool = False):
     elif spec.searcher.type == "grid":
         num_samples = 1  # the grid itself enumerates the trials
     tune_config = tune.TuneConfig(
-        metric=spec.budget.metric, mode=spec.budget.mode, search_alg=_searcher(spec),
+        metric=spec.budget.metric, mode=spec.budget.mode,
+        search_alg=_searcher(spec, plan.max_concurrent_trials),
         scheduler=_scheduler(spec), num_samples=num_samples,
         max_concurrent_trials=plan.max_concurrent_trials,
         time_budget_s=spec.budget.time_budget_s)

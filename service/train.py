@@ -293,6 +293,11 @@ def fit(config: TrainConfig | dict[str, Any], report: Report, *,
         state = load_checkpoint(resume_from)
         loop.restore(state)
         start_epoch, history = state["epoch"], list(state["history"])
+        if start_epoch >= cfg.epochs and "metrics" in state:
+            # Resumed from the final checkpoint (a sweep's driver died after the trial ended,
+            # before Tune recorded it): say the last result again instead of training more.
+            report(dict(state["metrics"]), None)
+            return dict(state["metrics"])
     metrics: dict[str, Any] = history[-1] if history else {}
     best = max((h["val_acc"] for h in history), default=0.0)
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
@@ -314,7 +319,8 @@ def fit(config: TrainConfig | dict[str, Any], report: Report, *,
             break
         loop.sched.step()
         history.append({k: metrics[k] for k in ("epoch", "train_loss", "val_loss", "val_acc")})
-        _report_with_checkpoint(report, metrics, loop.state(epoch, history), checkpoint_root)
+        state = {**loop.state(epoch, history), "metrics": metrics}
+        _report_with_checkpoint(report, metrics, state, checkpoint_root)
     return metrics
 
 

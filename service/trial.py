@@ -14,6 +14,17 @@ from typing import Any
 from .train import TrainConfig, fit
 
 SEED_KEY = "__trial_index__"  # set by Tune's Repeater when budget.seeds > 1
+TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's registered checkpoints
+
+
+def train_run_name(trial_id: str) -> str:
+    """The Ray Train run of a trial, a directory beside Tune's trial directories."""
+    return f"train_{trial_id}"
+
+
+def train_run_dir(experiment_dir: str | os.PathLike, trial_id: str) -> str:
+    """Where a trial's Train run (its checkpoints and their snapshot) lives."""
+    return os.path.join(experiment_dir, train_run_name(trial_id))
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
@@ -57,6 +68,10 @@ def run_trial(config: dict[str, Any], spec=None) -> None:
     res = spec.resources
     cfg = trial_train_config(spec, config)
     ctx = ray.tune.get_context()
+    # The experiment's real storage, not the driver's staging copy of it (get_trial_dir): Tune
+    # copies the staging directory to storage only every few seconds, so checkpoints written
+    # there would be lost with a killed driver.
+    storage = ctx.get_storage()
     use_gpu = res.gpus_per_worker > 0
     backend = res.backend if res.backend != "auto" else ("nccl" if use_gpu else "gloo")
     per_worker = {"CPU": res.cpus_per_worker}
@@ -71,8 +86,9 @@ def run_trial(config: dict[str, Any], spec=None) -> None:
         run_config=RunConfig(
             # The Train run lives inside the trial's directory, named after the trial, so a
             # restored sweep finds (and resumes) the same run.
-            name=f"train_{ctx.get_trial_id()}",
-            storage_path=os.path.dirname(ctx.get_trial_dir()),
+            name=train_run_name(ctx.get_trial_id()),
+            storage_path=storage.experiment_fs_path,
+            storage_filesystem=storage.storage_filesystem,
             callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=res.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=None),

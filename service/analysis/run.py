@@ -67,36 +67,34 @@ def analyze_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         return to_display(x, datasets)
 
     result: dict[str, Any] = {"images": len(images), "figures": {}, "timing_s": {}}
-    relu = uses_relu(model)
-    no_relu = "the deconvnet rectifies ReLU signals; this model's activations are not ReLUs"
-    n_stages = len(conv_stages(model))
-    steps: list[tuple[str, str | None, Callable, Callable | None, tuple[float, float]]] = [
-        ("filters", None, lambda: filters.filter_stats(model, images),
-         lambda r: lambda fig: filters.plot_filters(fig, model, r), (10, 4)),
-        ("aliasing", None if n_stages >= 2 else "the model has a single conv layer",
-         lambda: aliasing.aliasing_stats(model, images),
-         lambda r: lambda fig: aliasing.plot_aliasing(fig, model, images, r), (10, 4)),
-        ("deconv", None if relu else no_relu, lambda: deconv.deconv_layers(model, images),
-         lambda r: lambda fig: deconv.plot_deconv(fig, r, display),
-         (16, 2.1 * n_stages)),
-        ("evolution", no_relu if not relu else None if checkpoints else "no checkpoints",
-         lambda: evolution.feature_evolution(model, checkpoints or [], images),
-         lambda r: lambda fig: evolution.plot_evolution(fig, r),
-         (1.3 * max(2, len(checkpoints or [])), 1.1 * 2 * n_stages)),
-        ("occlusion", None, lambda: occlusion.occlusion_study(model, images, labels),
-         lambda r: lambda fig: occlusion.plot_occlusion(fig, r, images, display), (12, 7)),
-        ("invariance", None, lambda: invariance.invariance(model, images, labels, datasets),
-         lambda r: lambda fig: invariance.plot_invariance(fig, r), (12, 6)),
-    ]
-    for name, skip, compute, plot, size in steps:
+    def run(name: str, skip: str | None, compute: Callable[[], dict],
+            draw: Callable[[Any, dict], None], size: tuple[float, float]) -> None:
         if skip:
             result[name] = {"skipped": skip}
-            continue
+            return
         t0 = time.perf_counter()
         numbers = compute()
-        result["figures"][name] = _figure(out_dir, name, size, plot(numbers))
+        result["figures"][name] = _figure(out_dir, name, size, lambda fig: draw(fig, numbers))
         result[name] = _json_safe(numbers)
         result["timing_s"][name] = round(time.perf_counter() - t0, 3)
+
+    no_relu = ("the deconvnet rectifies ReLU signals; this model's activations are not ReLUs"
+               if not uses_relu(model) else None)
+    n_stages = len(conv_stages(model))
+    run("filters", None, lambda: filters.filter_stats(model, images),
+        lambda fig, r: filters.plot_filters(fig, model, r), (10, 4))
+    run("aliasing", None if n_stages >= 2 else "the model has a single conv layer",
+        lambda: aliasing.aliasing_stats(model, images),
+        lambda fig, r: aliasing.plot_aliasing(fig, model, images, r), (10, 4))
+    run("deconv", no_relu, lambda: deconv.deconv_layers(model, images),
+        lambda fig, r: deconv.plot_deconv(fig, r, display), (16, 2.1 * n_stages))
+    run("evolution", no_relu or (None if checkpoints else "no checkpoints"),
+        lambda: evolution.feature_evolution(model, checkpoints or [], images),
+        evolution.plot_evolution, (1.3 * max(2, len(checkpoints or [])), 2.2 * n_stages))
+    run("occlusion", None, lambda: occlusion.occlusion_study(model, images, labels),
+        lambda fig, r: occlusion.plot_occlusion(fig, r, images, display), (12, 7))
+    run("invariance", None, lambda: invariance.invariance(model, images, labels, datasets),
+        invariance.plot_invariance, (12, 6))
     return result
 
 

@@ -63,9 +63,12 @@ def aliasing_stats(model: nn.Module, images: torch.Tensor) -> dict[str, Any]:
     h, w = maps.shape[-2:]
     conv1 = conv_stages(model)[0].conv
     stride = getattr(conv1, "stride", (1,))[0]
+    share = float(nyq.sum() / total.sum()) if total.sum() > 0 else 0.0
     return {
         "layer": "conv2",
-        "aliasing": float(nyq.sum() / total.sum()) if total.sum() > 0 else 0.0,
+        "aliasing": share,
+        # Comparable across map sizes (conv1 stride 4 gives smaller conv2 maps than stride 2).
+        "aliasing_vs_noise": share / (3.0 / (h * w)),
         "per_channel": [float(v) for v in per_channel],
         "map_size": [h, w],
         "white_noise_baseline": 3.0 / (h * w),

@@ -121,7 +121,10 @@ def plot_filters(fig, model: nn.Module, stats: dict[str, Any]) -> None:
     ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.2, 1]})
     ax1.imshow(filter_grid(first_layer_weight(model)), interpolation="nearest")
     c_out, c_in, k, _ = stats["shape"]
-    ax1.set_title(f"conv1 filters ({c_out} @ {k}x{k}, dead {stats['dead_fraction']:.0%})")
+    dead = f"dead {stats['dead_fraction']:.0%}"
+    if "dead_fraction_data" in stats:
+        dead += f", never max {stats['dead_fraction_data']:.0%}"
+    ax1.set_title(f"conv1 filters ({c_out} @ {k}x{k}; {dead})", fontsize=10)
     ax1.axis("off")
     order = np.argsort(stats["rms"])[::-1]
     shares = np.array(stats["frequency_per_filter"])[order]

@@ -21,8 +21,7 @@ from torch import nn
 
 from ..data import Datasets
 from ..train import TrainConfig, load_checkpoint, prepare
-
-SNAPSHOT = "checkpoint_manager_snapshot.json"
+from ..trial import TRAIN_SNAPSHOT, train_run_dir
 
 
 class AnalysisError(Exception):
@@ -58,8 +57,8 @@ def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 def trial_checkpoints(run_dir: str | os.PathLike, trial_id: str) -> list[tuple[int, Path]]:
     """(epoch, checkpoint dir) of every checkpoint Ray Train registered for a trial, by epoch."""
-    trial_dir = Path(run_dir) / f"train_{trial_id}"
-    snapshot = trial_dir / SNAPSHOT
+    trial_dir = Path(train_run_dir(run_dir, trial_id))
+    snapshot = trial_dir / TRAIN_SNAPSHOT
     try:
         results = json.loads(snapshot.read_text())["checkpoint_results"]
     except FileNotFoundError:

@@ -177,6 +177,9 @@ def run_strategies(table: dict[str, Any], seeds: list[int], num_samples: int, st
     import ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Tune warns that the random searcher ignores max_concurrent_trials: service.sweep gives
+    # that limit to the BasicVariantGenerator itself.
+    logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
     curves = {config_key(c["config"], list(table["grid"])): c["val_acc"]
               for c in table["curves"]}
     n, epochs = len(curves), table["epochs"]

@@ -18,3 +18,46 @@ def test_throughput_quick_prints_a_row_per_preset_and_a_headline():
     for name in ("lenet5", "lenet5-1998", "alexnet", "zfnet", "alexnet-torchvision"):
         assert float(headline[f"{name}_fp32_img_s"]) > 0
         assert any(line.startswith(name + " ") for line in lines)
+
+
+def run_quick(script: str, timeout: int = 600) -> tuple[list[str], dict[str, float]]:
+    """Run `bench/<script> --quick`; its output lines and its headline (the last line)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    return lines, {k: float(v) for k, v in (pair.split("=") for pair in lines[-1].split())}
+
+
+def test_overhead_quick_times_plain_fit_and_a_one_trial_sweep():
+    lines, h = run_quick("overhead.py")
+    for key in ("fit_over_plain", "sweep_over_plain", "fit_over_plain_run",
+                "sweep_over_plain_run", "plain_epoch_s", "fit_epoch_s", "sweep_epoch_s",
+                "ray_start_s", "trial_start_s", "checkpoint_ms"):
+        assert h[key] > 0, key
+    # The sweep's whole run includes starting its trial, which the plain loop never pays.
+    assert h["sweep_over_plain_run"] > 1
+    # (a) and (b) do the same work: same seed and data, so the same final accuracy.
+    pair = next(line for line in lines if line.strip().startswith("pair 1:")).split()
+    accs = [pair[i + 1] for i, word in enumerate(pair) if word == "val_acc"]
+    assert len(accs) == 2 and accs[0] == accs[1], pair
+
+
+def test_search_efficiency_quick_compares_every_strategy_with_the_grid():
+    lines, h = run_quick("search_efficiency.py")
+    assert h["seeds"] == 2 and 0 < h["grid_best"] <= 1
+    for name in ("random", "tpe_asha", "tpe_pruner", "optuna"):
+        # The grid saw every configuration to the end: nothing can beat it, nor cost more.
+        assert h[f"{name}_gap_pts"] >= 0, name
+        assert 0 < h[f"{name}_epochs_ratio"] <= 1, name
+    # Random search without early stopping runs each of its 4 trials (of 4 configs) to the end.
+    assert h["random_epochs_ratio"] == 1.0
+    assert any(line.startswith("tpe-asha ") for line in lines)
+
+
+def test_default_sweep_quick_reports_wall_time_and_peak_memory():
+    _, h = run_quick("default_sweep.py")
+    assert h["trials"] == 2 and 0 < h["best_val_acc"] <= 1
+    assert 0 < h["sweep_wall_s"] <= h["wall_s"]
+    # Ray's daemons and two torch workers hold far more than 100 MiB; PSS never exceeds RSS.
+    assert 0.1 < h["peak_pss_gib"] <= h["peak_rss_gib"]

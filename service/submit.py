@@ -17,13 +17,20 @@ from typing import Any
 from .spec import SpecError, SweepSpec, load_spec
 
 DEFAULT_SPACE = Path(__file__).resolve().parents[1] / "searchspaces" / "default.yaml"
-EXIT_BAD_INPUT, EXIT_TRIALS_FAILED = 2, 3
+EXIT_BAD_INPUT, EXIT_TRIALS_FAILED, EXIT_WRITE_FAILED = 2, 3, 4
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr (no usage block) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see --help)\n")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The command line; argparse itself exits 2 on unknown flags."""
-    p = argparse.ArgumentParser(prog="python -m service.submit", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The command line; a bad flag exits 2 with one line."""
+    p = _Parser(prog="python -m service.submit", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("space", nargs="?", default=str(DEFAULT_SPACE),
                    help="search-space YAML (default: searchspaces/default.yaml)")
     p.add_argument("--address", help="Ray cluster to use: auto, HOST:PORT or ray://HOST:PORT "
@@ -66,6 +73,20 @@ def find_run(root: str, name: str, wanted: str) -> str:
     if not runs:
         raise FileNotFoundError(f"--resume: no unfinished run of {name!r} under {base}")
     return runs[-1]
+
+
+def check_writable(results: str, name: str) -> None:
+    """Refuse, before Ray starts, a local results directory this process cannot write to."""
+    if "://" in results:
+        return  # a bucket's permissions are checked by Tune when it first writes
+    base = Path(results).expanduser().resolve() / name
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        probe = base / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise OSError(f"results: cannot write to {base}: {err.strerror or err}") from None
 
 
 def local_resources() -> dict[str, float]:
@@ -138,7 +159,8 @@ def print_table(summary: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Validate, plan, run; exit 0, 2 (bad input) or 3 (the sweep ran but trials failed)."""
+    """Validate, plan, run; exit 0, 2 (bad input), 3 (the sweep ran but trials failed) or 4
+    (results could not be written; finished trials are kept)."""
     args = parse_args(argv)
     try:
         spec = with_overrides(load_spec(args.space), args, args.space)
@@ -174,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
         print_plan(plan, spec)
         print("dry run: Ray was not started")
         return 0
+    try:
+        check_writable(results, spec.name)
+    except OSError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return run(spec, args, results, run_id)
 
 
@@ -206,6 +233,11 @@ def run(spec: SweepSpec, args: argparse.Namespace, results: str, run_id: str) ->
         summary = run_sweep(spec, plan, progress, resume=bool(args.resume))
     except KeyboardInterrupt:
         summary = None
+    except OSError as err:  # e.g. the disk filled up while the summary was written
+        print(f"error: {err.filename or plan.experiment_dir}: {err.strerror or err}; the "
+              f"trials' results are kept in {plan.experiment_dir}. Summarise them with: "
+              f"python -m service.submit {args.space} --resume {run_id}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     finally:
         if started:
             ray.shutdown()

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -166,12 +167,25 @@ def param_space(spec) -> dict[str, Any]:
     return space
 
 
-def _trainable(spec):
+def ledger_path(experiment_dir: str) -> Path | None:
+    """The finished-trial ledger of a run: beside its experiment directory (local runs only).
+
+    Not inside it: Tune re-uploads its own staged copy of that directory over whatever else
+    is written there during a restored run."""
+    if "://" in experiment_dir:
+        return None
+    exp = Path(experiment_dir)
+    return exp.parent / ".finished" / f"{exp.name}.json"
+
+
+def _trainable(spec, ledger: Path | None = None):
     from ray import tune
 
     from .trial import run_trial
 
-    return tune.with_resources(tune.with_parameters(run_trial, spec=spec), DRIVER_RESOURCES)
+    trainable = tune.with_parameters(run_trial, spec=spec,
+                                     ledger=str(ledger) if ledger else None)
+    return tune.with_resources(trainable, DRIVER_RESOURCES)
 
 
 def build_tuner(spec, plan: SweepPlan, progress, resume: bool = False):
@@ -179,7 +193,8 @@ def build_tuner(spec, plan: SweepPlan, progress, resume: bool = False):
     from ray import tune
 
     if resume:
-        return tune.Tuner.restore(plan.experiment_dir, trainable=_trainable(spec),
+        return tune.Tuner.restore(plan.experiment_dir,
+                                  trainable=_trainable(spec, ledger_path(plan.experiment_dir)),
                                   param_space=param_space(spec), resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
     num_samples = spec.budget.num_samples
@@ -196,7 +211,8 @@ def build_tuner(spec, plan: SweepPlan, progress, resume: bool = False):
     storage, name = plan.experiment_dir.rsplit("/", 1)
     run_config = tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[progress],
                                 failure_config=tune.FailureConfig(max_failures=0))
-    return tune.Tuner(_trainable(spec), param_space=param_space(spec), tune_config=tune_config,
+    return tune.Tuner(_trainable(spec, ledger_path(plan.experiment_dir)),
+                      param_space=param_space(spec), tune_config=tune_config,
                       run_config=run_config)
 
 
@@ -282,11 +298,19 @@ def write_json(path: str, payload: dict) -> None:
             f.write(data)
         return
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        # A full disk or a read-only directory: leave no half-written file behind.
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if err.filename is None:
+            err.filename = path
+        raise
 
 
 def interrupted(spec, plan: SweepPlan, results, progress) -> bool:
@@ -313,11 +337,8 @@ def run_sweep(spec, plan: SweepPlan, progress, resume: bool = False) -> dict | N
     """Run (or resume) the sweep and write summary.json; returns the summary, or None when
     the run was interrupted (Tune saved its state; nothing is summarised until it finishes)."""
     start = time.perf_counter()
-    if "://" not in plan.experiment_dir:
-        # Beside the experiment directory, not in it: Tune re-uploads its own staged copy of
-        # that directory over whatever else is written there during a restored run.
-        exp = Path(plan.experiment_dir)
-        ledger = exp.parent / ".finished" / f"{exp.name}.json"
+    ledger = ledger_path(plan.experiment_dir)
+    if ledger is not None:
         ledger.parent.mkdir(parents=True, exist_ok=True)
         progress.use_ledger(ledger)
     tuner = build_tuner(spec, plan, progress, resume=resume)

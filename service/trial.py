@@ -8,7 +8,9 @@ The Tune trainable (`run_trial`) is a thin driver: it turns the sampled config i
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 from .train import TrainConfig, fit
@@ -58,8 +60,32 @@ def trial_train_config(spec, sampled: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
-def run_trial(config: dict[str, Any], spec=None) -> None:
-    """Tune function trainable: one Ray Train run for one sampled configuration."""
+def last_registered_metrics(filesystem, experiment_fs_path: str,
+                            trial_id: str) -> dict[str, Any] | None:
+    """The metrics of a trial's newest registered checkpoint, or None if it has none."""
+    path = f"{train_run_dir(experiment_fs_path, trial_id)}/{TRAIN_SNAPSHOT}"
+    try:
+        with filesystem.open_input_stream(path) as f:
+            latest = json.loads(f.readall()).get("latest_checkpoint_result") or {}
+    except (OSError, ValueError):
+        return None
+    return latest.get("metrics")
+
+
+def finished_before(ledger: str | None, trial_id: str) -> bool:
+    """Whether an earlier driver of this sweep saw the trial finish (the sweep's ledger)."""
+    try:
+        return bool(ledger) and trial_id in json.loads(Path(ledger).read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def run_trial(config: dict[str, Any], spec=None, ledger: str | None = None) -> None:
+    """Tune function trainable: one Ray Train run for one sampled configuration.
+
+    A trial that an earlier, killed driver saw finish (in `ledger`) but whose end Tune had not
+    yet saved is re-queued by `Tuner.restore`; it reports its recorded result and returns,
+    so no epoch is trained twice and a scheduler's stop is not undone."""
     import ray.tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -72,6 +98,12 @@ def run_trial(config: dict[str, Any], spec=None) -> None:
     # copies the staging directory to storage only every few seconds, so checkpoints written
     # there would be lost with a killed driver.
     storage = ctx.get_storage()
+    if finished_before(ledger, ctx.get_trial_id()):
+        last = last_registered_metrics(storage.storage_filesystem, storage.experiment_fs_path,
+                                       ctx.get_trial_id())
+        if last is not None:
+            ray.tune.report(last)
+            return
     use_gpu = res.gpus_per_worker > 0
     backend = res.backend if res.backend != "auto" else ("nccl" if use_gpu else "gloo")
     per_worker = {"CPU": res.cpus_per_worker}

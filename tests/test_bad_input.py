@@ -161,3 +161,49 @@ print(json.dumps({"results": out, "ray": "ray" in sys.modules}))
         assert "Traceback" not in err, f"{case}\n{err}"
         assert all(line.startswith(path) for line in lines), f"{case}\n{err}"
         assert needle in err, f"{case}: {needle!r} not in\n{err}"
+
+
+def test_bad_flags_and_unwritable_results_are_refused_in_one_line(tmp_path):
+    space = str(ROOT / "searchspaces" / "default.yaml")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    flag_cases = [  # (argv, a piece of the one line that must name the problem)
+        (["--max-epochs", "many"], "--max-epochs"),
+        (["--max-epochs"], "--max-epochs"),
+        (["--num-samples", "1e9"], "--num-samples"),
+        (["--max-epochs", "0", "--dry-run"], "budget.max_epochs"),
+        (["--num-samples", "-3", "--dry-run"], "budget.num_samples"),
+        (["--bogus"], "--bogus"),
+        (["--address"], "--address"),
+        ([space, "extra-positional"], "extra-positional"),
+        ([str(tmp_path / "missing.yaml"), "--dry-run"], "missing.yaml"),
+        ([str(tmp_path), "--dry-run"], str(tmp_path)),
+        ([space, "--resume", "no-such-run", "--results", str(tmp_path)], "no-such-run"),
+        ([space, "--results", str(a_file)], str(a_file)),
+        ([space, "--results", str(a_file / "below-a-file")], str(a_file)),
+    ]
+    code = """
+import contextlib, io, json, sys
+from service.submit import main
+out = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            rc = main(argv)
+        except SystemExit as e:
+            rc = e.code
+        except BaseException as e:
+            rc, err = "raised", io.StringIO(repr(e))
+    out.append([rc, err.getvalue()])
+print(json.dumps({"results": out, "ray": "ray" in sys.modules}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps([a for a, _ in flag_cases])],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["ray"] is False  # refused before Ray could start
+    for (argv, needle), (rc, err) in zip(flag_cases, report["results"], strict=True):
+        assert rc == 2, f"{argv}: exit {rc}\n{err}"
+        assert len(err.strip().splitlines()) == 1, f"{argv}\n{err}"
+        assert "Traceback" not in err and needle in err, f"{argv}: {needle!r} not in\n{err}"

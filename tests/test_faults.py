@@ -1,19 +1,26 @@
 """Faults injected for real: a Ray Train worker process killed mid-trial resumes from its last
 checkpoint (Ray Train restarts the worker group; `train_worker` restores model, optimiser,
-scheduler, epoch and RNG from `ray.train.get_checkpoint()`)."""
+scheduler, epoch and RNG from `ray.train.get_checkpoint()`); a sweep whose driver is killed
+finishes with --resume, its finished trials kept and ASHA's rungs rebuilt."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from service.train import CHECKPOINT_FILE, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def train_worker_pids() -> list[int]:
@@ -83,3 +90,153 @@ def test_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
     assert sorted(set(epochs)) == [1, 2, 3, 4]
     assert len(epochs) - len(set(epochs)) <= 1
     assert epochs == sorted(epochs)
+
+
+def _trained_epochs(run_dir: Path) -> dict[str, list[int]]:
+    """Per trial, the epochs Ray Train registered a checkpoint for (written straight to the
+    results directory, so they are what survives a killed driver)."""
+    out = {}
+    for train_dir in run_dir.glob("train_*"):
+        snapshot = train_dir / "checkpoint_manager_snapshot.json"
+        entries = json.loads(snapshot.read_text())["checkpoint_results"] if (
+            snapshot.exists()) else []
+        out[train_dir.name.removeprefix("train_")] = [e["metrics"]["epoch"] for e in entries]
+    return out
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Live processes in session `sid` (a driver started with start_new_session and the Ray
+    processes it started)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if proc.name.isdigit() and int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(proc.name))
+    return pids
+
+
+def _kill_session(sid: int, timeout: float = 60) -> None:
+    """SIGKILL what is left of the session this test started, and wait until it is gone."""
+    deadline = time.time() + timeout
+    while (pids := _session_pids(sid)) and time.time() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_without_rerunning_and_asha_keeps_its_rungs(tmp_path):
+    # One trial at a time over a fixed grid: two good learning rates finish, the driver is
+    # SIGKILLed, and on --resume the hopeless lr=1e-4 reaches ASHA's first rung. Only the rung
+    # values recorded before the kill can stop it there: Tune does not save a scheduler.
+    spec = {
+        "name": "killed", "data": {"dataset": "digits"}, "model": {"family": "lenet5"},
+        "train": {"batch_size": 64, "num_threads": 1},
+        "search": {"lr": {"type": "grid", "values": [0.05, 0.03, 0.0001]}},
+        "budget": {"max_epochs": 3, "num_samples": 1},
+        "searcher": {"type": "grid"},
+        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1},
+    }
+    space = tmp_path / "killed.yaml"
+    space.write_text(yaml.safe_dump(spec))
+    results = tmp_path / "res"
+    cmd = [sys.executable, "-m", "service.submit", str(space), "--results", str(results)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                            start_new_session=True)
+    out, finished = [], []
+    try:
+        deadline = time.time() + 300
+        for line in proc.stdout:
+            out.append(line)
+            if " completed " in line or " stopped early " in line:
+                finished.append(line.split()[1])
+                if len(finished) == 2:
+                    proc.kill()  # SIGKILL: no handler, no saving of anything
+                    break
+            assert time.time() < deadline, "".join(out)
+        assert proc.wait(timeout=60) == -signal.SIGKILL, "".join(out)
+    finally:
+        # Ray's own processes die with their driver, but not at once: a worker could still
+        # register a checkpoint. Only what is on disk once they are all gone counts.
+        _kill_session(proc.pid)
+    (run_dir,) = [d for d in (results / "killed").iterdir() if not d.name.startswith(".")]
+    assert not (run_dir / "summary.json").exists()
+    before = _trained_epochs(run_dir)
+    assert all(before.get(t) for t in finished), before
+
+    again = subprocess.run([*cmd, "--resume"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600, start_new_session=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    by_lr = {t["config"]["lr"]: t for t in summary["trials"]}
+    assert sorted(by_lr) == [0.0001, 0.03, 0.05]
+    assert len({t["trial_id"] for t in summary["trials"]}) == 3
+    after = _trained_epochs(run_dir)
+    for trial_id in finished:  # finished trials keep their results, no epoch is trained again
+        assert after[trial_id] == before[trial_id]
+        (trial,) = [t for t in summary["trials"] if t["trial_id"] == trial_id]
+        assert trial["epochs"] == before[trial_id][-1]
+    slow = by_lr[0.0001]
+    assert not before.get(slow["trial_id"]), "the slow trial trained before the kill"
+    assert slow["status"] == "stopped-early" and slow["stopped_at"] == 1, summary["trials"]
+    assert after[slow["trial_id"]] == [1]
+
+
+def test_a_summary_that_cannot_be_written_leaves_the_old_one_whole(tmp_path):
+    # A real write failure: the kernel refuses to grow files past RLIMIT_FSIZE (EFBIG), as a
+    # full disk refuses with ENOSPC. The earlier summary stays whole and no temp file is left.
+    target = tmp_path / "summary.json"
+    target.write_text('{"old": true}')
+    code = """
+import resource, signal, sys
+from service.sweep import write_json
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    write_json(sys.argv[1], {"trials": ["x" * 100] * 1000})
+except OSError as err:
+    print("refused", err.filename)
+"""
+    proc = subprocess.run([sys.executable, "-c", code, str(target)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == f"refused {target}", proc.stdout + proc.stderr
+    assert json.loads(target.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+@pytest.mark.slow
+def test_a_trial_that_runs_out_of_memory_is_an_error_and_the_sweep_goes_on(tmp_path):
+    # fc_width 2**20 asks for a 4 TiB FC7 weight: the allocator really fails (ENOMEM) inside
+    # the Ray Train worker. That trial is recorded as an error with the reason; the other
+    # completes and the exit code says that a trial failed.
+    spec = {
+        "name": "oom", "data": {"dataset": "digits", "image_size": 67},
+        "model": {"family": "alexnet", "knobs": {"width_mult": 0.25}},
+        "train": {"batch_size": 64, "lr": 0.02, "num_threads": 1},
+        "search": {"fc_width": {"type": "grid", "values": [128, 2**20]}},
+        "budget": {"max_epochs": 1, "num_samples": 1},
+        "searcher": {"type": "grid"}, "scheduler": {"type": "none"},
+        "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
+    }
+    space = tmp_path / "oom.yaml"
+    space.write_text(yaml.safe_dump(spec))
+    proc = subprocess.run([sys.executable, "-m", "service.submit", str(space), "--results",
+                           str(tmp_path / "res")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    summary = json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
+    by_width = {t["config"]["fc_width"]: t for t in summary["trials"]}
+    assert by_width[128]["status"] == "completed"
+    assert by_width[2**20]["status"] == "error"
+    assert "allocate" in by_width[2**20]["error"], by_width[2**20]["error"]
+    assert summary["best"]["config"]["fc_width"] == 128
+    assert "Traceback" not in proc.stdout

@@ -9,19 +9,18 @@ The study only carries intermediate values: its sampler is never asked for param
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.experiment import Trial
-from ray.tune.result import EXPR_RESULT_FILE, TRAINING_ITERATION
+from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from .spec import make_pruner
-from .trial import TRAIN_SNAPSHOT, train_run_dir
+from .trial import trial_history
 
 __all__ = ["OptunaPrunerScheduler", "PrunedAwareOptunaSearch", "RestorableASHA", "make_pruner",
            "restored_results"]
@@ -44,32 +43,7 @@ def restored_results(trial: Trial) -> list[dict]:
     trial_dir = Path(trial.path)
     if "://" in str(trial.path) or not trial_dir.parent.is_dir():
         return []
-    by_epoch: dict = {}
-    for row in _json_lines(trial_dir / EXPR_RESULT_FILE):
-        by_epoch[row.get("epoch")] = row
-    snapshot = Path(train_run_dir(trial_dir.parent, trial.trial_id)) / TRAIN_SNAPSHOT
-    try:
-        for entry in json.loads(snapshot.read_text()).get("checkpoint_results", []):
-            metrics = entry.get("metrics") or {}
-            by_epoch.setdefault(metrics.get("epoch"), metrics)
-    except (OSError, ValueError):
-        pass
-    by_epoch.pop(None, None)
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def _json_lines(path: Path) -> list[dict]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
-    rows = []
-    for line in lines:
-        try:
-            rows.append(json.loads(line))
-        except ValueError:  # a line cut short by a killed driver
-            continue
-    return rows
+    return trial_history(trial_dir.parent, trial.trial_id, trial_dir)
 
 
 class RestorableASHA(ASHAScheduler):

@@ -60,6 +60,40 @@ def trial_train_config(spec, sampled: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
+def trial_history(experiment_dir: str | os.PathLike, trial_id: str,
+                  trial_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """A trial's results, one per epoch, from the records that outlive its driver: Ray Train's
+    checkpoint snapshot (written with each checkpoint, straight to storage) and Tune's
+    result.json in `trial_dir` (copied to storage every few seconds, so it may lag behind)."""
+    by_epoch: dict[Any, dict[str, Any]] = {}
+    if trial_dir is not None:
+        for row in _json_lines(Path(trial_dir) / "result.json"):
+            by_epoch[row.get("epoch")] = row
+    snapshot = Path(train_run_dir(experiment_dir, trial_id)) / TRAIN_SNAPSHOT
+    try:
+        for entry in json.loads(snapshot.read_text()).get("checkpoint_results", []):
+            metrics = entry.get("metrics") or {}
+            by_epoch.setdefault(metrics.get("epoch"), metrics)
+    except (OSError, ValueError):
+        pass
+    by_epoch.pop(None, None)
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line cut short by a killed driver
+            continue
+    return rows
+
+
 def last_registered_metrics(filesystem, experiment_fs_path: str,
                             trial_id: str) -> dict[str, Any] | None:
     """The metrics of a trial's newest registered checkpoint, or None if it has none."""

@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="continue an interrupted run (the latest unfinished one by default)")
     p.add_argument("--max-epochs", type=int, help="override budget.max_epochs")
     p.add_argument("--num-samples", type=int, help="override budget.num_samples")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write report.html/report.md at the end (python -m service.report)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the final table")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="print every epoch and Ray's own logs")
@@ -158,6 +160,24 @@ def print_table(summary: dict[str, Any]) -> None:
     print(f"wall time {summary['wall_s']:.0f}s")
 
 
+def write_report(experiment_dir: str, quiet: bool) -> None:
+    """The sweep's report (service.report); a report that fails never fails the sweep."""
+    if "://" in experiment_dir:
+        print(f"report: results are remote; run python -m service.report on a local copy "
+              f"of {experiment_dir}", file=sys.stderr)
+        return
+    from .report import build_report
+
+    try:
+        path = build_report(experiment_dir)
+    except Exception as err:  # noqa: BLE001 - the sweep's results stand without the report
+        print(f"report: not written ({type(err).__name__}: {err}); retry with python -m "
+              f"service.report {experiment_dir}", file=sys.stderr)
+        return
+    if not quiet:
+        print(f"report: {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Validate, plan, run; exit 0, 2 (bad input), 3 (the sweep ran but trials failed) or 4
     (results could not be written; finished trials are kept)."""
@@ -246,6 +266,8 @@ def run(spec: SweepSpec, args: argparse.Namespace, results: str, run_id: str) ->
               f"{args.space} --resume {run_id}", file=sys.stderr)
         return 130
     print_table(summary)
+    if not args.no_report:
+        write_report(plan.experiment_dir, args.quiet)
     print(f"{plan.experiment_dir}/summary.json")
     failed = any(t["status"] in FAILED for t in summary["trials"])
     return EXIT_TRIALS_FAILED if failed else 0

@@ -39,8 +39,8 @@ def alexnet_run(tmp_path_factory) -> Path:
     space = tmp / "alexnet-tiny.yaml"
     space.write_text(yaml.safe_dump(ALEXNET_SWEEP))
     proc = subprocess.run([sys.executable, "-m", "service.submit", str(space), "--results",
-                           str(tmp / "results"), "-q"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
+                           str(tmp / "results"), "-q", "--no-report"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = Path(proc.stdout.strip().splitlines()[-1])
     assert summary.name == "summary.json", proc.stdout

@@ -148,7 +148,8 @@ def test_killed_driver_resumes_without_rerunning_and_asha_keeps_its_rungs(tmp_pa
     space = tmp_path / "killed.yaml"
     space.write_text(yaml.safe_dump(spec))
     results = tmp_path / "res"
-    cmd = [sys.executable, "-m", "service.submit", str(space), "--results", str(results)]
+    cmd = [sys.executable, "-m", "service.submit", str(space), "--results", str(results),
+           "--no-report"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
                             start_new_session=True)
@@ -240,3 +241,6 @@ def test_a_trial_that_runs_out_of_memory_is_an_error_and_the_sweep_goes_on(tmp_p
     assert "allocate" in by_width[2**20]["error"], by_width[2**20]["error"]
     assert summary["best"]["config"]["fc_width"] == 128
     assert "Traceback" not in proc.stdout
+    # The report is written at the end and shows the failed trial with its reason.
+    report = (Path(proc.stdout.strip().splitlines()[-1]).parent / "report.md").read_text()
+    assert "| error |" in report and "allocate" in report

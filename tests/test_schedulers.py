@@ -369,8 +369,8 @@ def test_sweep_with_the_median_pruner_stops_a_slow_trial(tmp_path: Path) -> None
     space = tmp_path / "tiny_optuna.yaml"
     space.write_text(yaml.safe_dump(TINY))
     proc = subprocess.run([sys.executable, "-m", "service.submit", str(space), "--results",
-                           str(tmp_path / "res")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                           str(tmp_path / "res"), "--no-report"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "optuna (pruner=median, n_startup_trials=2, n_warmup_steps=0)" in proc.stdout
     summary = json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())

@@ -142,6 +142,9 @@ def test_tiny_sweep_end_to_end(tmp_path):
     assert accs == sorted(accs, reverse=True)
     for t in trials:
         assert f"trial {t['trial_id']} started" in proc.stdout
+    # The report is written at the end of the sweep, beside summary.json.
+    assert f"report: {summary_path.parent / 'report.html'}" in proc.stdout
+    assert (summary_path.parent / "report.md").is_file()
 
 
 @pytest.mark.slow
@@ -151,7 +154,7 @@ def test_resume_finishes_an_interrupted_sweep_without_rerunning(tmp_path):
                                        resources={"workers_per_trial": 1, "cpus_per_worker": 1}))
     results = tmp_path / "res"
     proc = subprocess.Popen([sys.executable, "-m", "service.submit", str(space), "--results",
-                             str(results)], cwd=ROOT, stdout=subprocess.PIPE,
+                             str(results), "--no-report"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     first_out, finished_before = [], []
@@ -169,7 +172,7 @@ def test_resume_finishes_an_interrupted_sweep_without_rerunning(tmp_path):
     assert not (run_dir / "summary.json").exists()
     assert "--resume" in "".join(first_out)
 
-    again = submit(str(space), "--results", str(results), "--resume")
+    again = submit(str(space), "--results", str(results), "--resume", "--no-report")
     assert again.returncode == 0, again.stdout + again.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     ids = [t["trial_id"] for t in summary["trials"]]

@@ -1,0 +1,233 @@
+"""`python -m service.report RUN_DIR`: a finished sweep as report.html (standalone, images
+embedded) and report.md (figures beside it in report_files/).
+
+The trials table, learning curves, each searched knob's effect (mean and 95% CI, Optuna's
+fANOVA importance), parallel coordinates, a model comparison (params, FLOPs, conv1, best
+metric, time per epoch, dead conv1 filters, layer-2 aliasing) and the best trial's ZFNet
+analyses (service.analysis).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import plots
+from .analysis import AnalysisError
+from .reportdata import (
+    conv_health,
+    describe_group,
+    importance,
+    knob_effects,
+    load_run,
+    metric_of,
+    model_groups,
+)
+
+FILES = "report_files"
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    if isinstance(value, int) and abs(value) >= 10_000:
+        return f"{value:,}"
+    return str(value)
+
+
+class Doc:
+    """Builds the HTML and Markdown versions side by side, so they always say the same."""
+
+    def __init__(self, out_dir: Path):
+        self.html: list[str] = []
+        self.md: list[str] = []
+        self.files = out_dir / FILES
+        self.files.mkdir(parents=True, exist_ok=True)
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
+        self.md.append(f"{'#' * level} {text}\n")
+
+    def para(self, text: str) -> None:
+        self.html.append(f"<p>{html.escape(text)}</p>")
+        self.md.append(f"{text}\n")
+
+    def table(self, head: list[str], rows: list[list[Any]]) -> None:
+        cells = [[_fmt(c) for c in r] for r in rows]
+        self.html.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+                         + "</tr>" + "".join(
+                             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                             for r in cells) + "</table>")
+        self.md.append("| " + " | ".join(head) + " |\n|" + " --- |" * len(head) + "\n" + "".join(
+            "| " + " | ".join(c.replace("|", "/") for c in r) + " |\n" for r in cells))
+
+    def image(self, name: str, png: bytes, alt: str) -> None:
+        tmp = self.files / f".{name}.tmp"
+        tmp.write_bytes(png)
+        os.replace(tmp, self.files / name)
+        data = base64.b64encode(png).decode()
+        self.html.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">')
+        self.md.append(f"![{alt}]({FILES}/{name})\n")
+
+
+STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}
+img{max-width:100%;display:block;margin:1em 0}"""
+# Lets a headless browser (and a person's console) confirm that every image decoded.
+CHECK = """<script>window.addEventListener('load',function(){var i=document.images,ok=0;
+for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0)ok++;}
+document.body.setAttribute('data-images',i.length);
+document.body.setAttribute('data-images-loaded',ok);});</script>"""
+
+
+def _trials_section(doc: Doc, summary: dict[str, Any]) -> None:
+    keys = summary["searched"]
+    metric = summary["spec"]["budget"]["metric"]
+    doc.heading("Trials")
+    doc.table(["trial", *keys, "status", "epochs", f"best {metric}", "error"],
+              [[t["trial_id"], *(t["config"].get(k) for k in keys), t["status"], t["epochs"],
+                metric_of(t, metric), t.get("error") or ""] for t in summary["trials"]])
+    doc.image("curves.png", plots.learning_curves(summary["trials"], metric,
+                                                  summary["spec"]["budget"]["max_epochs"]),
+              "learning curves")
+
+
+def _effects_section(doc: Doc, summary: dict[str, Any]) -> dict[str, Any]:
+    metric = summary["spec"]["budget"]["metric"]
+    doc.heading("Effect of each searched knob")
+    effects = knob_effects(summary)
+    doc.para(f"Per value (or per half of a range): trials that did not fail, their mean best "
+             f"{metric} and the 95% confidence interval (Student t). Trials stopped early "
+             "count with the best value they reached.")
+    doc.table(["knob", "value", "trials", f"mean {metric}", "± 95% CI"],
+              [[k, r["value"], r["n"], r["mean"], r["ci95"]] for k, e in effects.items()
+               for r in e["rows"]])
+    if effects:
+        doc.image("effects.png", plots.knob_effects(effects, metric), "knob effects")
+    imp = importance(summary)
+    if "importances" in imp:
+        doc.para(f"Optuna's fANOVA parameter importance over {imp['trials']} trials:")
+        doc.table(["knob", "importance"], [[k, v] for k, v in imp["importances"].items()])
+        doc.image("importance.png", plots.importance(imp["importances"]), "importance")
+    else:
+        doc.para(f"Parameter importance not computed: {imp['error']}.")
+    if summary["searched"]:
+        values = [metric_of(t, metric) for t in summary["trials"]]
+        doc.image("parallel.png", plots.parallel_coordinates(
+            summary["trials"], summary["searched"], metric, values), "parallel coordinates")
+    return {"effects": {k: e["rows"] for k, e in effects.items()}, "importance": imp}
+
+
+def _models_section(doc: Doc, summary: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
+    spec, metric = summary["spec"], summary["spec"]["budget"]["metric"]
+    doc.heading("Model comparison")
+    rows = []
+    for g in model_groups(summary):
+        info = describe_group(g, spec)
+        health = conv_health(run_dir, g["best_trial"]) if g["best_trial"] else {}
+        rows.append({**g, **info, **health})
+    doc.para("One row per architecture in the sweep (training knobs such as lr or dropout "
+             "pooled). Dead filters: conv1 filters with near-zero RMS; aliasing: share of "
+             "layer-2 map energy at the Nyquist frequencies (docs/analysis.md), both on the "
+             "best trial's last checkpoint.")
+    doc.table(["model", "knobs", "params", "FLOPs/image", "conv1", f"best {metric}",
+               "s/epoch", "trials", "dead conv1", "layer-2 aliasing"],
+              [[r["model"], ", ".join(f"{k}={_fmt(v)}" for k, v in r["knobs"].items()),
+                r["params"], r["flops"], r["conv1"], r["best"], r["epoch_s"], r["trials"],
+                r.get("dead_fraction"), r.get("aliasing")] for r in rows])
+    return rows
+
+
+def _analysis_section(doc: Doc, run_dir: Path, trial_id: str, images: int) -> dict[str, Any]:
+    from .analysis import analyze_trial
+
+    doc.heading(f"Analyses of the best trial ({trial_id})")
+    try:
+        result = analyze_trial(run_dir, trial_id, images=images)
+    except AnalysisError as err:
+        doc.para(f"Not available: {err}")
+        return {"error": str(err)}
+    out = run_dir / "analysis" / trial_id
+    doc.para(f"ZFNet-style analyses of the checkpoint at epoch {result['epoch']} "
+             f"(numbers in analysis/{trial_id}/analysis.json; see docs/analysis.md).")
+    for name, png in result.get("figures", {}).items():
+        doc.heading(name.replace("_", " "), level=3)
+        block = result.get(name, {})
+        if isinstance(block, dict) and block.get("skipped"):
+            doc.para(f"skipped: {block['skipped']}")
+        doc.image(f"analysis_{Path(png).name}", (out / png).read_bytes(), name)
+    return {"trial_id": trial_id, "epoch": result["epoch"]}
+
+
+def build_report(run_dir: str | Path, analyses: bool = True, images: int = 64) -> Path:
+    """Write RUN_DIR/report.html, report.md and report.json; returns report.html's path."""
+    run_dir = Path(run_dir)
+    summary = load_run(run_dir)
+    spec = summary["spec"]
+    doc = Doc(run_dir)
+    doc.heading(f"Sweep report: {summary['name']}", level=1)
+    if spec.get("description"):
+        doc.para(spec["description"])
+    plan = summary.get("plan", {})
+    doc.para(f"{len(summary['trials'])} trials of up to {spec['budget']['max_epochs']} epochs; "
+             f"searcher {plan.get('searcher', spec['searcher']['type'])}; scheduler "
+             f"{plan.get('scheduler', spec['scheduler']['type'])}; {spec['budget']['mode']} "
+             f"{spec['budget']['metric']}; wall time {summary.get('wall_s', 0):.0f} s; "
+             f"Ray {summary.get('ray_version')}, torch {summary.get('torch_version')}.")
+    best = summary.get("best")
+    if best:
+        knobs = ", ".join(f"{k}={_fmt(best['config'].get(k))}" for k in summary["searched"])
+        doc.para(f"Best: trial {best['trial_id']} with {spec['budget']['metric']} "
+                 f"{_fmt(metric_of(best, spec['budget']['metric']))} ({knobs}).")
+    _trials_section(doc, summary)
+    numbers = _effects_section(doc, summary)
+    numbers["models"] = _models_section(doc, summary, run_dir)
+    if analyses and best:
+        numbers["analysis"] = _analysis_section(doc, run_dir, best["trial_id"], images)
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>"
+            f"{html.escape(summary['name'])} report</title><style>{STYLE}</style>{CHECK}"
+            f"</head><body>{''.join(doc.html)}</body></html>")
+    for name, text in (("report.html", page), ("report.md", "\n".join(doc.md)),
+                       ("report.json", json.dumps(numbers, indent=2, default=str))):
+        tmp = run_dir / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, run_dir / name)
+    return run_dir / "report.html"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: exit 0 with report.html's path as the last line, or 2 with one line."""
+    p = argparse.ArgumentParser(prog="python -m service.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="a finished sweep's run directory (holds summary.json)")
+    p.add_argument("--no-analysis", action="store_true",
+                   help="skip the best trial's ZFNet analyses")
+    p.add_argument("--images", type=int, default=64,
+                   help="validation images for the analyses (default 64)")
+    args = p.parse_args(argv)
+    if args.images < 1:
+        print(f"--images {args.images}: must be a positive integer", file=sys.stderr)
+        return 2
+    try:
+        path = build_report(args.run_dir, analyses=not args.no_analysis, images=args.images)
+    except AnalysisError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: {err.filename or args.run_dir}: {err.strerror or err}", file=sys.stderr)
+        return 4
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

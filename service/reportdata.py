@@ -1,0 +1,183 @@
+"""The numbers of a sweep report: learning curves, each knob's effect, Optuna's parameter
+importance and the model comparison, all read from what a finished sweep left on disk."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from .analysis.load import read_summary
+from .trial import trial_history
+
+FAILED = ("error", "diverged")
+
+
+def trial_dir(run_dir: Path, trial_id: str) -> Path | None:
+    """Tune's directory of a trial (run_trial_<id>_<index>_<params>_<date>)."""
+    found = sorted(run_dir.glob(f"run_trial_{trial_id}_*"))
+    return found[0] if found else None
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """summary.json plus each trial's per-epoch history (Train snapshot and result.json)."""
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    for t in summary["trials"]:
+        t["history"] = trial_history(run_dir, t["trial_id"], trial_dir(run_dir, t["trial_id"]))
+    return summary
+
+
+def metric_of(trial: dict[str, Any], metric: str) -> float | None:
+    """A trial's score: its best val_acc, or its final value of another metric."""
+    if trial["status"] in FAILED:
+        return None
+    value = trial["best_val_acc"] if metric == "val_acc" else trial["final"].get(metric)
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def mean_ci95(values: list[float]) -> tuple[float, float | None]:
+    """Mean and the half-width of its 95% confidence interval (Student t; None for n < 2)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, None
+    from scipy.stats import t as student_t
+
+    half = student_t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(
+        len(values))
+    return mean, float(half)
+
+
+def _label(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def knob_effects(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per searched knob: per value (choices) or per half of the range (numbers) the number of
+    trials, mean metric and 95% CI, over the trials that did not fail."""
+    spec, metric = summary["spec"], summary["spec"]["budget"]["metric"]
+    scored = [(t, metric_of(t, metric)) for t in summary["trials"]]
+    scored = [(t, v) for t, v in scored if v is not None]
+    effects = {}
+    for knob in summary["searched"]:
+        dist = spec["search"][knob]
+        pairs = [(t["config"][knob], v) for t, v in scored if knob in t["config"]]
+        groups: dict[str, list[float]] = {}
+        if "values" in dist:
+            for value in dist["values"]:
+                groups[_label(value)] = [v for k, v in pairs if k == value]
+        elif pairs:
+            cut = statistics.median(k for k, _ in pairs)
+            groups[f"<= {_label(cut)}"] = [v for k, v in pairs if k <= cut]
+            groups[f"> {_label(cut)}"] = [v for k, v in pairs if k > cut]
+        rows = []
+        for label, values in groups.items():
+            mean, half = mean_ci95(values) if values else (None, None)
+            rows.append({"value": label, "n": len(values), "mean": mean, "ci95": half})
+        effects[knob] = {"kind": "choice" if "values" in dist else "range", "rows": rows,
+                         "points": pairs}
+    return effects
+
+
+def _distribution(dist: dict[str, Any]):
+    import optuna.distributions as d
+
+    if "values" in dist:
+        return d.CategoricalDistribution(list(dist["values"]))
+    if dist["type"] == "int":
+        return d.IntDistribution(dist["low"], dist["high"], log=dist.get("log", False))
+    return d.FloatDistribution(dist["low"], dist["high"], log=dist.get("log", False))
+
+
+def importance(summary: dict[str, Any]) -> dict[str, Any]:
+    """Optuna's fANOVA parameter importance over the trials that did not fail, or the reason
+    it cannot be computed (too few trials, nothing varied)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec, metric = summary["spec"], summary["spec"]["budget"]["metric"]
+    dists = {k: _distribution(spec["search"][k]) for k in summary["searched"]}
+    study = optuna.create_study(direction="maximize" if spec["budget"]["mode"] == "max"
+                                else "minimize")
+    for t in summary["trials"]:
+        value = metric_of(t, metric)
+        if value is not None and set(dists) <= set(t["config"]):
+            study.add_trial(optuna.trial.create_trial(
+                params={k: t["config"][k] for k in dists}, distributions=dists, value=value))
+    if len(study.trials) < 2 or not dists:
+        return {"error": f"needs at least 2 scored trials and a searched knob "
+                         f"(has {len(study.trials)} trials)"}
+    try:
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        values = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except (RuntimeError, ValueError) as err:  # e.g. every trial has the same parameters
+        return {"error": str(err).splitlines()[0]}
+    return {"importances": {k: float(v) for k, v in values.items()}, "trials": len(study.trials)}
+
+
+ARCH_KNOBS = ("conv1_kernel", "conv1_stride", "conv2_stride", "groups", "fc_width", "lrn",
+              "pool", "width_mult", "widths", "activation", "c3_table", "output")
+
+
+def architecture(trial: dict[str, Any], spec: dict[str, Any]) -> tuple:
+    """What makes a trial's network a different model (not how it was trained)."""
+    model = trial["config"].get("model", spec["model"]["family"])
+    knobs = {**spec["model"].get("knobs", {}), **trial["config"]}
+    return (model, *((k, knobs[k]) for k in ARCH_KNOBS if k in knobs and k in trial["config"]))
+
+
+def model_groups(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Trials grouped by architecture, each with its best trial and mean seconds per epoch."""
+    spec, metric = summary["spec"], summary["spec"]["budget"]["metric"]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for t in summary["trials"]:
+        groups.setdefault(architecture(t, spec), []).append(t)
+    out = []
+    for key, trials in groups.items():
+        scored = [(metric_of(t, metric), t) for t in trials]
+        scored = [(v, t) for v, t in scored if v is not None]
+        best = (max if spec["budget"]["mode"] == "max" else min)(
+            scored, key=lambda p: p[0]) if scored else (None, None)
+        epoch_s = [h["epoch_s"] for t in trials for h in t.get("history", [])
+                   if isinstance(h.get("epoch_s"), int | float)]
+        out.append({"model": key[0], "knobs": dict(key[1:]), "trials": len(trials),
+                    "best": best[0], "best_trial": best[1]["trial_id"] if best[1] else None,
+                    "epoch_s": statistics.fmean(epoch_s) if epoch_s else None})
+    return out
+
+
+def describe_group(group: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """Parameters, FLOPs per image and conv1 kernel/stride of a group's architecture."""
+    from .models import describe, model_knobs
+
+    knobs = {**spec["model"].get("knobs", {}), **group["knobs"]}
+    if spec["data"].get("image_size"):
+        knobs["image_size"] = spec["data"]["image_size"]
+    allowed = model_knobs(group["model"])
+    knobs = {k: v for k, v in knobs.items() if k in allowed}
+    info = describe(group["model"], flops=True, **knobs)
+    merged = {**allowed, **knobs}
+    return {"params": info["params"], "flops": info.get("flops"),
+            "conv1": f"{merged.get('conv1_kernel', 5)}x{merged.get('conv1_kernel', 5)}/"
+                     f"{merged.get('conv1_stride', 1)}"}
+
+
+def conv_health(run_dir: Path, trial_id: str, images: int = 64) -> dict[str, Any]:
+    """Dead conv1 filters and layer-2 aliasing of a trial's last checkpoint."""
+    from .analysis import AnalysisError, load_trial
+    from .analysis.aliasing import layer2_aliasing
+    from .analysis.filters import filter_stats
+    from .analysis.load import val_images
+
+    try:
+        loaded = load_trial(run_dir, trial_id)
+    except AnalysisError as err:
+        return {"error": str(err)}
+    x, _ = val_images(loaded.datasets, images)
+    out: dict[str, Any] = {"dead_fraction": filter_stats(loaded.model)["dead_fraction"]}
+    try:
+        out["aliasing"] = layer2_aliasing(loaded.model, x)
+    except ValueError as err:  # a model without a second conv layer
+        out["aliasing_error"] = str(err)
+    return out

@@ -335,3 +335,32 @@ def test_cli(run_copy, tmp_path):
         assert bad.returncode == 2, bad.stderr
         assert needle in bad.stderr and "Traceback" not in bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def _lenet_run(root: Path) -> Path:
+    """A run directory laid out as a sweep leaves it, for one LeNet-5 trial of 2 epochs."""
+    from service.train import TrainConfig, fit
+
+    run, trial = root / "lenet-run", "lenet_00000"
+    train_dir = run / f"train_{trial}"
+    cfg = TrainConfig(model="lenet5", epochs=2, num_threads=1, device="cpu")
+    reports: list[dict] = []
+    fit(cfg, lambda m, d: reports.append({"metrics": m, "checkpoint_dir_name": Path(d).name}),
+        checkpoint_root=train_dir)
+    (train_dir / "checkpoint_manager_snapshot.json").write_text(
+        json.dumps({"checkpoint_results": reports}))
+    entry = {"trial_id": trial, "config": {}, "status": "completed"}
+    (run / "summary.json").write_text(json.dumps({"trials": [entry], "best": entry}))
+    return run
+
+
+@pytest.mark.slow  # trains LeNet-5 for 2 epochs, then every analysis
+def test_analyze_trial_on_a_lenet_run(tmp_path):
+    run = _lenet_run(tmp_path)
+    res = analyze_trial(run, images=16)
+    assert res["model"] == "lenet5" and res["epoch"] == 2
+    assert res["evolution"]["epochs"] == [1, 2]
+    assert set(res["deconv"]["layers"]) == {"conv1", "conv2", "conv3"}
+    assert res["occlusion"]["images"][0]["feature_layer"] == "conv3"
+    saved = json.loads((run / "analysis" / "lenet_00000" / "analysis.json").read_text())
+    assert saved["filters"]["dead_fraction"] == res["filters"]["dead_fraction"]

@@ -111,11 +111,27 @@ def start_ray(address: str | None, verbose: bool) -> bool:
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
+    port = None
+    if address is None and not os.environ.get("RAY_API_SERVER_ADDRESS"):
+        # Train V2's placement-group cleaner finds the State API by looking for Ray on this
+        # machine; with a second Ray running here it fails ("multiple active Ray instances")
+        # and trials hang. Ray's processes inherit this variable and ask our dashboard.
+        port = free_port()
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     # The dashboard stays on: Train V2 frees finished trials' placement groups through its
     # State API (ray-notes #3). It binds to 127.0.0.1 unless a cluster says otherwise.
-    ray.init(address=address, include_dashboard=address is None or None,
+    ray.init(address=address, include_dashboard=address is None or None, dashboard_port=port,
              log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.WARNING)
     return address is None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def print_plan(plan, spec: SweepSpec, out=sys.stdout) -> None:

@@ -222,3 +222,24 @@ def test_missing_dataset_exits_2_before_ray(tmp_path, data, needle):
     assert "RAY_NOT_IMPORTED" in proc.stdout
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_two_embedded_sweeps_on_one_machine_both_finish(tmp_path):
+    # Each starts its own Ray. Train's placement-group cleaner must find its own cluster's
+    # dashboard, not give up on "multiple active Ray instances" and leave trials hanging.
+    procs = []
+    for name in ("first", "second"):
+        space = write_space(tmp_path, dict(
+            TINY, name=name, search={"lr": {"type": "grid", "values": [0.05]}},
+            searcher={"type": "grid"}, scheduler={"type": "none"},
+            budget={"max_epochs": 1, "num_samples": 1}))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "service.submit", str(space), "--results",
+             str(tmp_path / "res"), "--no-report", "-q"], cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True))
+        time.sleep(5)  # the second starts while the first is running
+    for proc in procs:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:]
+        assert out.strip().splitlines()[-1].endswith("summary.json")

@@ -137,13 +137,15 @@ def _models_section(doc: Doc, summary: dict[str, Any], run_dir: Path) -> list[di
         rows.append({**g, **info, **health})
     doc.para("One row per architecture in the sweep (training knobs such as lr or dropout "
              "pooled). Dead filters: conv1 filters with near-zero RMS; aliasing: share of "
-             "layer-2 map energy at the Nyquist frequencies (docs/analysis.md), both on the "
-             "best trial's last checkpoint.")
+             "layer-2 map energy at the Nyquist frequencies, and that share over white noise's "
+             "(comparable across map sizes; docs/analysis.md), both on the best trial's last "
+             "checkpoint.")
     doc.table(["model", "knobs", "params", "FLOPs/image", "conv1", f"best {metric}",
-               "s/epoch", "trials", "dead conv1", "layer-2 aliasing"],
+               "s/epoch", "trials", "dead conv1", "layer-2 aliasing", "aliasing / noise"],
               [[r["model"], ", ".join(f"{k}={_fmt(v)}" for k, v in r["knobs"].items()),
                 r["params"], r["flops"], r["conv1"], r["best"], r["epoch_s"], r["trials"],
-                r.get("dead_fraction"), r.get("aliasing")] for r in rows])
+                r.get("dead_fraction"), r.get("aliasing"), r.get("aliasing_vs_noise")]
+               for r in rows])
     return rows
 
 

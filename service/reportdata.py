@@ -166,7 +166,7 @@ def describe_group(group: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any
 def conv_health(run_dir: Path, trial_id: str, images: int = 64) -> dict[str, Any]:
     """Dead conv1 filters and layer-2 aliasing of a trial's last checkpoint."""
     from .analysis import AnalysisError, load_trial
-    from .analysis.aliasing import layer2_aliasing
+    from .analysis.aliasing import aliasing_stats
     from .analysis.filters import filter_stats
     from .analysis.load import val_images
 
@@ -177,7 +177,9 @@ def conv_health(run_dir: Path, trial_id: str, images: int = 64) -> dict[str, Any
     x, _ = val_images(loaded.datasets, images)
     out: dict[str, Any] = {"dead_fraction": filter_stats(loaded.model)["dead_fraction"]}
     try:
-        out["aliasing"] = layer2_aliasing(loaded.model, x)
+        stats = aliasing_stats(loaded.model, x)
+        # The raw share depends on the map size; over white noise's share it compares sizes.
+        out["aliasing"], out["aliasing_vs_noise"] = stats["aliasing"], stats["aliasing_vs_noise"]
     except ValueError as err:  # a model without a second conv layer
         out["aliasing_error"] = str(err)
     return out

@@ -53,6 +53,7 @@ def test_report_tables_match_the_summary(report_dir):
     for m in models:
         assert m["params"] > 0 and m["flops"] > 0 and m["epoch_s"] > 0
         assert 0 <= m["dead_fraction"] <= 1 and 0 <= m["aliasing"] <= 1
+        assert m["aliasing_vs_noise"] > 0
     # FLOPs fall with a larger conv1 stride, as the arithmetic says.
     flops = {m["conv1"]: m["flops"] for m in models}
     assert flops["11x11/4"] < flops["11x11/2"] and flops["7x7/4"] < flops["7x7/2"]

@@ -122,6 +122,34 @@ def cases() -> list[tuple[str, bytes, str]]:
     return out + raw
 
 
+# One interpreter runs submit's main on every command line (a process per case would spend
+# minutes importing torch) and reports each exit code, its stderr and whether Ray got imported.
+RUN_MAIN = """
+import contextlib, io, json, sys
+from service.submit import main
+out = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            rc = main(argv)
+        except SystemExit as e:
+            rc = e.code
+        except BaseException as e:
+            rc, err = "raised", io.StringIO(repr(e))
+    out.append([rc, err.getvalue()])
+print(json.dumps({"results": out, "ray": "ray" in sys.modules}))
+"""
+
+
+def run_main(argvs: list[list[str]]) -> dict:
+    """{"results": [[exit code, stderr], ...], "ray": imported?} for each command line."""
+    proc = subprocess.run([sys.executable, "-c", RUN_MAIN, json.dumps(argvs)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def test_at_least_200_malformed_spaces_are_each_refused_cleanly(tmp_path):
     all_cases = cases()
     assert len(all_cases) >= 200
@@ -130,28 +158,7 @@ def test_at_least_200_malformed_spaces_are_each_refused_cleanly(tmp_path):
         path = tmp_path / f"case{i:03d}.yaml"
         path.write_bytes(data)
         paths.append(str(path))
-    # One interpreter runs submit's main on every file (a process per file would spend minutes
-    # importing torch) and reports each exit code, its stderr and whether Ray got imported.
-    code = """
-import contextlib, io, json, sys
-from service.submit import main
-out = []
-for path in sys.argv[1:]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            rc = main([path, "--dry-run"])
-        except SystemExit as e:
-            rc = e.code
-        except BaseException as e:
-            rc, err = "raised", io.StringIO(repr(e))
-    out.append([rc, err.getvalue()])
-print(json.dumps({"results": out, "ray": "ray" in sys.modules}))
-"""
-    proc = subprocess.run([sys.executable, "-c", code, *paths], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_main([[path, "--dry-run"] for path in paths])
     assert report["ray"] is False
     for (case, _, needle), path, (rc, err) in zip(all_cases, paths, report["results"],
                                                    strict=True):
@@ -182,26 +189,7 @@ def test_bad_flags_and_unwritable_results_are_refused_in_one_line(tmp_path):
         ([space, "--results", str(a_file)], str(a_file)),
         ([space, "--results", str(a_file / "below-a-file")], str(a_file)),
     ]
-    code = """
-import contextlib, io, json, sys
-from service.submit import main
-out = []
-for argv in json.loads(sys.argv[1]):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            rc = main(argv)
-        except SystemExit as e:
-            rc = e.code
-        except BaseException as e:
-            rc, err = "raised", io.StringIO(repr(e))
-    out.append([rc, err.getvalue()])
-print(json.dumps({"results": out, "ray": "ray" in sys.modules}))
-"""
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps([a for a, _ in flag_cases])],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_main([a for a, _ in flag_cases])
     assert report["ray"] is False  # refused before Ray could start
     for (argv, needle), (rc, err) in zip(flag_cases, report["results"], strict=True):
         assert rc == 2, f"{argv}: exit {rc}\n{err}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -123,9 +124,13 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="--max-epochs 2 --num-samples 2")
     p.add_argument("--interval", type=float, default=0.25, help="seconds between samples")
+    p.add_argument("--timeout", type=float, default=1800,
+                   help="interrupt the sweep (Ctrl-C) after this many seconds (default 1800)")
     args = p.parse_args(argv)
     if not 0.01 <= args.interval <= 10:
         p.exit(2, "error: --interval must be between 0.01 and 10 seconds\n")
+    if args.timeout <= 0:
+        p.exit(2, "error: --timeout must be positive\n")
     tag = uuid.uuid4().hex
     with tempfile.TemporaryDirectory(prefix="default-sweep-") as tmp:
         cmd = [sys.executable, "-m", "service.submit", "--results", tmp, "-q"]
@@ -138,7 +143,15 @@ def main(argv: list[str] | None = None) -> int:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         sampler = Sampler(proc.pid, tag, args.interval)
         sampler.start()
-        out, err = proc.communicate()
+        try:
+            out, err = proc.communicate(timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            # A sweep whose trials wait forever for CPUs (leaked placement groups) would
+            # hang CI; Ctrl-C lets submit stop Ray cleanly.
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate()
+            err += f"\ntimed out after {args.timeout:g}s (peak PSS so far " \
+                   f"{sampler.peak_pss / 2**30:.2f} GiB)"
         wall = time.perf_counter() - start
         sampler.done.set()
         sampler.join()

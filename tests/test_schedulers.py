@@ -252,6 +252,41 @@ def test_sweep_uses_the_pruned_aware_searcher() -> None:
     assert _searcher(parse_spec(TINY))._max_epochs == TINY["budget"]["max_epochs"]
 
 
+def test_tpe_history_survives_tunes_save_and_restore(tmp_path) -> None:
+    # What Tuner.restore does after a killed driver: the searcher pickled with the Tuner gets
+    # the state Tune saved with the experiment (save_to_dir / restore_from_dir).
+    from service.sweep import _searcher, param_space
+
+    spec = parse_spec(dict(TINY, search={"lr": {"type": "float", "low": 1e-4, "high": 0.1,
+                                                "log": True},
+                                         "dropout": {"type": "float", "low": 0.0,
+                                                     "high": 0.5}},
+                           searcher={"type": "optuna-tpe", "seed": 3, "n_startup_trials": 3}))
+
+    def fresh():
+        s = _searcher(spec)
+        s.set_search_properties("val_acc", "max", param_space(spec))
+        return s
+
+    first, pristine = fresh(), None
+    pristine = pickle.loads(pickle.dumps(first))  # as tuner.pkl holds it, before any trial
+    for i in range(5):
+        cfg = first.suggest(f"t{i}")
+        score = 1.0 - abs(math.log10(cfg["lr"]) + 1.5) / 3  # best near lr = 0.03
+        first.on_trial_complete(f"t{i}", {"val_acc": score, "epoch": 3,
+                                          "training_iteration": 3})
+    first.save_to_dir(str(tmp_path), session_str="kill")
+    pristine.restore_from_dir(str(tmp_path))
+    restored = [t.params for t in pristine._ot_study.trials]
+    assert restored == [t.params for t in first._ot_study.trials] and len(restored) == 5
+    assert [t.value for t in pristine._ot_study.trials] == [
+        t.value for t in first._ot_study.trials]
+    # TPE continues from the history: the next suggestion is the one the first driver would
+    # have made, and it differs from a history-less searcher's.
+    assert pristine.suggest("t5") == first.suggest("t5")
+    assert fresh().suggest("t0") != first.suggest("t6")
+
+
 # --- spec ------------------------------------------------------------------------------------
 
 TINY: dict[str, Any] = {  # as in tests/test_submit.py

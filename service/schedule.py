@@ -242,6 +242,13 @@ def nightly_space(spec: SweepSpec, space: str, results: Path, night_dir: Path) -
     return str(out)
 
 
+def summary_path(stdout: str) -> Path | None:
+    """The summary.json that service.submit printed: its last line, unless Ray's own warnings
+    (which reach a cluster driver's stdout even with -q) came after it."""
+    lines = [x.strip() for x in stdout.splitlines() if x.strip().endswith("summary.json")]
+    return Path(lines[-1]) if lines else None
+
+
 def run_night(args: argparse.Namespace, spec: SweepSpec, results: Path) -> int:
     """Run tonight's sweep through service.submit, then compare with the previous night."""
     date = args.date or time.strftime("%Y-%m-%d")
@@ -257,12 +264,12 @@ def run_night(args: argparse.Namespace, spec: SweepSpec, results: Path) -> int:
     print(f"night {date}: {shlex.join(cmd)}", flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     sys.stdout.write(proc.stdout)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode not in (0, 3) or not lines or not lines[-1].endswith("summary.json"):
+    summary = summary_path(proc.stdout)
+    if proc.returncode not in (0, 3) or summary is None:
         print(f"night {date}: service.submit exited {proc.returncode}; nothing to compare",
               file=sys.stderr)
         return proc.returncode or 1
-    now = read_night(date, Path(lines[-1]))
+    now = read_night(date, summary)
     if before is None:
         print(f"night {date}: best {now.metric} {_fmt(now.value)}; first night, nothing to "
               f"compare")

@@ -3,12 +3,29 @@ scheduling with advertised (fake) GPUs, and a loopback multi-node cluster of `ra
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import json
+import os
+import random
 import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+
+from service.schedule import summary_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,3 +123,221 @@ def test_raycluster_has_a_cpu_head_and_gpu_worker_groups():
     for g in spec["workerGroupSpecs"]:
         assert 0 <= g["minReplicas"] <= g["maxReplicas"]
     assert re.fullmatch(r"2\.\d+\.\d+", spec["rayVersion"])
+
+
+# ---- a loopback cluster: two `ray start` nodes with advertised (fake) GPUs ----
+
+RAY = Path(sys.executable).parent / "ray"  # the CLI of this interpreter's Ray (CI: a fresh venv)
+PORTS_PER_NODE = 60
+LOOPBACK = {
+    "name": "loopback",
+    "data": {"dataset": "digits"},
+    "model": {"family": "lenet5"},
+    "train": {"batch_size": 64, "num_threads": 1},
+    "search": {"lr": {"type": "choice", "values": [0.05, 0.02]}},
+    "budget": {"max_epochs": 1, "num_samples": 1},
+    "searcher": {"type": "grid", "seed": 0},
+    "scheduler": {"type": "none"},
+    # Half a GPU per worker: a fraction, and more GPU than this machine has (none). Each node
+    # has one CPU, so the two concurrent trials must land on different nodes.
+    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "gpus_per_worker": 0.5,
+                  "backend": "gloo", "max_concurrent_trials": 2},
+}
+
+
+@dataclass
+class Loopback:
+    """A running two-node cluster on 127.0.0.1 and how to reach it."""
+
+    gcs: str  # HOST:PORT for ray.init / --address
+    dashboard: str  # http://127.0.0.1:PORT, the dashboard and job API
+    env: dict[str, str]  # token auth on, our own token
+    node_ids: dict[str, str]  # node name -> Ray node id
+    temp_dir: Path
+
+
+def _free_base(count: int) -> int:
+    """A base port with `count` consecutive free ports on 127.0.0.1 (other agents run Ray)."""
+    rng = random.Random(os.getpid() ^ time.time_ns())
+    for _ in range(200):
+        base = rng.randrange(20000, 60000 - count)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+def _node_args(base: int) -> list[str]:
+    """Every port a node opens, from `base` on, so nothing collides with another Ray here."""
+    names = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"]
+    args = [f"{n}={base + i}" for i, n in enumerate(names)]
+    return [*args, f"--min-worker-port={base + 20}", f"--max-worker-port={base + 59}"]
+
+
+def _ray_list(what: str, dashboard: str, env: dict[str, str], *filters: str) -> list[dict]:
+    """`ray list WHAT` (State API, through the dashboard) as dicts; [] while it cannot answer."""
+    proc = subprocess.run([str(RAY), "list", what, "--address", dashboard, "--format", "json",
+                           "--detail", "--limit", "10000", *filters], env=env,
+                          capture_output=True, text=True, timeout=120)
+    # "No resource in the cluster" is a sentence, not an empty JSON list.
+    ok = proc.returncode == 0 and proc.stdout.lstrip().startswith("[")
+    return json.loads(proc.stdout) if ok else []
+
+
+def _wait_for_nodes(dashboard: str, env: dict[str, str], n: int, procs) -> list[dict]:
+    for _ in range(120):
+        alive = [x for x in _ray_list("nodes", dashboard, env) if x.get("state") == "ALIVE"]
+        if len(alive) >= n:
+            return alive
+        for p in procs:
+            assert p.poll() is None, f"ray start exited {p.returncode}"
+        time.sleep(1)
+    raise AssertionError(f"the loopback cluster did not reach {n} nodes")
+
+
+def _stop(procs: list[subprocess.Popen], temp_dir: Path) -> None:
+    """Stop exactly what this test started: each `ray start --block` process group, then any
+    process left that names our temp dir (Ray workers run in their own groups)."""
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    for pid in _pids_naming(str(temp_dir)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _pids_naming(text: str) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                if text.encode() in (d / "cmdline").read_bytes():
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.fixture(scope="module")
+def loopback(tmp_path_factory):
+    """Head and second node, each `ray start --block` in its own process group with its own
+    ports, one CPU and one advertised GPU; token auth on with a token of our own."""
+    tmp = tmp_path_factory.mktemp("loopback")
+    temp_dir = Path(tempfile.mkdtemp(prefix="rl", dir="/tmp"))  # short: Unix socket paths
+    token = tmp / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    env.pop("RAY_ADDRESS", None)
+    base = _free_base(3 * PORTS_PER_NODE)
+    gcs, dash, client = base, base + 1, base + 2
+    common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=1",
+              f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+    head = [str(RAY), "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}", f"--ray-client-server-port={client}", *common,
+            *_node_args(base + PORTS_PER_NODE)]
+    worker = [str(RAY), "start", f"--address=127.0.0.1:{gcs}", *common,
+              *_node_args(base + 2 * PORTS_PER_NODE)]
+    procs: list[subprocess.Popen] = []
+    try:
+        for name, cmd in (("head", head), ("node2", worker)):
+            log = (tmp / f"{name}.log").open("w")
+            procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True, cwd=ROOT))
+            nodes = _wait_for_nodes(f"http://127.0.0.1:{dash}", env, len(procs), procs)
+        head_id = next(x["node_id"] for x in nodes if x.get("is_head_node"))
+        other = next(x["node_id"] for x in nodes if x["node_id"] != head_id)
+        yield Loopback(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}", env,
+                       {"head": head_id, "node2": other}, temp_dir)
+    finally:
+        _stop(procs, temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _train_workers(cluster: Loopback) -> list[dict]:
+    """The cluster's Ray Train worker actors, alive or finished (from the State API)."""
+    return _ray_list("actors", cluster.dashboard, cluster.env, "--filter",
+                     "class_name=RayTrainWorker")
+
+
+def bundle_request(required: dict[str, float]) -> dict[str, float]:
+    """What an actor in a placement group asked for: Ray names each resource once per group
+    (CPU_group_<pg id>) and once per bundle (CPU_group_<index>_<pg id>); keep the former and
+    drop Ray's own `bundle` marker."""
+    out = {}
+    for key, amount in required.items():
+        m = re.fullmatch(r"([A-Za-z]+)_group_([0-9a-f]+)", key)
+        if (m or "_group_" not in key) and key.split("_")[0] != "bundle":
+            out[m[1] if m else key] = amount
+    return out
+
+
+def _check_sweep(summary_path: Path) -> dict:
+    summary = json.loads(summary_path.read_text())
+    assert [t["status"] for t in summary["trials"]] == ["completed", "completed"], summary
+    assert all(t["best_val_acc"] > 0.1 for t in summary["trials"])  # trained, on CPU
+    return summary
+
+
+@pytest.mark.slow
+def test_sweep_on_two_ray_start_nodes_with_fake_gpus(loopback, tmp_path):
+    """`service.submit --address` on a cluster whose GPUs exist only in Ray's accounting: the
+    trials ask for {CPU: 1, GPU: 0.5} per worker, get bundles on both nodes, and train on CPU
+    because CUDA is absent."""
+    import torch
+
+    assert not torch.cuda.is_available()  # the fallback is what this test is about
+    space = tmp_path / "loopback.yaml"
+    space.write_text(yaml.safe_dump(LOOPBACK))
+    earlier = {w["actor_id"] for w in _train_workers(loopback)}
+    proc = subprocess.run([sys.executable, "-m", "service.submit", str(space), "--address",
+                           loopback.gcs, "--results", str(tmp_path / "res"), "-q",
+                           "--no-report"], cwd=ROOT, env=loopback.env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # The summary's path is submit's last line, but Ray's own warnings (raylet worker start-up)
+    # can reach stdout after it on a cluster; see service.schedule.summary_path.
+    _check_sweep(summary_path(proc.stdout))
+    workers = [w for w in _train_workers(loopback) if w["actor_id"] not in earlier]
+    assert len(workers) == 2
+    asked = [bundle_request(w["required_resources"]) for w in workers]
+    assert asked == [{"CPU": 1.0, "GPU": 0.5}] * 2, [w["required_resources"] for w in workers]
+    assert {w["node_id"] for w in workers} == set(loopback.node_ids.values())
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_a_sweep_with_token_auth(loopback, tmp_path):
+    """`ray job submit --working-dir . -- python -m service.submit …` against the loopback
+    cluster's job API; without the token the API refuses the same request."""
+    space = tmp_path / "loopback.yaml"
+    space.write_text(yaml.safe_dump({**LOOPBACK, "name": "loopback-job"}))
+    req = urllib.request.Request(f"{loopback.dashboard}/api/jobs/")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=30)
+    assert refused.value.code in (401, 403)
+    proc = subprocess.run([str(RAY), "job", "submit", "--address", loopback.dashboard,
+                           "--working-dir", ".", "--", sys.executable, "-m", "service.submit",
+                           str(space), "--address", "auto", "--results", str(tmp_path / "res"),
+                           "-q", "--no-report"], cwd=ROOT, env=loopback.env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in proc.stdout
+    summaries = list((tmp_path / "res" / "loopback-job").glob("*/summary.json"))
+    assert len(summaries) == 1
+    _check_sweep(summaries[0])

@@ -248,12 +248,14 @@ def loopback(tmp_path_factory):
     base = _free_base(3 * PORTS_PER_NODE)
     gcs, dash, client = base, base + 1, base + 2
     common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=1",
-              f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+              "--disable-usage-stats"]
+    # A temp dir per node, as on separate machines: a node deletes its unpacked job packages
+    # when done with them, which must not pull the job driver's cwd away on the head.
     head = [str(RAY), "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dash}", f"--ray-client-server-port={client}", *common,
-            *_node_args(base + PORTS_PER_NODE)]
+            f"--temp-dir={temp_dir / 'head'}", *_node_args(base + PORTS_PER_NODE)]
     worker = [str(RAY), "start", f"--address=127.0.0.1:{gcs}", *common,
-              *_node_args(base + 2 * PORTS_PER_NODE)]
+              f"--temp-dir={temp_dir / 'node2'}", *_node_args(base + 2 * PORTS_PER_NODE)]
     procs: list[subprocess.Popen] = []
     try:
         for name, cmd in (("head", head), ("node2", worker)):

@@ -16,6 +16,7 @@ from service.schedule import (
     MARK,
     STUDY_DB,
     Night,
+    main,
     merge_crontab,
     previous_night,
     read_night,
@@ -30,7 +31,7 @@ NIGHTLY = {
     "model": {"family": "lenet5"},
     "train": {"batch_size": 64, "num_threads": 1},
     "search": {"lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True}},
-    "budget": {"max_epochs": 1, "num_samples": 2},
+    "budget": {"max_epochs": 1, "num_samples": 1},  # one trial a night: the study grows by one
     "searcher": {"type": "optuna-tpe", "seed": 0, "n_startup_trials": 2},
     "scheduler": {"type": "none"},
     "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1},
@@ -46,6 +47,16 @@ def write_space(tmp_path: Path, spec: dict) -> Path:
 def schedule(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "service.schedule", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def cli(capsys, *args: str) -> subprocess.CompletedProcess:
+    """`python -m service.schedule ARGS` in this process (the CLI's own main and exit codes)."""
+    try:
+        rc = main(list(args))
+    except SystemExit as stop:  # argparse refusing a flag
+        rc = stop.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, rc, out, err)
 
 
 def write_summary(results: Path, date: str, best: float | None, metric: str = "val_acc",
@@ -105,10 +116,10 @@ def test_previous_night_is_the_newest_earlier_date_with_a_summary(tmp_path):
 
 # ---- print / install ----
 
-def test_print_crontab_line(tmp_path):
+def test_print_crontab_line(tmp_path, capsys):
     space = write_space(tmp_path, NIGHTLY)
-    proc = schedule("print", "--space", str(space), "--address", "10.0.0.5:6379", "--at", "03:15",
-                    "--results", str(tmp_path / "res"), "--tolerance", "0.02")
+    proc = cli(capsys, "print", "--space", str(space), "--address", "10.0.0.5:6379", "--at",
+               "03:15", "--results", str(tmp_path / "res"), "--tolerance", "0.02")
     assert proc.returncode == 0, proc.stderr
     line = proc.stdout.strip()
     assert line.startswith("15 3 * * * cd ")
@@ -118,10 +129,10 @@ def test_print_crontab_line(tmp_path):
     assert "RAY_AUTH_MODE=token" in line and line.endswith(f"{MARK}nightly-tiny")
 
 
-def test_install_systemd_units_into_a_directory(tmp_path):
+def test_install_systemd_units_into_a_directory(tmp_path, capsys):
     space = write_space(tmp_path, NIGHTLY)
     units = tmp_path / "units"
-    proc = schedule("install", "--space", str(space), "--address", "auto", "--systemd",
+    proc = cli(capsys, "install", "--space", str(space), "--address", "auto", "--systemd",
                     "--unit-dir", str(units), "--results", str(tmp_path / "res"))
     assert proc.returncode == 0, proc.stderr
     service = (units / "cnn-ablate-nightly-nightly-tiny.service").read_text()
@@ -149,22 +160,23 @@ def test_merge_crontab_replaces_only_our_line():
     ({"searcher": {"type": "random", "seed": 0}}, [], "searcher.type"),
     ({"budget": {"max_epochs": 0}}, [], "budget.max_epochs"),
 ])
-def test_bad_input_exits_2_in_one_line(tmp_path, change, args, needle):
+def test_bad_input_exits_2_in_one_line(tmp_path, capsys, change, args, needle):
     space = write_space(tmp_path, {**NIGHTLY, **change})
-    proc = schedule("print", "--space", str(space), "--address", "auto", *args)
+    proc = cli(capsys, "print", "--space", str(space), "--address", "auto", *args)
     assert proc.returncode == 2
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stdout == ""
 
 
-def test_run_date_is_validated(tmp_path):
-    proc = schedule("run", "--space", str(write_space(tmp_path, NIGHTLY)), "--results",
+def test_run_date_is_validated(tmp_path, capsys):
+    proc = cli(capsys, "run", "--space", str(write_space(tmp_path, NIGHTLY)), "--results",
                     str(tmp_path), "--date", "2026-13-01")
     assert proc.returncode == 2 and "--date '2026-13-01'" in proc.stderr
 
 
 # ---- two real nights on embedded Ray ----
 
+@pytest.mark.slow
 def test_two_nights_continue_one_study_and_catch_a_regression(tmp_path):
     """Night 1 is compared with an (impossible) hand-written 1.5 and must fail with exit 5;
     night 2 is compared with night 1 and passes; the SQLite study under RESULTS holds both

@@ -213,7 +213,7 @@ def _stop(procs: list[subprocess.Popen], temp_dir: Path) -> None:
             os.killpg(p.pid, signal.SIGTERM)
     for p in procs:
         try:
-            p.wait(timeout=30)
+            p.wait(timeout=10)  # `ray stop` gives its processes as long before SIGKILL
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)

@@ -160,10 +160,15 @@ def merge_crontab(existing: str, line: str, name: str) -> str:
 def install(args: argparse.Namespace, name: str) -> int:
     """Write the systemd units, or add the crontab line through `crontab -` (only if asked)."""
     if args.crontab:
-        old = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
-        merged = merge_crontab(old.stdout if old.returncode == 0 else "",
-                               crontab_line(args, name), name)
-        subprocess.run(["crontab", "-"], input=merged, text=True, check=True)
+        try:  # no crontab -l output (exit 1) is an empty crontab
+            old = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
+            merged = merge_crontab(old.stdout if old.returncode == 0 else "",
+                                   crontab_line(args, name), name)
+            subprocess.run(["crontab", "-"], input=merged, text=True, check=True)
+        except (OSError, subprocess.CalledProcessError) as err:
+            print(f"error: crontab: {err}; use --systemd, or add the line from `print` by hand",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
         print(f"crontab: nightly sweep {name} at {args.at[0]:02d}:{args.at[1]:02d}")
         return 0
     unit_dir = Path(args.unit_dir).expanduser()

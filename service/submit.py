@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(spec: SweepSpec, args: argparse.Namespace, results: str, run_id: str) -> int:
-    """Start or join Ray, run the sweep, print the table; shut Ray down if we started it."""
+    """Start or join Ray, run the sweep, print the table; stop (or leave) Ray at the end."""
     import ray
 
     from .progress import Progress
@@ -259,7 +259,7 @@ def run(spec: SweepSpec, args: argparse.Namespace, results: str, run_id: str) ->
         except ValueError as err:
             print(f"{args.space}: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
-    started = start_ray(args.address, args.verbose)
+    start_ray(args.address, args.verbose)
     try:
         try:
             plan = plan_sweep(spec, results, ray.cluster_resources(), run_id)
@@ -279,8 +279,9 @@ def run(spec: SweepSpec, args: argparse.Namespace, results: str, run_id: str) ->
               f"python -m service.submit {args.space} --resume {run_id}", file=sys.stderr)
         return EXIT_WRITE_FAILED
     finally:
-        if started:
-            ray.shutdown()
+        # Stops the Ray we started; on a cluster it only disconnects, so that no late log line
+        # from the cluster lands after the summary path (which must stay the last line).
+        ray.shutdown()
     if summary is None:
         print(f"interrupted; finished trials are kept. Continue with: python -m service.submit "
               f"{args.space} --resume {run_id}", file=sys.stderr)

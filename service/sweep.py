@@ -206,7 +206,9 @@ def build_tuner(spec, plan: SweepPlan, progress, resume: bool = False):
         metric=spec.budget.metric, mode=spec.budget.mode,
         search_alg=_searcher(spec, plan.max_concurrent_trials),
         scheduler=_scheduler(spec), num_samples=num_samples,
-        max_concurrent_trials=plan.max_concurrent_trials,
+        # A ready-made generator (grid/random) takes the limit itself; Tune would warn here.
+        max_concurrent_trials=(plan.max_concurrent_trials
+                               if spec.searcher.type == "optuna-tpe" else None),
         time_budget_s=spec.budget.time_budget_s)
     storage, name = plan.experiment_dir.rsplit("/", 1)
     run_config = tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[progress],

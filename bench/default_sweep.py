@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wall {wall:.1f}s (whole command; the sweep itself {summary['wall_s']:.1f}s), peak "
           f"PSS {sampler.peak_pss / gib:.2f} GiB, peak RSS sum {sampler.peak_rss / gib:.2f} GiB "
           f"over up to {sampler.peak_procs} processes ({sampler.samples} samples)")
-    top = sorted(sampler.at_peak.items(), key=lambda kv: -kv[1][1])[:8]
+    top = sorted(sampler.at_peak.items(), key=lambda kv: -kv[1][1])
     print("at peak PSS: " + ", ".join(f"{name} x{n} {pss / gib:.2f} GiB"
                                       for name, (n, pss) in top))
     best = summary["best"]["best_val_acc"] if summary["best"] else 0.0

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torchvision.datasets as tvd
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
@@ -188,6 +187,8 @@ def split_indices(labels: Any, val_fraction: float, seed: int) -> tuple[np.ndarr
     if n_val < 1 or n_val >= len(labels):
         raise DataError(f"cannot split {len(labels)} images with data.val_fraction="
                         f"{val_fraction}: one side would be empty")
+    from sklearn.model_selection import train_test_split  # lazily: ~80 MB with scipy
+
     idx = np.arange(len(labels))
     try:
         tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=labels)

@@ -122,6 +122,9 @@ def start_ray(address: str | None, verbose: bool) -> bool:
         # Train's controller polls its workers every 2 s by default, so each epoch's result
         # reached Tune (and ASHA's decisions) ~2 s late (bench/overhead.py); 0.5 s: ~0.25 s.
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+        # One machine is not preempted: Train's preemption watcher (an actor per trial,
+        # ~0.1 GiB each) only costs memory here (bench/default_sweep.py).
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # The dashboard stays on: Train V2 frees finished trials' placement groups through its
     # State API (ray-notes #3). It binds to 127.0.0.1 unless a cluster says otherwise.
     ray.init(address=address, include_dashboard=address is None or None, dashboard_port=port,

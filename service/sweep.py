@@ -183,7 +183,9 @@ def _trainable(spec, ledger: Path | None = None):
 
     from .trial import run_trial
 
-    trainable = tune.with_parameters(run_trial, spec=spec,
+    # Plain JSON, not the spec: the trial driver then never imports torch (service.trial).
+    trainable = tune.with_parameters(run_trial, base=spec.base_config().model_dump(mode="json"),
+                                     resources=spec.resources.model_dump(mode="json"),
                                      ledger=str(ledger) if ledger else None)
     return tune.with_resources(trainable, DRIVER_RESOURCES)
 

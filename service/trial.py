@@ -1,9 +1,15 @@
 """One trial: the training loop run on Ray Train workers, driven from a Tune function trainable.
 
-The Tune trainable (`run_trial`) is a thin driver: it turns the sampled config into a
-`TrainConfig`, builds a `ray.train.torch.TorchTrainer` sized by the spec's resources and calls
-`fit()`. The workers run `service.train.fit`, reporting through `ray.train.report`;
-`TuneReportCallback` forwards rank 0's metrics to Tune, where the scheduler sees them.
+The Tune trainable (`run_trial`) is a thin driver: it builds a Ray Train run sized by the
+spec's resources and calls `fit()`. The workers build the trial's `TrainConfig` from the
+spec's base and the sampled values and run `service.train.fit`, reporting through
+`ray.train.report`; `TuneReportCallback` forwards rank 0's metrics to Tune, where the scheduler
+sees them.
+
+Only the workers import torch: this module, the trial driver and Train's controller do not
+(a process that imports torch holds ~0.3 GiB of its own), so a trial's driver and controller
+stay small. For the same reason the workers start their own process group
+(`parallel.join_ray_workers`) instead of Ray's TorchConfig, whose module imports torch.
 """
 
 from __future__ import annotations
@@ -12,8 +18,6 @@ import json
 import os
 from pathlib import Path
 from typing import Any
-
-from .train import TrainConfig, fit
 
 SEED_KEY = "__trial_index__"  # set by Tune's Repeater when budget.seeds > 1
 TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's registered checkpoints
@@ -29,11 +33,21 @@ def train_run_dir(experiment_dir: str | os.PathLike, trial_id: str) -> str:
     return os.path.join(experiment_dir, train_run_name(trial_id))
 
 
-def train_worker(loop_config: dict[str, Any]) -> None:
+def loop_config(base: dict[str, Any], sampled: dict[str, Any] | None = None,
+                backend: str = "gloo") -> dict[str, Any]:
+    """What a trial's workers get: the spec's base TrainConfig (as JSON), the sampled values
+    and the process-group backend."""
+    return {"base": base, "sampled": dict(sampled or {}), "backend": backend}
+
+
+def train_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: `fit` with Ray's report and checkpoint restore."""
     import ray.train
 
-    cfg = TrainConfig.model_validate(loop_config["train_config"])
+    from . import parallel
+    from .train import fit
+
+    cfg = trial_train_config(config["base"], config["sampled"])
     rank = ray.train.get_context().get_world_rank()
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
@@ -42,22 +56,39 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                 if checkpoint_dir and rank == 0 else None)
         ray.train.report(metrics, checkpoint=ckpt)
 
-    checkpoint = ray.train.get_checkpoint()  # set when a restarted worker group resumes
-    if checkpoint is None:
-        fit(cfg, report)
-        return
-    with checkpoint.as_directory() as ckpt_dir:
-        fit(cfg, report, resume_from=ckpt_dir)
+    parallel.join_ray_workers(config.get("backend", "gloo"))
+    try:
+        checkpoint = ray.train.get_checkpoint()  # set when a restarted worker group resumes
+        if checkpoint is None:
+            fit(cfg, report)
+            return
+        with checkpoint.as_directory() as ckpt_dir:
+            fit(cfg, report, resume_from=ckpt_dir)
+    finally:
+        parallel.leave_group()
 
 
-def trial_train_config(spec, sampled: dict[str, Any]) -> TrainConfig:
+def trial_train_config(base: dict[str, Any], sampled: dict[str, Any]):
     """The TrainConfig of one trial: the spec's base plus the sampled values (and seed)."""
+    from .train import TrainConfig
+
     sampled = dict(sampled)
     repeat = sampled.pop(SEED_KEY, None)
-    cfg = spec.train_config(sampled)
+    cfg = TrainConfig.model_validate(base).with_overrides(sampled)
     if repeat is not None:  # repeated trials of one config differ only by seed
         cfg = cfg.model_copy(update={"seed": cfg.seed + int(repeat)})
     return cfg
+
+
+def make_trainer(config: dict[str, Any], scaling_config, run_config):
+    """The Ray Train run of one trial: `train_worker` on each worker of `scaling_config`.
+
+    Train V2's DataParallelTrainer (TorchTrainer's base class) with no backend: the workers
+    start their process group themselves, so nothing outside them imports torch."""
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    return DataParallelTrainer(train_worker, train_loop_config=config,
+                               scaling_config=scaling_config, run_config=run_config)
 
 
 def trial_history(experiment_dir: str | os.PathLike, trial_id: str,
@@ -114,19 +145,19 @@ def finished_before(ledger: str | None, trial_id: str) -> bool:
         return False
 
 
-def run_trial(config: dict[str, Any], spec=None, ledger: str | None = None) -> None:
+def run_trial(config: dict[str, Any], base: dict[str, Any] | None = None,
+              resources: dict[str, Any] | None = None, ledger: str | None = None) -> None:
     """Tune function trainable: one Ray Train run for one sampled configuration.
 
+    `base` is the spec's base TrainConfig and `resources` its resources block, both as JSON.
     A trial that an earlier, killed driver saw finish (in `ledger`) but whose end Tune had not
     yet saved is re-queued by `Tuner.restore`; it reports its recorded result and returns,
     so no epoch is trained twice and a scheduler's stop is not undone."""
     import ray.tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    res = spec.resources
-    cfg = trial_train_config(spec, config)
+    res = resources or {}
     ctx = ray.tune.get_context()
     # The experiment's real storage, not the driver's staging copy of it (get_trial_dir): Tune
     # copies the staging directory to storage only every few seconds, so checkpoints written
@@ -138,25 +169,25 @@ def run_trial(config: dict[str, Any], spec=None, ledger: str | None = None) -> N
         if last is not None:
             ray.tune.report(last)
             return
-    use_gpu = res.gpus_per_worker > 0
-    backend = res.backend if res.backend != "auto" else ("nccl" if use_gpu else "gloo")
-    per_worker = {"CPU": res.cpus_per_worker}
-    if use_gpu:
-        per_worker["GPU"] = res.gpus_per_worker
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={"train_config": cfg.model_dump(mode="json")},
-        scaling_config=ScalingConfig(num_workers=res.workers_per_trial, use_gpu=use_gpu,
-                                     resources_per_worker=per_worker),
-        torch_config=TorchConfig(backend=backend),
-        run_config=RunConfig(
+    gpus = res.get("gpus_per_worker", 0)
+    backend = res.get("backend", "auto")
+    if backend == "auto":
+        backend = "nccl" if gpus > 0 else "gloo"
+    per_worker = {"CPU": res.get("cpus_per_worker", 1)}
+    if gpus > 0:
+        per_worker["GPU"] = gpus
+    trainer = make_trainer(
+        loop_config(base or {}, config, backend),
+        ScalingConfig(num_workers=res.get("workers_per_trial", 1), use_gpu=gpus > 0,
+                      resources_per_worker=per_worker),
+        RunConfig(
             # The Train run lives inside the trial's directory, named after the trial, so a
             # restored sweep finds (and resumes) the same run.
             name=train_run_name(ctx.get_trial_id()),
             storage_path=storage.experiment_fs_path,
             storage_filesystem=storage.storage_filesystem,
             callbacks=[TuneReportCallback()],
-            failure_config=FailureConfig(max_failures=res.max_failures),
+            failure_config=FailureConfig(max_failures=res.get("max_failures", 0)),
             checkpoint_config=CheckpointConfig(num_to_keep=None),
         ),
     )

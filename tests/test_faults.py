@@ -42,9 +42,8 @@ def train_worker_pids() -> list[int]:
 def test_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
     ray = pytest.importorskip("ray")
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
 
-    from service.trial import train_worker
+    from service.trial import loop_config, make_trainer
 
     # 96 px LeNet epochs take seconds, so the kill lands inside a trial, not after it.
     cfg = TrainConfig(model="lenet5", epochs=4, num_threads=1).with_overrides({"image_size": 96})
@@ -53,12 +52,11 @@ def test_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
     out: dict = {}
 
     def fit() -> None:
-        out["result"] = TorchTrainer(
-            train_worker, train_loop_config={"train_config": cfg.model_dump(mode="json")},
-            scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-            torch_config=TorchConfig(backend="gloo"),
-            run_config=RunConfig(name="kill", storage_path=str(tmp_path),
-                                 failure_config=FailureConfig(max_failures=1)),
+        out["result"] = make_trainer(
+            loop_config(cfg.model_dump(mode="json")),
+            ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
+            RunConfig(name="kill", storage_path=str(tmp_path),
+                      failure_config=FailureConfig(max_failures=1)),
         ).fit()
 
     def checkpoints() -> list[Path]:  # what is on disk so far, registered or not

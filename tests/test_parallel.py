@@ -25,9 +25,8 @@ def test_global_batch_must_split_evenly():
 def test_two_workers_train_like_one_worker_with_the_same_global_batch(tmp_path):
     ray = pytest.importorskip("ray")
     from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
 
-    from service.trial import train_worker
+    from service.trial import loop_config, make_trainer
 
     cfg = TrainConfig(model="lenet5", epochs=8, batch_size=64, num_threads=1)
     single: list[dict] = []
@@ -35,11 +34,10 @@ def test_two_workers_train_like_one_worker_with_the_same_global_batch(tmp_path):
 
     ray.init(num_cpus=2, log_to_driver=False)
     try:
-        result = TorchTrainer(
-            train_worker, train_loop_config={"train_config": cfg.model_dump(mode="json")},
-            scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-            torch_config=TorchConfig(backend="gloo"),
-            run_config=RunConfig(name="ddp", storage_path=str(tmp_path)),
+        result = make_trainer(
+            loop_config(cfg.model_dump(mode="json"), backend="gloo"),
+            ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+            RunConfig(name="ddp", storage_path=str(tmp_path)),
         ).fit()
     finally:
         ray.shutdown()

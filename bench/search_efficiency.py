@@ -169,7 +169,8 @@ def score(trials: list[tuple[str, int]], curves: dict[str, list[float]]) -> tupl
 
 
 def run_strategies(table: dict[str, Any], seeds: list[int], num_samples: int, startup: int,
-                   grace: int) -> dict[str, list[tuple[float, int]]]:
+                   grace: int, rf: int = 2, only: tuple[str, ...] = STRATEGIES
+                   ) -> dict[str, list[tuple[float, int]]]:
     """(best, epochs) per seed for every strategy."""
     import tempfile
 
@@ -184,7 +185,7 @@ def run_strategies(table: dict[str, Any], seeds: list[int], num_samples: int, st
               for c in table["curves"]}
     n, epochs = len(curves), table["epochs"]
     out = {"grid": [(max(max(c) for c in curves.values()), n * epochs)] * len(seeds)}
-    asha = {"type": "asha", "grace_period": grace, "reduction_factor": 2}
+    asha = {"type": "asha", "grace_period": grace, "reduction_factor": rf}
     pruner = {"type": "optuna", "pruner": "median", "n_startup_trials": startup,
               "n_warmup_steps": grace}
     tpe = {"type": "optuna-tpe", "n_startup_trials": startup}
@@ -199,9 +200,12 @@ def run_strategies(table: dict[str, Any], seeds: list[int], num_samples: int, st
                     "tpe-asha": make_spec(table, {**tpe, "seed": seed}, asha, num_samples),
                     "tpe-pruner": make_spec(table, {**tpe, "seed": seed}, pruner, num_samples)}
                 for name, spec in specs.items():
-                    out.setdefault(name, []).append(score(run_tune(spec, curves, tmp), curves))
-                out.setdefault("optuna", []).append(score(
-                    run_optuna(table, curves, seed, num_samples, startup, grace), curves))
+                    if name in only:
+                        out.setdefault(name, []).append(score(run_tune(spec, curves, tmp),
+                                                              curves))
+                if "optuna" in only:
+                    out.setdefault("optuna", []).append(score(
+                        run_optuna(table, curves, seed, num_samples, startup, grace), curves))
                 print(f"  seed {seed}: " + "  ".join(
                     f"{k} {v[-1][0]:.4f}/{v[-1][1]}ep" for k, v in out.items() if k != "grid"),
                     flush=True)
@@ -220,7 +224,7 @@ def report(results: dict[str, list[tuple[float, int]]]) -> dict[str, float]:
     print(f"{'strategy':<11} {'best val_acc':>17} {'gap (pts)':>10} {'epochs':>15} "
           f"{'vs grid':>8}")
     headline: dict[str, float] = {}
-    for name in STRATEGIES:
+    for name in (n for n in STRATEGIES if n in results):
         bests, spent = zip(*results[name], strict=True)
         (bm, bs), (em, es) = _mean_std(list(bests)), _mean_std([float(e) for e in spent])
         gap = 100 * (grid_best - bm)
@@ -245,7 +249,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="TPE random startup trials, also the pruner's n_startup_trials")
     p.add_argument("--grace", type=int, default=2,
                    help="ASHA grace period, also the pruner's n_warmup_steps (epochs)")
+    p.add_argument("--reduction-factor", type=int, default=2,
+                   help="ASHA's reduction factor (default 2)")
+    p.add_argument("--only", default=",".join(STRATEGIES),
+                   help="comma-separated strategies to run (default: all)")
     args = p.parse_args(argv)
+    only = tuple(x.strip() for x in args.only.split(",") if x.strip())
+    if not only or set(only) - set(STRATEGIES):
+        p.exit(2, f"error: --only takes strategies from {', '.join(STRATEGIES)}\n")
+    if args.reduction_factor < 2:
+        p.exit(2, "error: --reduction-factor must be at least 2\n")
     for flag in ("seeds", "num_samples", "startup", "grace"):
         if getattr(args, flag) < 1:
             p.exit(2, f"error: --{flag.replace('_', '-')} must be at least 1\n")
@@ -266,9 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         p.exit(2, f"error: --grace must be below the table's {table['epochs']} epochs\n")
     print(f"table: {len(table['curves'])} configs x {table['epochs']} epochs "
           f"({table['date']}); {args.num_samples} trials per search, seeds 0..{args.seeds - 1}, "
-          f"TPE startup {args.startup}, grace {args.grace}", flush=True)
+          f"TPE startup {args.startup}, grace {args.grace}, ASHA reduction factor "
+          f"{args.reduction_factor}", flush=True)
     results = run_strategies(table, list(range(args.seeds)), args.num_samples, args.startup,
-                             args.grace)
+                             args.grace, args.reduction_factor, only)
     headline = report(results)
     headline["grid_best"] = round(results["grid"][0][0], 4)
     headline["seeds"] = args.seeds

@@ -230,3 +230,35 @@ def test_paper_init_sets_alexnet_biases():
 def test_wrong_knob_types_are_value_errors_naming_the_knob(name, knobs, field):
     with pytest.raises(ValueError, match=field):
         check_model(name, **knobs)
+
+
+def _conv(c_in: int, c_out: int, k: int, groups: int = 1) -> int:
+    return c_in // groups * c_out * k * k + c_out
+
+
+@pytest.mark.parametrize("remove, convs, expected", [
+    # ZFNet Table 3's ablations of AlexNet, counted by hand from the layer sizes.
+    ("3,4", 3, 60_965_224 - _conv(256, 384, 3) - _conv(384, 384, 3, 2)
+     - _conv(384, 256, 3, 2) + _conv(256, 256, 3, 2)),
+    ("7", 5, 60_965_224 - (4096 * 4096 + 4096)),
+    ("6,7", 5, 60_965_224 - (9216 * 4096 + 4096) - (4096 * 4096 + 4096) - (4096 * 1000 + 1000)
+     + (9216 * 1000 + 1000)),
+])
+def test_remove_layers_takes_out_zfnet_table3_layers(remove, convs, expected):
+    model = build_model("alexnet", remove_layers=remove, init="paper")
+    assert count_params(model) == expected
+    assert len(model.conv_layers()) == convs
+    assert model(torch.randn(1, 3, 227, 227)).shape == (1, 1000)
+    # The paper's bias-1 layers that remain keep bias 1; FC8 stays at 0.
+    fcs = [m for m in model.classifier if isinstance(m, nn.Linear)]
+    assert float(fcs[-1].bias.abs().max()) == 0.0
+    assert all(float(m.bias.min()) == 1.0 for m in fcs[:-1])
+
+
+def test_remove_layers_rejects_other_sets_and_towers():
+    with pytest.raises(ValueError, match="remove_layers"):
+        check_model("alexnet", remove_layers="5")
+    from service.models import make_config, towers
+
+    with pytest.raises(ValueError, match="remove_layers"):
+        towers.check_towers(make_config("alexnet", remove_layers="3,4"))

@@ -55,6 +55,9 @@ class AlexNetConfig:
     # kaiming: He-normal convs, N(0, 0.01) FCs (trains from scratch in a few epochs);
     # paper: N(0, 0.01) everywhere, bias 1 in conv2/4/5 and FC6/7; default: PyTorch's own.
     init: Literal["kaiming", "paper", "default"] = "kaiming"
+    # ZFNet Table 3's ablations: drop conv3+conv4 ("3,4"; conv5 then reads conv2), FC7 ("7"),
+    # FC6+FC7 ("6,7"; FC8 reads the conv features) or all four ("3,4,6,7").
+    remove_layers: str = "none"
     conv_maps: list[int] = field(default_factory=list, repr=False)  # filled by plan()
 
 
@@ -66,6 +69,15 @@ class AlexNetPlan:
     conv_maps: list[int]  # spatial size after each conv layer
     final_map: int  # spatial size entering the classifier
     fc_input: int  # flattened features entering FC6
+
+
+REMOVABLE = ("none", "3,4", "7", "6,7", "3,4,6,7")  # ZFNet Table 3
+
+
+def removed(cfg: AlexNetConfig) -> set[int]:
+    """The layer numbers (conv 1-5, FC 6-7) that `remove_layers` takes out."""
+    return set() if cfg.remove_layers == "none" else {
+        int(x) for x in cfg.remove_layers.split(",")}
 
 
 def scaled_widths(cfg: AlexNetConfig) -> tuple[int, ...]:
@@ -95,6 +107,7 @@ def _check_ranges(cfg: AlexNetConfig) -> None:
     require_choice("lrn_position", cfg.lrn_position, ("before_pool", "after_pool"))
     require_choice("dropout_position", cfg.dropout_position, ("hidden", "input"))
     require_choice("init", cfg.init, ("kaiming", "paper", "default"))
+    require_choice("remove_layers", cfg.remove_layers, REMOVABLE)
     if cfg.adaptive_pool is not None:
         require_int("adaptive_pool", cfg.adaptive_pool)
     if cfg.filter_rms_clip is not None:
@@ -106,8 +119,12 @@ def plan(cfg: AlexNetConfig) -> AlexNetPlan:
     _check_ranges(cfg)
     widths = scaled_widths(cfg)
     # conv2, conv4 and conv5 are the grouped (two-tower) layers; conv3 and the FCs are dense.
-    for layer, (c_in, c_out) in {2: (widths[0], widths[1]), 4: (widths[2], widths[3]),
-                                 5: (widths[3], widths[4])}.items():
+    gone = removed(cfg)
+    grouped = {2: (widths[0], widths[1]), 4: (widths[2], widths[3]),
+               5: (widths[1] if 4 in gone else widths[3], widths[4])}
+    for layer, (c_in, c_out) in grouped.items():
+        if layer in gone:
+            continue
         if c_in % cfg.groups or c_out % cfg.groups:
             raise ValueError(f"groups={cfg.groups}: does not divide conv{layer}'s "
                              f"{c_in} input / {c_out} output channels")
@@ -120,6 +137,7 @@ def plan(cfg: AlexNetConfig) -> AlexNetPlan:
         ("conv3", 3, 1, 1), ("conv4", 3, 1, 1), ("conv5", 3, 1, 1),
         ("pool", pk, ps, 0),
     ]
+    steps = [st for st in steps if st[0] not in {f"conv{i}" for i in gone}]
     size, conv_maps = cfg.image_size, []
     for what, k, s, p in steps:
         size = conv_out(size, k, s, p, ceil=cfg.pool_ceil and what == "pool")
@@ -154,15 +172,19 @@ class AlexNet(nn.Module):
     @staticmethod
     def _feature_layers(cfg: AlexNetConfig, widths: tuple[int, ...]) -> list[nn.Module]:
         pk, ps = (3, 2) if cfg.pool == "overlap" else (2, 2)
-        convs = [  # (in, out, kernel, stride, padding, groups)
-            (cfg.in_channels, widths[0], cfg.conv1_kernel, cfg.conv1_stride, cfg.conv1_padding, 1),
-            (widths[0], widths[1], 5, cfg.conv2_stride, cfg.conv2_padding, cfg.groups),
-            (widths[1], widths[2], 3, 1, 1, 1),
-            (widths[2], widths[3], 3, 1, 1, cfg.groups),
-            (widths[3], widths[4], 3, 1, 1, cfg.groups),
+        gone = removed(cfg)
+        convs = [  # (layer, in, out, kernel, stride, padding, groups)
+            (0, cfg.in_channels, widths[0], cfg.conv1_kernel, cfg.conv1_stride,
+             cfg.conv1_padding, 1),
+            (1, widths[0], widths[1], 5, cfg.conv2_stride, cfg.conv2_padding, cfg.groups),
+            (2, widths[1], widths[2], 3, 1, 1, 1),
+            (3, widths[2], widths[3], 3, 1, 1, cfg.groups),
+            (4, widths[1] if 4 in gone else widths[3], widths[4], 3, 1, 1, cfg.groups),
         ]
         layers: list[nn.Module] = []
-        for i, (c_in, c_out, k, s, pad, g) in enumerate(convs):
+        for i, c_in, c_out, k, s, pad, g in convs:
+            if i + 1 in gone:
+                continue
             layers += [nn.Conv2d(c_in, c_out, k, s, pad, groups=g), make_activation(cfg.activation)]
             # PyTorch's LRN divides alpha by n, as Caffe's reference AlexNet does.
             lrn = cfg.lrn and i < 2
@@ -173,9 +195,15 @@ class AlexNet(nn.Module):
 
     @staticmethod
     def _classifier_layers(cfg: AlexNetConfig, fc_input: int) -> list[nn.Module]:
-        act = cfg.activation
+        act, gone = cfg.activation, removed(cfg)
+        if 6 in gone:  # FC8 straight on the conv features
+            return [nn.Linear(fc_input, cfg.num_classes)]
         fc6, fc7 = nn.Linear(fc_input, cfg.fc_width), nn.Linear(cfg.fc_width, cfg.fc_width)
         fc8 = nn.Linear(cfg.fc_width, cfg.num_classes)
+        if 7 in gone:
+            drop = [nn.Dropout(cfg.dropout)]
+            return (drop + [fc6, make_activation(act)] if cfg.dropout_position == "input"
+                    else [fc6, make_activation(act)] + drop) + [fc8]
         if cfg.dropout_position == "input":  # torchvision's order: dropout feeds FC6 and FC7
             return [nn.Dropout(cfg.dropout), fc6, make_activation(act),
                     nn.Dropout(cfg.dropout), fc7, make_activation(act), fc8]
@@ -190,7 +218,10 @@ class AlexNet(nn.Module):
         for m in convs + fcs:
             nn.init.normal_(m.weight, 0.0, 0.01)
             nn.init.zeros_(m.bias)
-        for m in (convs[1], convs[3], convs[4], fcs[0], fcs[1]):
+        # Bias 1 in conv2, conv4, conv5 and the hidden FCs (those not removed).
+        numbers = [n for n in (1, 2, 3, 4, 5) if n not in removed(self.cfg)]
+        ones = [c for n, c in zip(numbers, convs, strict=True) if n in (2, 4, 5)] + fcs[:-1]
+        for m in ones:
             nn.init.ones_(m.bias)
 
     @torch.no_grad()

@@ -34,6 +34,9 @@ def check_towers(cfg: Any) -> None:
     if not isinstance(cfg, AlexNetConfig):
         raise ValueError("model_parallel=towers: needs an AlexNet-family model (alexnet), "
                          f"not {type(cfg).__name__}")
+    if cfg.remove_layers != "none":
+        raise ValueError("model_parallel=towers: needs all of AlexNet's layers, "
+                         f"got remove_layers={cfg.remove_layers!r}")
     if cfg.groups != TOWERS:
         raise ValueError(f"model_parallel=towers: needs groups=2 (the two towers), "
                          f"got groups={cfg.groups}")

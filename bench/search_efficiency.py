@@ -81,7 +81,8 @@ def build_table(grid: dict[str, list], epochs: int) -> dict[str, Any]:
             "base": base.model_dump(mode="json"), "grid": grid, "curves": curves}
 
 
-def make_spec(table: dict[str, Any], searcher: dict, scheduler: dict, num_samples: int):
+def make_spec(table: dict[str, Any], searcher: dict, scheduler: dict, num_samples: int,
+              metric: str = "val_acc"):
     """The SweepSpec a user would write for this space; validated like any other."""
     from service.spec import parse_spec
 
@@ -94,7 +95,7 @@ def make_spec(table: dict[str, Any], searcher: dict, scheduler: dict, num_sample
                   "batch_size": base["batch_size"]},
         "search": {k: {"type": "choice", "values": v} for k, v in table["grid"].items()},
         "budget": {"max_epochs": table["epochs"], "num_samples": num_samples,
-                   "metric": "val_acc"},
+                   "metric": metric},
         "searcher": searcher, "scheduler": scheduler,
         "resources": {"workers_per_trial": 1, "cpus_per_worker": 1,
                       "max_concurrent_trials": CONCURRENCY},
@@ -123,7 +124,7 @@ def run_tune(spec, curves: dict[str, list[float]], tmp: str) -> list[tuple[str, 
         tune.with_resources(tune.with_parameters(replay, curves=curves), {"CPU": 1}),
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
-            metric="val_acc", mode="max", search_alg=_searcher(spec, CONCURRENCY),
+            metric=spec.budget.metric, mode="max", search_alg=_searcher(spec, CONCURRENCY),
             scheduler=_scheduler(spec), num_samples=spec.budget.num_samples,
             max_concurrent_trials=CONCURRENCY),
         run_config=tune.RunConfig(storage_path=tmp, verbose=0))
@@ -169,8 +170,8 @@ def score(trials: list[tuple[str, int]], curves: dict[str, list[float]]) -> tupl
 
 
 def run_strategies(table: dict[str, Any], seeds: list[int], num_samples: int, startup: int,
-                   grace: int, rf: int = 2, only: tuple[str, ...] = STRATEGIES
-                   ) -> dict[str, list[tuple[float, int]]]:
+                   grace: int, rf: int = 2, only: tuple[str, ...] = STRATEGIES,
+                   metric: str = "val_acc") -> dict[str, list[tuple[float, int]]]:
     """(best, epochs) per seed for every strategy."""
     import tempfile
 
@@ -197,8 +198,10 @@ def run_strategies(table: dict[str, Any], seeds: list[int], num_samples: int, st
                 specs = {
                     "random": make_spec(table, {"type": "random", "seed": seed},
                                         {"type": "none"}, num_samples),
-                    "tpe-asha": make_spec(table, {**tpe, "seed": seed}, asha, num_samples),
-                    "tpe-pruner": make_spec(table, {**tpe, "seed": seed}, pruner, num_samples)}
+                    "tpe-asha": make_spec(table, {**tpe, "seed": seed}, asha, num_samples,
+                                          metric),
+                    "tpe-pruner": make_spec(table, {**tpe, "seed": seed}, pruner, num_samples,
+                                            metric)}
                 for name, spec in specs.items():
                     if name in only:
                         out.setdefault(name, []).append(score(run_tune(spec, curves, tmp),
@@ -251,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="ASHA grace period, also the pruner's n_warmup_steps (epochs)")
     p.add_argument("--reduction-factor", type=int, default=2,
                    help="ASHA's reduction factor (default 2)")
+    p.add_argument("--metric", choices=("val_acc", "best_val_acc"), default="val_acc",
+                   help="what TPE and the schedulers compare: this epoch's val_acc or the "
+                        "running best (default val_acc)")
     p.add_argument("--only", default=",".join(STRATEGIES),
                    help="comma-separated strategies to run (default: all)")
     args = p.parse_args(argv)
@@ -282,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
           f"TPE startup {args.startup}, grace {args.grace}, ASHA reduction factor "
           f"{args.reduction_factor}", flush=True)
     results = run_strategies(table, list(range(args.seeds)), args.num_samples, args.startup,
-                             args.grace, args.reduction_factor, only)
+                             args.grace, args.reduction_factor, only, args.metric)
     headline = report(results)
     headline["grid_best"] = round(results["grid"][0][0], 4)
     headline["seeds"] = args.seeds

@@ -1,0 +1,520 @@
+"""The papers' claims, measured on finished claim sweeps (`searchspaces/claims/`).
+
+Each claim's space trains every condition with the same seeds (budget.seeds: seed i gives every
+condition the same data split and initial weights), so effects are paired by seed: the
+effect is the mean over seeds of (condition B - condition A), with a 95% confidence interval
+(Student t, `reportdata.mean_ci95`). A verdict says whether the interval excludes zero in the
+paper's direction ("agrees"), in the other ("opposite"), or not at all ("inconclusive").
+
+    python -m service.claims run N [--results DIR]         # run claim N's space(s), measure
+    python -m service.claims measure N RUN_DIR [RUN_DIR..]  # measure finished sweeps
+    python -m service.claims table [DIR]                    # markdown rows of DIR/claim_*.json
+
+Exit codes: 0 measured, 2 bad input (unknown claim, missing run), 3 a sweep failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .reportdata import FAILED, load_run, mean_ci95
+from .trial import SEED_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACES = ROOT / "searchspaces" / "claims"
+EXIT_BAD_INPUT, EXIT_SWEEP_FAILED = 2, 3
+
+Trials = dict[int, dict[str, Any]]  # seed index -> trial (with its per-epoch history)
+
+
+class ClaimError(Exception):
+    """A problem with the input (claim number, run directory) with one printable message."""
+
+
+# --- reading runs ---------------------------------------------------------------------------
+
+
+def conditions(run: dict[str, Any], keys: list[str]) -> dict[tuple, Trials]:
+    """Finished trials grouped by the values of `keys`, then by seed index."""
+    out: dict[tuple, Trials] = {}
+    for t in run["trials"]:
+        if t["status"] in FAILED or not t.get("history"):
+            continue
+        cond = tuple(t["config"].get(k) for k in keys)
+        out.setdefault(cond, {})[int(t["config"].get(SEED_KEY, 0))] = t
+    return out
+
+
+def final(trial: dict[str, Any], key: str = "val_acc") -> float:
+    """The value of `key` at the trial's last epoch."""
+    return float(trial["history"][-1][key])
+
+
+def crossing(history: list[dict[str, Any]], key: str, level: float,
+             start: float) -> float | None:
+    """The (linearly interpolated) epoch at which `key` first reaches `level`; the curve starts
+    at (0, `start`). None if it never does."""
+    prev_e, prev_v = 0.0, start
+    for row in history:
+        e, v = float(row["epoch"]), float(row[key])
+        if v >= level:
+            if v == prev_v:
+                return e
+            return prev_e + (e - prev_e) * (level - prev_v) / (v - prev_v)
+        prev_e, prev_v = e, v
+    return None
+
+
+def paired(a: Trials, b: Trials, f: Callable[[dict[str, Any]], float | None],
+           op: str = "diff") -> list[float]:
+    """Per seed present in both: f(b) - f(a) ("diff") or f(b) / f(a) ("ratio")."""
+    out = []
+    for seed in sorted(a.keys() & b.keys()):
+        fa, fb = f(a[seed]), f(b[seed])
+        if fa is None or fb is None or (op == "ratio" and fa == 0):
+            continue
+        out.append(fb - fa if op == "diff" else fb / fa)
+    return out
+
+
+def row(quantity: str, values: list[float], paper: str, expect: str | None = None,
+        zero: float = 0.0, unit: str = "", note: str = "") -> dict[str, Any]:
+    """One measured quantity: per-seed values, mean, 95% CI and the verdict.
+
+    `expect` is the paper's direction relative to `zero` ("+" above, "-" below, None: a level,
+    not an effect)."""
+    values = [float(v) for v in values if v is not None and math.isfinite(v)]
+    mean, half = mean_ci95(values) if values else (math.nan, None)
+    verdict = None
+    if expect is not None and half is not None:
+        low, high = mean - half, mean + half
+        above, below = low > zero, high < zero
+        verdict = ("agrees" if (above and expect == "+") or (below and expect == "-")
+                   else "opposite" if above or below else "inconclusive")
+    return {"quantity": quantity, "unit": unit, "per_seed": [round(v, 5) for v in values],
+            "n": len(values), "mean": mean, "ci95": half, "paper": paper, "expect": expect,
+            "zero": zero, "verdict": verdict, "note": note}
+
+
+def _pts(trial: dict[str, Any]) -> float:
+    return 100.0 * final(trial)
+
+
+def _need(conds: dict[tuple, Trials], *wanted: tuple) -> list[Trials]:
+    missing = [w for w in wanted if w not in conds]
+    if missing:
+        raise ClaimError(f"the run has no finished trials for {missing}; found "
+                         f"{sorted(conds, key=str)}")
+    return [conds[w] for w in wanted]
+
+
+# --- per-trial analyses (need the checkpoints) ----------------------------------------------
+
+
+def _loaded(run_dir: Path, trial: dict[str, Any]):
+    from .analysis import AnalysisError, load_trial
+
+    try:
+        return load_trial(run_dir, trial["trial_id"])
+    except AnalysisError as err:
+        raise ClaimError(str(err)) from None
+
+
+def train_accuracy(run_dir: Path, trial: dict[str, Any]) -> float:
+    """Accuracy on the training split in eval mode (no dropout) at the last checkpoint."""
+    import torch
+
+    loaded = _loaded(run_dir, trial)
+    loader = torch.utils.data.DataLoader(loaded.datasets.train, batch_size=256)
+    right = total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            right += int((loaded.model(x).argmax(1) == y).sum())
+            total += len(y)
+    return right / total
+
+
+def linear_cka(x, y) -> float:
+    """Linear CKA (Kornblith et al. 2019) between two (n, features) activation matrices."""
+    x = x - x.mean(0, keepdim=True)
+    y = y - y.mean(0, keepdim=True)
+    cross = (y.T @ x).norm() ** 2
+    return float(cross / ((x.T @ x).norm() * (y.T @ y).norm()).clamp_min(1e-12))
+
+
+def settle_epochs(run_dir: Path, trial: dict[str, Any], level: float = 0.9,
+                  images: int = 128) -> dict[str, float]:
+    """Per conv layer, the first epoch from which its features' CKA to the last epoch's stays
+    at or above `level` (on fixed validation images, every registered checkpoint)."""
+    import torch
+
+    from .analysis.layers import all_stage_maps
+    from .analysis.load import load_weights, val_images
+
+    loaded = _loaded(run_dir, trial)
+    x, _ = val_images(loaded.datasets, images)
+    with torch.no_grad():
+        last = {k: v.flatten(1).double() for k, v in all_stage_maps(loaded.model, x).items()}
+        curves: dict[str, list[tuple[int, float]]] = {k: [] for k in last}
+        for epoch, ckpt in loaded.checkpoints:
+            load_weights(loaded.model, ckpt)
+            maps = all_stage_maps(loaded.model, x)
+            for k, v in maps.items():
+                curves[k].append((epoch, linear_cka(v.flatten(1).double(), last[k])))
+    out = {}
+    for layer, curve in curves.items():
+        settled = curve[-1][0]
+        for epoch, cka in reversed(curve):
+            if cka < level:
+                break
+            settled = epoch
+        out[layer] = float(settled)
+    return out
+
+
+def invariance_probs(run_dir: Path, trial: dict[str, Any], images: int = 64
+                     ) -> dict[str, float]:
+    """Mean true-class probability: untransformed, shifted by the smallest shift tried, scaled
+    by the nearest scales to 1, and rotated by 90 and 180 degrees."""
+    from .analysis.invariance import invariance
+    from .analysis.load import val_images
+
+    loaded = _loaded(run_dir, trial)
+    x, y = val_images(loaded.datasets, images)
+    res = invariance(loaded.model, x, y, loaded.datasets, n_images=images)["sweeps"]
+
+    def mean_prob(kind: str, pick: Callable[[float], bool]) -> float:
+        values, probs = res[kind]["values"], res[kind]["true_prob"]
+        cols = [i for i, v in enumerate(values) if pick(v)]
+        return sum(p[i] for p in probs for i in cols) / (len(probs) * len(cols))
+
+    shift = min(abs(v) for v in res["translation"]["values"] if v)
+    scales = sorted((abs(v - 1.0), v) for v in res["scale"]["values"] if v != 1.0)
+    near = {v for d, v in scales if d == scales[0][0]}
+    return {"identity": mean_prob("rotation", lambda v: v == 0),
+            "shift": mean_prob("translation", lambda v: abs(v) == shift),
+            "scale": mean_prob("scale", lambda v: v in near),
+            "rot90": mean_prob("rotation", lambda v: v in (90, 270)),
+            "rot180": mean_prob("rotation", lambda v: v == 180),
+            "shift_px": shift, "scales": sorted(near)}
+
+
+# --- the claims -----------------------------------------------------------------------------
+
+
+def _relu(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+    _, run = runs[0]
+    relu, tanh = _need(conditions(run, ["activation"]), ("relu",), ("tanh",))
+    chance = 1.0 / 10
+
+    def to25(t: dict[str, Any]) -> float | None:
+        return crossing(t["history"], "train_acc", 0.75, chance)
+
+    never = sum(to25(t) is None for t in tanh.values())
+    return [
+        row("epochs to 25% training error, ReLU", [to25(t) for t in relu.values()], "",
+            unit="epochs"),
+        row("epochs to 25% training error, tanh", [to25(t) for t in tanh.values()], "",
+            unit="epochs", note=f"{never} tanh seeds never got there" if never else ""),
+        row("tanh / ReLU epochs to 25% training error", paired(relu, tanh, to25, "ratio"),
+            "6x (4-layer CNN, CIFAR-10)", "+", zero=1.0, unit="x"),
+        row("final val accuracy, ReLU - tanh", paired(tanh, relu, _pts), "", "+", unit="pts"),
+    ]
+
+
+def _dropout(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+    run_dir, run = runs[0]
+    off, on = _need(conditions(run, ["dropout"]), (0.0,), (0.5,))
+
+    def gap(t: dict[str, Any]) -> float:  # eval-mode train accuracy - val accuracy, points
+        return 100.0 * (train_accuracy(run_dir, t) - final(t))
+
+    def to5(t: dict[str, Any]) -> float | None:
+        return crossing(t["history"], "train_acc", 0.95, 0.1)
+
+    return [
+        row("train - val accuracy gap, no dropout", [gap(t) for t in off.values()], "",
+            unit="pts"),
+        row("train - val accuracy gap, dropout 0.5", [gap(t) for t in on.values()], "",
+            unit="pts"),
+        row("gap reduction by dropout", paired(on, off, gap), "less overfitting", "+",
+            unit="pts"),
+        row("dropout / no-dropout epochs to 5% training error", paired(off, on, to5, "ratio"),
+            "~2x iterations", "+", zero=1.0, unit="x"),
+        row("final val accuracy, dropout - none", paired(off, on, _pts), "", unit="pts"),
+    ]
+
+
+def _augmentation(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+    _, run = runs[0]
+    none, crop, light, both = _need(conditions(run, ["crop", "lighting"]), ("none", 0.0),
+                                    ("random", 0.0), ("none", 0.1), ("random", 0.1))
+    return [
+        row("val accuracy, random crops - none", paired(none, crop, _pts),
+            "large (overfitting without)", "+", unit="pts"),
+        row("val accuracy, PCA lighting - none", paired(none, light, _pts),
+            "+1 pt top-1 (lighting)", "+", unit="pts"),
+        row("val accuracy, crops + lighting - none", paired(none, both, _pts),
+            "lower error", "+", unit="pts"),
+    ]
+
+
+def _binary(key: str, better: Any, worse: Any, paper: str, label: str):
+    def measure(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+        _, run = runs[0]
+        b, a = _need(conditions(run, [key]), (better,), (worse,))
+        return [row(f"final val accuracy, {label}", paired(a, b, _pts), paper, "+",
+                    unit="pts"),
+                row(f"final val loss, {label}", paired(a, b, lambda t: final(t, "val_loss")),
+                    "", "-")]
+    return measure
+
+
+def _conv1(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+    from .reportdata import conv_health
+
+    run_dir, run = runs[0]
+    conds = conditions(run, ["conv1_kernel", "conv1_stride"])
+    alex, zf, k11s2, k7s4 = _need(conds, (11, 4), (7, 2), (11, 2), (7, 4))
+    health: dict[str, dict[str, Any]] = {}
+
+    def h(t: dict[str, Any], key: str) -> float | None:
+        if t["trial_id"] not in health:
+            health[t["trial_id"]] = conv_health(run_dir, t["trial_id"])
+        value = health[t["trial_id"]].get(key)
+        return None if value is None else float(value)
+
+    return [
+        row("val accuracy, 7x7/2 - 11x11/4", paired(alex, zf, _pts),
+            "+2.1 pts top-1 (38.4 vs 40.5 err)", "+", unit="pts"),
+        row("val accuracy, stride 2 - 4 (kernel 11)", paired(alex, k11s2, _pts), "", "+",
+            unit="pts"),
+        row("val accuracy, kernel 7 - 11 (stride 4)", paired(alex, k7s4, _pts), "", "+",
+            unit="pts"),
+        row("dead conv1 filters, 11x11/4 - 7x7/2",
+            paired(zf, alex, lambda t: h(t, "dead_fraction") * 100), "fewer dead with 7x7/2",
+            "+", unit="pts of filters"),
+        row("layer-2 aliasing (over noise), 11x11/4 - 7x7/2",
+            paired(zf, alex, lambda t: h(t, "aliasing_vs_noise")), "less aliasing with 7x7/2",
+            "+"),
+    ]
+
+
+def _depth_width(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+    _, run = runs[0]
+    conds = conditions(run, ["fc_width", "remove_layers"])
+    narrow, wide, no34, no67, no67w = _need(conds, (128, "none"), (1024, "none"),
+                                            (128, "3,4"), (128, "6,7"), (1024, "6,7"))
+    width = paired(narrow, wide, _pts)
+    depth34, depth67 = paired(no34, narrow, _pts), paired(no67, narrow, _pts)
+    same = paired(no67, no67w, lambda t: final(t, "val_loss"))
+    return [
+        row("val accuracy, FC 1024 - FC 128", width,
+            "+1.7 pts for 4x width (FC 2048 -> 8192)", "+", unit="pts"),
+        row("val accuracy, all layers - without conv3,4", depth34, "+4.9 pts", "+",
+            unit="pts"),
+        row("val accuracy, all layers - without FC6,7", depth67, "+4.3 pts", "+", unit="pts"),
+        row("|depth effect| - |width effect| (conv3,4)",
+            [abs(d) - abs(w) for d, w in zip(depth34, width, strict=False)],
+            "depth matters more", "+", unit="pts"),
+        row("val loss difference of the two FC6,7-removed rows (must be 0)", same, "", None,
+            note="the FC width is unused there: identical runs"),
+    ]
+
+
+def _evolution(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+    run_dir, run = runs[0]
+    trials = [t for t in run["trials"] if t["status"] not in FAILED]
+    settle = [settle_epochs(run_dir, t) for t in trials]
+    layers = list(settle[0]) if settle else []
+    rows = [row(f"epoch {layer} settles (CKA to last >= 0.9)", [s[layer] for s in settle], "",
+                unit="epoch") for layer in layers]
+    if layers:
+        rows.append(row(f"{layers[-1]} - {layers[0]} settling epoch",
+                        [s[layers[-1]] - s[layers[0]] for s in settle],
+                        "low layers in a few epochs, high after 40-50", "+", unit="epochs"))
+    return rows
+
+
+def _invariance(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+    run_dir, run = runs[0]
+    trials = [t for t in run["trials"] if t["status"] not in FAILED]
+    probs = [invariance_probs(run_dir, t) for t in trials]
+    if not probs:
+        raise ClaimError(f"{run_dir}: no finished trial")
+    p0 = probs[0]
+    return [
+        row("P(true class), untransformed", [p["identity"] for p in probs], ""),
+        row(f"P(true class), shifted {p0['shift_px']:g} px", [p["shift"] for p in probs], ""),
+        row(f"P(true class), scaled x{'/'.join(f'{s:g}' for s in p0['scales'])}",
+            [p["scale"] for p in probs], ""),
+        row("P(true class), rotated 90/270 deg", [p["rot90"] for p in probs], ""),
+        row("P(true class), rotated 180 deg", [p["rot180"] for p in probs], ""),
+        row("small shift - 90 deg rotation", [p["shift"] - p["rot90"] for p in probs],
+            "robust to translation, not rotation", "+"),
+        row("small scaling - 90 deg rotation", [p["scale"] - p["rot90"] for p in probs],
+            "robust to scaling, not rotation", "+"),
+    ]
+
+
+def _compare(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+    by_model: dict[str, Trials] = {}
+    for _, run in runs:
+        family = run["spec"]["model"]["family"]
+        by_model[family] = {int(t["config"].get(SEED_KEY, 0)): t for t in run["trials"]
+                            if t["status"] not in FAILED and t.get("history")}
+    rows = []
+    for family, trials in by_model.items():
+        rows.append(row(f"final val accuracy, {family}", [_pts(t) for t in trials.values()],
+                        "", unit="%"))
+        rows.append(row(f"seconds per epoch, {family}",
+                        [final(t, "epoch_s") for t in trials.values()], "", unit="s"))
+    if {"alexnet", "lenet5"} <= by_model.keys():
+        rows.append(row("val accuracy, AlexNet - LeNet-5",
+                        paired(by_model["lenet5"], by_model["alexnet"], _pts), "", "+",
+                        unit="pts"))
+    if {"alexnet", "zfnet"} <= by_model.keys():
+        rows.append(row("val accuracy, ZFNet - AlexNet",
+                        paired(by_model["alexnet"], by_model["zfnet"], _pts),
+                        "+2.1 pts (Table 2)", "+", unit="pts"))
+    return rows
+
+
+@dataclass(frozen=True)
+class Claim:
+    number: int
+    title: str
+    spaces: tuple[str, ...]  # file names in searchspaces/claims/
+    measure: Callable[[list[tuple[Path, dict]]], list[dict[str, Any]]]
+
+
+CLAIMS = {c.number: c for c in [
+    Claim(1, "ReLU trains faster than tanh", ("01_relu.yaml",), _relu),
+    Claim(2, "Dropout reduces overfitting, slows convergence", ("02_dropout.yaml",), _dropout),
+    Claim(3, "Data augmentation lowers validation error", ("03_augmentation.yaml",),
+          _augmentation),
+    Claim(4, "LRN gives a small gain", ("04_lrn.yaml",),
+          _binary("lrn", True, False, "+1.4 pts top-1", "LRN - none")),
+    Claim(5, "Overlapping pooling gives a small gain", ("05_overlap_pool.yaml",),
+          _binary("pool", "overlap", "plain", "+0.4 pts top-1", "3x3/2 - 2x2/2")),
+    Claim(6, "ZFNet's conv1 beats AlexNet's", ("06_conv1.yaml",), _conv1),
+    Claim(7, "FC width matters little, depth more", ("07_depth_width.yaml",), _depth_width),
+    Claim(8, "Low layers converge early, high layers late", ("08_evolution.yaml",), _evolution),
+    Claim(9, "Robust to small shifts and scalings, not rotation", ("09_invariance.yaml",),
+          _invariance),
+    Claim(10, "LeNet-5 vs AlexNet vs ZFNet", ("10_compare_lenet5.yaml", "10_compare_alexnet.yaml",
+                                               "10_compare_zfnet.yaml"), _compare),
+]}
+
+
+# --- measuring, running, printing -----------------------------------------------------------
+
+
+def measure(number: int, run_dirs: list[Path]) -> dict[str, Any]:
+    """Claim `number` measured on finished runs: {"claim", "title", "runs", "rows"}."""
+    claim = CLAIMS.get(number)
+    if claim is None:
+        raise ClaimError(f"claim {number}: no such claim; claims are 1-{len(CLAIMS)}")
+    if len(run_dirs) != len(claim.spaces):
+        raise ClaimError(f"claim {number} needs {len(claim.spaces)} run director"
+                         f"{'y' if len(claim.spaces) == 1 else 'ies'} "
+                         f"({', '.join(claim.spaces)}), got {len(run_dirs)}")
+    runs = []
+    for d in run_dirs:
+        if not (Path(d) / "summary.json").is_file():
+            raise ClaimError(f"{d}: no summary.json (not a finished sweep's directory)")
+        runs.append((Path(d), load_run(d)))
+    return {"claim": number, "title": claim.title, "runs": [str(d) for d in run_dirs],
+            "spaces": [f"searchspaces/claims/{s}" for s in claim.spaces],
+            "rows": claim.measure(runs)}
+
+
+def run_claim(number: int, results: Path, extra: list[str]) -> list[Path]:
+    """Run the claim's space(s) with `python -m service.submit`; their run directories."""
+    claim = CLAIMS.get(number)
+    if claim is None:
+        raise ClaimError(f"claim {number}: no such claim; claims are 1-{len(CLAIMS)}")
+    dirs = []
+    for space in claim.spaces:
+        cmd = [sys.executable, "-m", "service.submit", str(SPACES / space), "--results",
+               str(results), "--no-report", "-q", *extra]
+        done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        lines = done.stdout.strip().splitlines()
+        if done.returncode != 0 or not lines or not lines[-1].endswith("summary.json"):
+            raise ClaimError(f"{space}: the sweep exited with {done.returncode}")
+        dirs.append(Path(lines[-1]).parent)
+    return dirs
+
+
+def fmt(r: dict[str, Any]) -> str:
+    """`mean ± half-width unit` (or the mean alone)."""
+    if r["n"] == 0:
+        return "no data"
+    unit = f" {r['unit']}" if r["unit"] and r["unit"] != "x" else ""
+    mean = f"{r['mean']:.2f}" + ("x" if r["unit"] == "x" else "")
+    ci = f" ± {r['ci95']:.2f}" if r["ci95"] is not None else ""
+    return f"{mean}{ci}{unit} (n={r['n']})"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The claim's rows as a markdown table."""
+    lines = [f"#### Claim {result['claim']}: {result['title']}", "",
+             "| quantity | measured (mean ± 95% CI) | paper | verdict |", "|---|---|---|---|"]
+    for r in result["rows"]:
+        note = f" ({r['note']})" if r["note"] else ""
+        lines.append(f"| {r['quantity']}{note} | {fmt(r)} | {r['paper'] or '—'} | "
+                     f"{r['verdict'] or '—'} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m service.claims", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a claim's space(s), then measure")
+    r.add_argument("claim", type=int)
+    r.add_argument("--results", type=Path, default=Path("results"))
+    r.add_argument("--max-epochs", type=int, help="passed to service.submit (quick checks)")
+    m = sub.add_parser("measure", help="measure finished claim sweeps")
+    m.add_argument("claim", type=int)
+    m.add_argument("run_dirs", type=Path, nargs="+")
+    m.add_argument("--out", type=Path, help="where claim_NN.json goes (default: first run dir)")
+    t = sub.add_parser("table", help="markdown of every claim_*.json under DIR")
+    t.add_argument("dir", type=Path, nargs="?", default=Path("results"))
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "table":
+            files = sorted(args.dir.glob("**/claim_*.json"))
+            if not files:
+                raise ClaimError(f"{args.dir}: no claim_*.json")
+            print("\n\n".join(markdown(json.loads(f.read_text())) for f in files))
+            return 0
+        if args.cmd == "run":
+            extra = ["--max-epochs", str(args.max_epochs)] if args.max_epochs else []
+            dirs, out_dir = run_claim(args.claim, args.results, extra), args.results
+        else:
+            dirs, out_dir = args.run_dirs, args.out or args.run_dirs[0]
+        result = measure(args.claim, dirs)
+    except ClaimError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_SWEEP_FAILED if "sweep exited" in str(err) else EXIT_BAD_INPUT
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"claim_{args.claim:02d}.json"
+    from .analysis.load import write_json_atomic
+
+    write_json_atomic(out, result)
+    print(markdown(result))
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -311,13 +311,17 @@ def _conv1(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
 def _depth_width(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
     _, run = runs[0]
     conds = conditions(run, ["fc_width", "remove_layers"])
-    narrow, wide, no34, no67, no67w = _need(conds, (128, "none"), (1024, "none"),
-                                            (128, "3,4"), (128, "6,7"), (1024, "6,7"))
+    widths = sorted({w for w, _ in conds})
+    if len(widths) != 2:
+        raise ClaimError(f"claim 7 needs two FC widths, the run has {widths}")
+    lo, hi = widths
+    narrow, wide, no34, no67, no67w = _need(conds, (lo, "none"), (hi, "none"),
+                                            (lo, "3,4"), (lo, "6,7"), (hi, "6,7"))
     width = paired(narrow, wide, _pts)
     depth34, depth67 = paired(no34, narrow, _pts), paired(no67, narrow, _pts)
     same = paired(no67, no67w, lambda t: final(t, "val_loss"))
     return [
-        row("val accuracy, FC 1024 - FC 128", width,
+        row(f"val accuracy, FC {hi} - FC {lo}", width,
             "+1.7 pts for 4x width (FC 2048 -> 8192)", "+", unit="pts"),
         row("val accuracy, all layers - without conv3,4", depth34, "+4.9 pts", "+",
             unit="pts"),

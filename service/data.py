@@ -6,6 +6,7 @@ to float [0, 1] -> resize -> grey<->RGB -> [train only: crop, flip, jitter, PCA 
 -> normalise. Every user-facing problem raises `DataError` with one printable message.
 - digits: sklearn's 1,797 real 8x8 digits, seeded stratified split, resized ONCE per size and
   kept in memory; mean/std computed on the train split of each seed (not fixed constants).
+- mnist_test: MNIST's test set alone (the t10k idx pair in data.root), split like digits.
 - mnist, fashion_mnist, cifar10, cifar100: torchvision's classes read the official files (test
   split = validation); the decoded uint8 arrays stay in memory, cached per process.
 - imagefolder: class-per-folder tree; `root/train` + `root/val` if both exist, else split.
@@ -28,14 +29,19 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100",
-                             "imagefolder")
+DATASETS: tuple[str, ...] = ("digits", "mnist", "mnist_test", "fashion_mnist", "cifar10",
+                             "cifar100", "imagefolder")
+# mnist_test: only MNIST's 10,000-image test set (the t10k idx pair, plain or .gz) in data.root,
+# split into train and validation like digits (seeded, stratified).
+T10K = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 NATIVE_CHANNELS: dict[str, int] = {
-    "digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "cifar100": 3, "imagefolder": 3,
+    "digits": 1, "mnist": 1, "mnist_test": 1, "fashion_mnist": 1, "cifar10": 3, "cifar100": 3,
+    "imagefolder": 3,
 }
 #: None for imagefolder: the number of class folders, known only once the tree is read.
 NUM_CLASSES: dict[str, int | None] = {
-    "digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100,
+    "digits": 10, "mnist": 10, "mnist_test": 10, "fashion_mnist": 10, "cifar10": 10,
+    "cifar100": 100,
     "imagefolder": None,
 }
 # Published per-channel statistics of the training sets, in [0, 1] units.
@@ -72,7 +78,7 @@ class DataConfig(BaseModel):
     """Which dataset, where it lives and how it is prepared (the `data:` block of a spec)."""
 
     model_config = ConfigDict(extra="forbid")
-    dataset: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100",
+    dataset: Literal["digits", "mnist", "mnist_test", "fashion_mnist", "cifar10", "cifar100",
                      "imagefolder"] = "digits"
     root: str | None = None
     download: bool = False
@@ -375,6 +381,25 @@ def _load_torchvision(name: str, root: str, download: bool) -> tuple[torch.Tenso
     return x.contiguous(), y, len(splits[0])
 
 
+def _t10k_paths(root: Path) -> tuple[Path, Path]:
+    """The t10k image and label files in `root` (the .gz or the plain file); DataError if absent."""
+    found = []
+    for name in T10K:
+        candidates = [root / f"{name}.gz", root / name]
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            raise DataError(f"mnist_test: no {candidates[0]} (or {candidates[1].name}) in "
+                            "data.root: it needs MNIST's t10k-images-idx3-ubyte and "
+                            "t10k-labels-idx1-ubyte files")
+        found.append(path)
+    return found[0], found[1]
+
+
+@functools.lru_cache(maxsize=2)
+def _load_t10k(root: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return load_idx_pair(*_t10k_paths(Path(root)))
+
+
 def _imagefolder(cfg: DataConfig, root: Path, size: int, in_channels: int, seed: int) -> Datasets:
     if cfg.download:
         raise DataError("data.download is not supported for imagefolder: put the tree at "
@@ -438,6 +463,13 @@ def build_datasets(
     root = Path(cfg.root).expanduser().resolve()
     if name == "imagefolder":
         return _imagefolder(cfg, root, size, in_channels, seed)
+    if name == "mnist_test":
+        check_available(cfg)
+        images, labels = _load_t10k(str(root))
+        tr, va = split_indices(labels.numpy(), cfg.val_fraction, seed)
+        mean, std = _MEAN_STD["mnist"]
+        return tensor_datasets(images, labels, tr, va, image_size=size, in_channels=in_channels,
+                               num_classes=10, augmentation=aug, mean=mean, std=std, seed=seed)
     images, labels, n_train = _load_torchvision(name, str(root), cfg.download)
     mean, std = _MEAN_STD[name]
     return tensor_datasets(images, labels, torch.arange(n_train),
@@ -449,6 +481,9 @@ def build_datasets(
 def check_available(cfg: DataConfig) -> None:
     """Raise DataError (the same message loading would give) when the files `cfg` names are
     missing and will not be downloaded; a cheap look at the file system, no decoding."""
+    if cfg.dataset == "mnist_test" and cfg.download:
+        raise DataError("mnist_test cannot be downloaded: put MNIST's two t10k files in "
+                        "data.root, or use dataset: mnist with download: true")
     if cfg.dataset == "digits" or cfg.download:
         return
     if cfg.root is None:
@@ -458,6 +493,9 @@ def check_available(cfg: DataConfig) -> None:
     if cfg.dataset == "imagefolder":
         if not root.is_dir():
             raise DataError(f"imagefolder root {root} is not a directory of class folders")
+        return
+    if cfg.dataset == "mnist_test":
+        _t10k_paths(root)
         return
     where, files = _torchvision_files(cfg.dataset, root)
     missing = [f for f in files if not (where / f).is_file()]

@@ -413,6 +413,35 @@ def test_real_mnist_t10k_files() -> None:
     assert abs(d.mean[0] - 0.1325) < 0.01  # close to the published MNIST mean 0.1307
 
 
+def test_mnist_test_dataset_splits_the_real_t10k_files(tmp_path: Path) -> None:
+    folder = SHARED / "data" / "mnist"
+    if not (folder / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"real MNIST test files not found in {folder}")
+    cfg = DataConfig(dataset="mnist_test", root=str(folder), val_fraction=0.2)
+    d = build_datasets(cfg, image_size=32, in_channels=1, seed=3)
+    assert (len(d.train), len(d.val), d.num_classes) == (8000, 2000, 10)
+    _, labels = load_idx_pair(folder / "t10k-images-idx3-ubyte.gz",
+                              folder / "t10k-labels-idx1-ubyte.gz")
+    tr, va = split_indices(labels, 0.2, seed=3)  # the same seeded, stratified split
+    assert torch.equal(d.val.indices, torch.as_tensor(va).long())
+    val_counts = torch.bincount(labels[d.val.indices], minlength=10)
+    assert (val_counts - torch.tensor(MNIST_T10K_COUNTS) * 0.2).abs().max() <= 1
+    # Plain (un-gzipped) files work too; a folder without them is one DataError.
+    import gzip
+
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (tmp_path / name).write_bytes(gzip.decompress((folder / f"{name}.gz").read_bytes()))
+    plain = build_datasets(cfg.model_copy(update={"root": str(tmp_path)}), image_size=32,
+                           in_channels=1, seed=3)
+    assert torch.equal(plain.train[5][0], d.train[5][0])
+    with pytest.raises(DataError, match="mnist_test: no .*t10k-images-idx3-ubyte.gz"):
+        build_datasets(DataConfig(dataset="mnist_test", root=str(tmp_path / "none")),
+                       image_size=32, in_channels=1)
+    with pytest.raises(DataError, match="cannot be downloaded"):
+        build_datasets(DataConfig(dataset="mnist_test", root=str(folder), download=True),
+                       image_size=32, in_channels=1)
+
+
 def test_check_available_agrees_with_the_loader(tmp_path: Path) -> None:
     from service.data import check_available
 

@@ -7,6 +7,7 @@ effect is the mean over seeds of (condition B - condition A), with a 95% confide
 paper's direction ("agrees"), in the other ("opposite"), or not at all ("inconclusive").
 
     python -m service.claims run N [--results DIR]         # run claim N's space(s), measure
+    python -m service.claims run N --variant mnist|gpu      # its MNIST or GPU-sized space(s)
     python -m service.claims measure N RUN_DIR [RUN_DIR..]  # measure finished sweeps
     python -m service.claims table [DIR]                    # markdown rows of DIR/claim_*.json
 
@@ -441,14 +442,28 @@ def measure(number: int, run_dirs: list[Path]) -> dict[str, Any]:
             "rows": claim.measure(runs)}
 
 
-def run_claim(number: int, results: Path, extra: list[str]) -> list[Path]:
-    """Run the claim's space(s) with `python -m service.submit`; their run directories."""
+def claim_spaces(number: int, variant: str | None = None) -> list[Path]:
+    """The space files of claim `number`: searchspaces/claims/ or its `variant` folder."""
     claim = CLAIMS.get(number)
     if claim is None:
         raise ClaimError(f"claim {number}: no such claim; claims are 1-{len(CLAIMS)}")
+    folder = SPACES / variant if variant else SPACES
+    paths = [folder / space for space in claim.spaces]
+    if not all(path.is_file() for path in paths):
+        have = sorted(d.name for d in SPACES.iterdir() if d.is_dir() and all(
+            (d / space).is_file() for space in claim.spaces))
+        raise ClaimError(f"claim {number} has no {variant} variant; it has "
+                         f"{', '.join(['digits (default)', *have])}")
+    return paths
+
+
+def run_claim(number: int, results: Path, extra: list[str],
+              variant: str | None = None) -> list[Path]:
+    """Run the claim's space(s) with `python -m service.submit`; their run directories."""
     dirs = []
-    for space in claim.spaces:
-        cmd = [sys.executable, "-m", "service.submit", str(SPACES / space), "--results",
+    for path in claim_spaces(number, variant):
+        space = path.name
+        cmd = [sys.executable, "-m", "service.submit", str(path), "--results",
                str(results), "--no-report", "-q", *extra]
         done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         lines = done.stdout.strip().splitlines()
@@ -470,7 +485,8 @@ def fmt(r: dict[str, Any]) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     """The claim's rows as a markdown table."""
-    lines = [f"#### Claim {result['claim']}: {result['title']}", "",
+    variant = result.get("variant", "digits")
+    lines = [f"#### Claim {result['claim']}: {result['title']} ({variant})", "",
              "| quantity | measured (mean ± 95% CI) | paper | verdict |", "|---|---|---|---|"]
     for r in result["rows"]:
         note = f" ({r['note']})" if r["note"] else ""
@@ -487,9 +503,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("claim", type=int)
     r.add_argument("--results", type=Path, default=Path("results"))
     r.add_argument("--max-epochs", type=int, help="passed to service.submit (quick checks)")
+    r.add_argument("--variant", choices=("mnist", "gpu"),
+                   help="searchspaces/claims/VARIANT/: MNIST's test files or the GPU-sized data")
     m = sub.add_parser("measure", help="measure finished claim sweeps")
     m.add_argument("claim", type=int)
     m.add_argument("run_dirs", type=Path, nargs="+")
+    m.add_argument("--variant", choices=("mnist", "gpu"),
+                   help="which spaces the runs came from (names claim_NN_VARIANT.json)")
     m.add_argument("--out", type=Path, help="where claim_NN.json goes (default: first run dir)")
     t = sub.add_parser("table", help="markdown of every claim_*.json under DIR")
     t.add_argument("dir", type=Path, nargs="?", default=Path("results"))
@@ -503,15 +523,18 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "run":
             extra = ["--max-epochs", str(args.max_epochs)] if args.max_epochs else []
-            dirs, out_dir = run_claim(args.claim, args.results, extra), args.results
+            dirs = run_claim(args.claim, args.results, extra, args.variant)
+            out_dir = args.results
         else:
             dirs, out_dir = args.run_dirs, args.out or args.run_dirs[0]
         result = measure(args.claim, dirs)
+        result["variant"] = args.variant or "digits"
     except ClaimError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_SWEEP_FAILED if "sweep exited" in str(err) else EXIT_BAD_INPUT
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"claim_{args.claim:02d}.json"
+    variant = getattr(args, "variant", None)
+    out = out_dir / f"claim_{args.claim:02d}{'_' + variant if variant else ''}.json"
     from .analysis.load import write_json_atomic
 
     write_json_atomic(out, result)

@@ -211,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         for problem in err.problems:
             print(problem, file=sys.stderr)
         return EXIT_BAD_INPUT
+    if spec.data.root and "://" not in spec.data.root and not os.path.isabs(
+            os.path.expanduser(spec.data.root)):
+        # Relative to where submit runs (as --results is): the workers run elsewhere (Ray
+        # Train moves them into the trial's directory), so they get the absolute path.
+        data = spec.data.model_copy(update={"root": os.path.abspath(spec.data.root)})
+        spec = spec.model_copy(update={"data": data})
     if not (args.address or os.environ.get("RAY_ADDRESS")):
         # On this machine the data must be here; a cluster's workers have their own disks.
         from .data import DataError, check_available

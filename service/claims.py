@@ -327,7 +327,7 @@ def _depth_width(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
         row("val accuracy, all layers - without conv3,4", depth34, "+4.9 pts", "+",
             unit="pts"),
         row("val accuracy, all layers - without FC6,7", depth67, "+4.3 pts", "+", unit="pts"),
-        row("|depth effect| - |width effect| (conv3,4)",
+        row("size of the conv3,4 effect minus that of FC width",
             [abs(d) - abs(w) for d, w in zip(depth34, width, strict=False)],
             "depth matters more", "+", unit="pts"),
         row("val loss difference of the two FC6,7-removed rows (must be 0)", same, "", None,
@@ -376,10 +376,19 @@ def _compare(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
         family = run["spec"]["model"]["family"]
         by_model[family] = {int(t["config"].get(SEED_KEY, 0)): t for t in run["trials"]
                             if t["status"] not in FAILED and t.get("history")}
+    from .models import describe
+    from .spec import parse_spec
+
+    size = {}
+    for _, run in runs:
+        cfg = parse_spec(run["spec"]).base_config()
+        info = describe(cfg.model, flops=True, **cfg.model_knobs())
+        size[cfg.model] = (f"{info['params']:,} params, {info['flops'] / 1e6:.1f} MFLOPs per "
+                           f"image at {info['input_size'][-1]} px")
     rows = []
     for family, trials in by_model.items():
         rows.append(row(f"final val accuracy, {family}", [_pts(t) for t in trials.values()],
-                        "", unit="%"))
+                        "", unit="%", note=size.get(family, "")))
         rows.append(row(f"seconds per epoch, {family}",
                         [final(t, "epoch_s") for t in trials.values()], "", unit="s"))
     if {"alexnet", "lenet5"} <= by_model.keys():

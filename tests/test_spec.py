@@ -61,7 +61,15 @@ def spec_with(**changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("path", SPACES, ids=[p.name for p in SPACES])
 def test_searchspaces_validate(path: Path) -> None:
     spec = load_spec(path)
-    assert spec.name == path.stem
+    # Results go to RESULTS/<name>/: a claim's space is claimNN_..., a variant's ends in _mnist or
+    # _gpu (its folder), so no two spaces share a results folder.
+    claims = ROOT / "searchspaces" / "claims"
+    if path.parent == claims:
+        assert spec.name == f"claim{path.stem}"
+    elif path.parent.parent == claims:
+        assert spec.name == f"claim{path.stem}_{path.parent.name}"
+    else:
+        assert spec.name == path.stem
     assert spec.base_config().epochs == spec.budget.max_epochs
     assert spec.budget.mode == spec.default_mode
     assert set(tune_param_space(spec)) == set(spec.search)

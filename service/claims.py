@@ -147,8 +147,10 @@ def linear_cka(x, y) -> float:
     """Linear CKA (Kornblith et al. 2019) between two (n, features) activation matrices."""
     x = x - x.mean(0, keepdim=True)
     y = y - y.mean(0, keepdim=True)
-    cross = (y.T @ x).norm() ** 2
-    return float(cross / ((x.T @ x).norm() * (y.T @ y).norm()).clamp_min(1e-12))
+    # ||Y'X||^2 / (||X'X|| ||Y'Y||) through the n x n Gram matrices: a conv layer has far more
+    # features (channels x positions) than there are images.
+    k, g = x @ x.T, y @ y.T
+    return float((k * g).sum() / (k.norm() * g.norm()).clamp_min(1e-12))
 
 
 def settle_epochs(run_dir: Path, trial: dict[str, Any], level: float = 0.9,

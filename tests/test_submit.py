@@ -243,3 +243,23 @@ def test_two_embedded_sweeps_on_one_machine_both_finish(tmp_path):
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, out[-3000:]
         assert out.strip().splitlines()[-1].endswith("summary.json")
+
+
+def test_a_relative_data_root_is_found_by_the_workers(tmp_path):
+    # Ray Train runs each worker in the trial's directory: a data.root relative to where
+    # submit runs must reach the workers as an absolute path.
+    mnist = ROOT.parent / "shared" / "data" / "mnist"
+    if not (mnist / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST test files not found in {mnist}")
+    spec = {"name": "relroot", "data": {"dataset": "mnist_test", "root": "../shared/data/mnist"},
+            "model": {"family": "lenet5"}, "train": {"num_threads": 1},
+            "search": {"lr": {"type": "grid", "values": [0.05]}},
+            "budget": {"max_epochs": 1, "num_samples": 1}, "searcher": {"type": "grid"},
+            "scheduler": {"type": "none"}}
+    proc = submit(str(write_space(tmp_path, spec)), "--results", str(tmp_path / "res"),
+                  "--no-report")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
+    assert summary["spec"]["data"]["root"] == str(mnist)  # absolute, symlinks kept
+    (trial,) = summary["trials"]
+    assert trial["status"] == "completed" and trial["best_val_acc"] > 0.5

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 from collections.abc import Callable
@@ -26,188 +25,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .reportdata import FAILED, load_run, mean_ci95
+from .claimdata import (
+    ClaimError,
+    Trials,
+    conditions,
+    crossing,
+    final,
+    invariance_probs,
+    need,
+    paired,
+    points,
+    row,
+    settle_epochs,
+    train_accuracy,
+)
+from .reportdata import FAILED, load_run
 from .trial import SEED_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ROOT / "searchspaces" / "claims"
 EXIT_BAD_INPUT, EXIT_SWEEP_FAILED = 2, 3
 
-Trials = dict[int, dict[str, Any]]  # seed index -> trial (with its per-epoch history)
-
-
-class ClaimError(Exception):
-    """A problem with the input (claim number, run directory) with one printable message."""
-
-
-# --- reading runs ---------------------------------------------------------------------------
-
-
-def conditions(run: dict[str, Any], keys: list[str]) -> dict[tuple, Trials]:
-    """Finished trials grouped by the values of `keys`, then by seed index."""
-    out: dict[tuple, Trials] = {}
-    for t in run["trials"]:
-        if t["status"] in FAILED or not t.get("history"):
-            continue
-        cond = tuple(t["config"].get(k) for k in keys)
-        out.setdefault(cond, {})[int(t["config"].get(SEED_KEY, 0))] = t
-    return out
-
-
-def final(trial: dict[str, Any], key: str = "val_acc") -> float:
-    """The value of `key` at the trial's last epoch."""
-    return float(trial["history"][-1][key])
-
-
-def crossing(history: list[dict[str, Any]], key: str, level: float,
-             start: float) -> float | None:
-    """The (linearly interpolated) epoch at which `key` first reaches `level`; the curve starts
-    at (0, `start`). None if it never does."""
-    prev_e, prev_v = 0.0, start
-    for row in history:
-        e, v = float(row["epoch"]), float(row[key])
-        if v >= level:
-            if v == prev_v:
-                return e
-            return prev_e + (e - prev_e) * (level - prev_v) / (v - prev_v)
-        prev_e, prev_v = e, v
-    return None
-
-
-def paired(a: Trials, b: Trials, f: Callable[[dict[str, Any]], float | None],
-           op: str = "diff") -> list[float]:
-    """Per seed present in both: f(b) - f(a) ("diff") or f(b) / f(a) ("ratio")."""
-    out = []
-    for seed in sorted(a.keys() & b.keys()):
-        fa, fb = f(a[seed]), f(b[seed])
-        if fa is None or fb is None or (op == "ratio" and fa == 0):
-            continue
-        out.append(fb - fa if op == "diff" else fb / fa)
-    return out
-
-
-def row(quantity: str, values: list[float], paper: str, expect: str | None = None,
-        zero: float = 0.0, unit: str = "", note: str = "") -> dict[str, Any]:
-    """One measured quantity: per-seed values, mean, 95% CI and the verdict.
-
-    `expect` is the paper's direction relative to `zero` ("+" above, "-" below, None: a level,
-    not an effect)."""
-    values = [float(v) for v in values if v is not None and math.isfinite(v)]
-    mean, half = mean_ci95(values) if values else (math.nan, None)
-    verdict = None
-    if expect is not None and half is not None:
-        low, high = mean - half, mean + half
-        above, below = low > zero, high < zero
-        verdict = ("agrees" if (above and expect == "+") or (below and expect == "-")
-                   else "opposite" if above or below else "inconclusive")
-    return {"quantity": quantity, "unit": unit, "per_seed": [round(v, 5) for v in values],
-            "n": len(values), "mean": mean, "ci95": half, "paper": paper, "expect": expect,
-            "zero": zero, "verdict": verdict, "note": note}
-
-
-def _pts(trial: dict[str, Any]) -> float:
-    return 100.0 * final(trial)
-
-
-def _need(conds: dict[tuple, Trials], *wanted: tuple) -> list[Trials]:
-    missing = [w for w in wanted if w not in conds]
-    if missing:
-        raise ClaimError(f"the run has no finished trials for {missing}; found "
-                         f"{sorted(conds, key=str)}")
-    return [conds[w] for w in wanted]
-
-
-# --- per-trial analyses (need the checkpoints) ----------------------------------------------
-
-
-def _loaded(run_dir: Path, trial: dict[str, Any]):
-    from .analysis import AnalysisError, load_trial
-
-    try:
-        return load_trial(run_dir, trial["trial_id"])
-    except AnalysisError as err:
-        raise ClaimError(str(err)) from None
-
-
-def train_accuracy(run_dir: Path, trial: dict[str, Any]) -> float:
-    """Accuracy on the training split in eval mode (no dropout) at the last checkpoint."""
-    import torch
-
-    loaded = _loaded(run_dir, trial)
-    loader = torch.utils.data.DataLoader(loaded.datasets.train, batch_size=256)
-    right = total = 0
-    with torch.no_grad():
-        for x, y in loader:
-            right += int((loaded.model(x).argmax(1) == y).sum())
-            total += len(y)
-    return right / total
-
-
-def linear_cka(x, y) -> float:
-    """Linear CKA (Kornblith et al. 2019) between two (n, features) activation matrices."""
-    x = x - x.mean(0, keepdim=True)
-    y = y - y.mean(0, keepdim=True)
-    # ||Y'X||^2 / (||X'X|| ||Y'Y||) through the n x n Gram matrices: a conv layer has far more
-    # features (channels x positions) than there are images.
-    k, g = x @ x.T, y @ y.T
-    return float((k * g).sum() / (k.norm() * g.norm()).clamp_min(1e-12))
-
-
-def settle_epochs(run_dir: Path, trial: dict[str, Any], level: float = 0.9,
-                  images: int = 128) -> dict[str, float]:
-    """Per conv layer, the first epoch from which its features' CKA to the last epoch's stays
-    at or above `level` (on fixed validation images, every registered checkpoint)."""
-    import torch
-
-    from .analysis.layers import all_stage_maps
-    from .analysis.load import load_weights, val_images
-
-    loaded = _loaded(run_dir, trial)
-    x, _ = val_images(loaded.datasets, images)
-    with torch.no_grad():
-        last = {k: v.flatten(1).double() for k, v in all_stage_maps(loaded.model, x).items()}
-        curves: dict[str, list[tuple[int, float]]] = {k: [] for k in last}
-        for epoch, ckpt in loaded.checkpoints:
-            load_weights(loaded.model, ckpt)
-            maps = all_stage_maps(loaded.model, x)
-            for k, v in maps.items():
-                curves[k].append((epoch, linear_cka(v.flatten(1).double(), last[k])))
-    out = {}
-    for layer, curve in curves.items():
-        settled = curve[-1][0]
-        for epoch, cka in reversed(curve):
-            if cka < level:
-                break
-            settled = epoch
-        out[layer] = float(settled)
-    return out
-
-
-def invariance_probs(run_dir: Path, trial: dict[str, Any], images: int = 64
-                     ) -> dict[str, float]:
-    """Mean true-class probability: untransformed, shifted by the smallest shift tried, scaled
-    by the nearest scales to 1, and rotated by 90 and 180 degrees."""
-    from .analysis.invariance import invariance
-    from .analysis.load import val_images
-
-    loaded = _loaded(run_dir, trial)
-    x, y = val_images(loaded.datasets, images)
-    res = invariance(loaded.model, x, y, loaded.datasets, n_images=images)["sweeps"]
-
-    def mean_prob(kind: str, pick: Callable[[float], bool]) -> float:
-        values, probs = res[kind]["values"], res[kind]["true_prob"]
-        cols = [i for i, v in enumerate(values) if pick(v)]
-        return sum(p[i] for p in probs for i in cols) / (len(probs) * len(cols))
-
-    shift = min(abs(v) for v in res["translation"]["values"] if v)
-    scales = sorted((abs(v - 1.0), v) for v in res["scale"]["values"] if v != 1.0)
-    near = {v for d, v in scales if d == scales[0][0]}
-    return {"identity": mean_prob("rotation", lambda v: v == 0),
-            "shift": mean_prob("translation", lambda v: abs(v) == shift),
-            "scale": mean_prob("scale", lambda v: v in near),
-            "rot90": mean_prob("rotation", lambda v: v in (90, 270)),
-            "rot180": mean_prob("rotation", lambda v: v == 180),
-            "shift_px": shift, "scales": sorted(near)}
 
 
 # --- the claims -----------------------------------------------------------------------------
@@ -215,7 +53,7 @@ def invariance_probs(run_dir: Path, trial: dict[str, Any], images: int = 64
 
 def _relu(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
     _, run = runs[0]
-    relu, tanh = _need(conditions(run, ["activation"]), ("relu",), ("tanh",))
+    relu, tanh = need(conditions(run, ["activation"]), ("relu",), ("tanh",))
     chance = 1.0 / 10
 
     def to25(t: dict[str, Any]) -> float | None:
@@ -229,13 +67,13 @@ def _relu(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
             unit="epochs", note=f"{never} tanh seeds never got there" if never else ""),
         row("tanh / ReLU epochs to 25% training error", paired(relu, tanh, to25, "ratio"),
             "6x (4-layer CNN, CIFAR-10)", "+", zero=1.0, unit="x"),
-        row("final val accuracy, ReLU - tanh", paired(tanh, relu, _pts), "", "+", unit="pts"),
+        row("final val accuracy, ReLU - tanh", paired(tanh, relu, points), "", "+", unit="pts"),
     ]
 
 
 def _dropout(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
     run_dir, run = runs[0]
-    off, on = _need(conditions(run, ["dropout"]), (0.0,), (0.5,))
+    off, on = need(conditions(run, ["dropout"]), (0.0,), (0.5,))
 
     def gap(t: dict[str, Any]) -> float:  # eval-mode train accuracy - val accuracy, points
         return 100.0 * (train_accuracy(run_dir, t) - final(t))
@@ -252,20 +90,20 @@ def _dropout(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
             unit="pts"),
         row("dropout / no-dropout epochs to 5% training error", paired(off, on, to5, "ratio"),
             "~2x iterations", "+", zero=1.0, unit="x"),
-        row("final val accuracy, dropout - none", paired(off, on, _pts), "", unit="pts"),
+        row("final val accuracy, dropout - none", paired(off, on, points), "", unit="pts"),
     ]
 
 
 def _augmentation(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
     _, run = runs[0]
-    none, crop, light, both = _need(conditions(run, ["crop", "lighting"]), ("none", 0.0),
+    none, crop, light, both = need(conditions(run, ["crop", "lighting"]), ("none", 0.0),
                                     ("random", 0.0), ("none", 0.1), ("random", 0.1))
     return [
-        row("val accuracy, random crops - none", paired(none, crop, _pts),
+        row("val accuracy, random crops - none", paired(none, crop, points),
             "large (overfitting without)", "+", unit="pts"),
-        row("val accuracy, PCA lighting - none", paired(none, light, _pts),
+        row("val accuracy, PCA lighting - none", paired(none, light, points),
             "+1 pt top-1 (lighting)", "+", unit="pts"),
-        row("val accuracy, crops + lighting - none", paired(none, both, _pts),
+        row("val accuracy, crops + lighting - none", paired(none, both, points),
             "lower error", "+", unit="pts"),
     ]
 
@@ -273,8 +111,8 @@ def _augmentation(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
 def _binary(key: str, better: Any, worse: Any, paper: str, label: str):
     def measure(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
         _, run = runs[0]
-        b, a = _need(conditions(run, [key]), (better,), (worse,))
-        return [row(f"final val accuracy, {label}", paired(a, b, _pts), paper, "+",
+        b, a = need(conditions(run, [key]), (better,), (worse,))
+        return [row(f"final val accuracy, {label}", paired(a, b, points), paper, "+",
                     unit="pts"),
                 row(f"final val loss, {label}", paired(a, b, lambda t: final(t, "val_loss")),
                     "", "-")]
@@ -286,7 +124,7 @@ def _conv1(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
 
     run_dir, run = runs[0]
     conds = conditions(run, ["conv1_kernel", "conv1_stride"])
-    alex, zf, k11s2, k7s4 = _need(conds, (11, 4), (7, 2), (11, 2), (7, 4))
+    alex, zf, k11s2, k7s4 = need(conds, (11, 4), (7, 2), (11, 2), (7, 4))
     health: dict[str, dict[str, Any]] = {}
 
     def h(t: dict[str, Any], key: str) -> float | None:
@@ -296,11 +134,11 @@ def _conv1(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
         return None if value is None else float(value)
 
     return [
-        row("val accuracy, 7x7/2 - 11x11/4", paired(alex, zf, _pts),
+        row("val accuracy, 7x7/2 - 11x11/4", paired(alex, zf, points),
             "+2.1 pts top-1 (38.4 vs 40.5 err)", "+", unit="pts"),
-        row("val accuracy, stride 2 - 4 (kernel 11)", paired(alex, k11s2, _pts), "", "+",
+        row("val accuracy, stride 2 - 4 (kernel 11)", paired(alex, k11s2, points), "", "+",
             unit="pts"),
-        row("val accuracy, kernel 7 - 11 (stride 4)", paired(alex, k7s4, _pts), "", "+",
+        row("val accuracy, kernel 7 - 11 (stride 4)", paired(alex, k7s4, points), "", "+",
             unit="pts"),
         row("dead conv1 filters, 11x11/4 - 7x7/2",
             paired(zf, alex, lambda t: h(t, "dead_fraction") * 100), "fewer dead with 7x7/2",
@@ -318,10 +156,10 @@ def _depth_width(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
     if len(widths) != 2:
         raise ClaimError(f"claim 7 needs two FC widths, the run has {widths}")
     lo, hi = widths
-    narrow, wide, no34, no67, no67w = _need(conds, (lo, "none"), (hi, "none"),
+    narrow, wide, no34, no67, no67w = need(conds, (lo, "none"), (hi, "none"),
                                             (lo, "3,4"), (lo, "6,7"), (hi, "6,7"))
-    width = paired(narrow, wide, _pts)
-    depth34, depth67 = paired(no34, narrow, _pts), paired(no67, narrow, _pts)
+    width = paired(narrow, wide, points)
+    depth34, depth67 = paired(no34, narrow, points), paired(no67, narrow, points)
     same = paired(no67, no67w, lambda t: final(t, "val_loss"))
     return [
         row(f"val accuracy, FC {hi} - FC {lo}", width,
@@ -389,17 +227,17 @@ def _compare(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
                            f"image at {info['input_size'][-1]} px")
     rows = []
     for family, trials in by_model.items():
-        rows.append(row(f"final val accuracy, {family}", [_pts(t) for t in trials.values()],
+        rows.append(row(f"final val accuracy, {family}", [points(t) for t in trials.values()],
                         "", unit="%", note=size.get(family, "")))
         rows.append(row(f"seconds per epoch, {family}",
                         [final(t, "epoch_s") for t in trials.values()], "", unit="s"))
     if {"alexnet", "lenet5"} <= by_model.keys():
         rows.append(row("val accuracy, AlexNet - LeNet-5",
-                        paired(by_model["lenet5"], by_model["alexnet"], _pts), "", "+",
+                        paired(by_model["lenet5"], by_model["alexnet"], points), "", "+",
                         unit="pts"))
     if {"alexnet", "zfnet"} <= by_model.keys():
         rows.append(row("val accuracy, ZFNet - AlexNet",
-                        paired(by_model["alexnet"], by_model["zfnet"], _pts),
+                        paired(by_model["alexnet"], by_model["zfnet"], points),
                         "+2.1 pts (Table 2)", "+", unit="pts"))
     return rows
 

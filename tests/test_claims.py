@@ -1,5 +1,6 @@
-"""service.claims: the statistics on hand-made numbers, the per-trial analyses and the CLI on a
-real sweep (the session's 4-trial conv1 grid, which is claim 6's design with one seed)."""
+"""service.claims and service.claimdata: the statistics on hand-made numbers, the per-trial
+analyses and the CLI on a real sweep (the session's 4-trial conv1 grid, which is claim 6's
+design with one seed)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from service import claims
+from service import claimdata, claims
 from service.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,36 +21,36 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_crossing_interpolates_between_epochs():
     hist = [{"epoch": 1, "acc": 0.5}, {"epoch": 2, "acc": 0.7}, {"epoch": 3, "acc": 0.9}]
-    assert claims.crossing(hist, "acc", 0.8, 0.1) == pytest.approx(2.5)
-    assert claims.crossing(hist, "acc", 0.3, 0.1) == pytest.approx(0.5)  # from (0, 0.1)
-    assert claims.crossing(hist, "acc", 0.95, 0.1) is None
+    assert claimdata.crossing(hist, "acc", 0.8, 0.1) == pytest.approx(2.5)
+    assert claimdata.crossing(hist, "acc", 0.3, 0.1) == pytest.approx(0.5)  # from (0, 0.1)
+    assert claimdata.crossing(hist, "acc", 0.95, 0.1) is None
 
 
 def test_paired_effects_and_verdicts():
     a = {0: {"v": 1.0}, 1: {"v": 2.0}, 2: {"v": 3.0}, 9: {"v": 5.0}}
     b = {0: {"v": 2.0}, 1: {"v": 3.5}, 2: {"v": 4.0}}
-    diffs = claims.paired(a, b, lambda t: t["v"])
+    diffs = claimdata.paired(a, b, lambda t: t["v"])
     assert diffs == [1.0, 1.5, 1.0]  # seed 9 has no partner
-    assert claims.paired(a, b, lambda t: t["v"], "ratio") == [2.0, 1.75, 4.0 / 3.0]
-    r = claims.row("x", diffs, "paper", "+")
+    assert claimdata.paired(a, b, lambda t: t["v"], "ratio") == [2.0, 1.75, 4.0 / 3.0]
+    r = claimdata.row("x", diffs, "paper", "+")
     # mean 1.1667, sd 0.2887, t(0.975, 2) = 4.3027: half-width 0.7172
     assert r["mean"] == pytest.approx(7 / 6) and r["ci95"] == pytest.approx(0.71716, abs=1e-4)
     assert r["verdict"] == "agrees"
-    assert claims.row("x", diffs, "", "-")["verdict"] == "opposite"
-    assert claims.row("x", [1.0, -1.0, 0.5], "", "+")["verdict"] == "inconclusive"
-    assert claims.row("x", [2.0, 2.5, 3.0], "", "+", zero=2.0)["verdict"] == "inconclusive"
-    assert claims.row("x", [4.0], "", "+")["verdict"] is None  # one seed: no interval
+    assert claimdata.row("x", diffs, "", "-")["verdict"] == "opposite"
+    assert claimdata.row("x", [1.0, -1.0, 0.5], "", "+")["verdict"] == "inconclusive"
+    assert claimdata.row("x", [2.0, 2.5, 3.0], "", "+", zero=2.0)["verdict"] == "inconclusive"
+    assert claimdata.row("x", [4.0], "", "+")["verdict"] is None  # one seed: no interval
 
 
 def test_linear_cka_properties():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 30, generator=g, dtype=torch.float64)
     q, _ = torch.linalg.qr(torch.randn(30, 30, generator=g, dtype=torch.float64))
-    assert claims.linear_cka(x, x) == pytest.approx(1.0)
+    assert claimdata.linear_cka(x, x) == pytest.approx(1.0)
     # Invariant to rotations and isotropic scaling of the features, as CKA is.
-    assert claims.linear_cka(x, 3.0 * x @ q) == pytest.approx(1.0)
+    assert claimdata.linear_cka(x, 3.0 * x @ q) == pytest.approx(1.0)
     unrelated = torch.randn(200, 30, generator=g, dtype=torch.float64)
-    assert claims.linear_cka(x, unrelated) < 0.3
+    assert claimdata.linear_cka(x, unrelated) < 0.3
 
 
 def test_every_claim_has_its_spaces():
@@ -89,11 +90,11 @@ def test_measure_claim6_on_a_real_sweep(alexnet_run, tmp_path):
 def test_evolution_and_invariance_measures_on_a_real_sweep(alexnet_run):
     run = claims.load_run(alexnet_run)
     trial = next(t for t in run["trials"] if t["status"] == "completed")
-    settle = claims.settle_epochs(alexnet_run, trial)
+    settle = claimdata.settle_epochs(alexnet_run, trial)
     assert list(settle) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
     last = trial["history"][-1]["epoch"]
     assert all(1 <= e <= last for e in settle.values())
-    probs = claims.invariance_probs(alexnet_run, trial, images=16)
+    probs = claimdata.invariance_probs(alexnet_run, trial, images=16)
     for key in ("identity", "shift", "scale", "rot90", "rot180"):
         assert 0.0 <= probs[key] <= 1.0
     assert probs["shift_px"] == 4 and probs["scales"] == [0.8, 1.2]  # 67 px: shifts of 4 px
@@ -117,4 +118,4 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (args, proc.stderr)
         assert "Traceback" not in proc.stderr
-    assert math.isfinite(claims.row("x", [1.0, 2.0], "")["mean"])
+    assert math.isfinite(claimdata.row("x", [1.0, 2.0], "")["mean"])

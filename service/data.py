@@ -19,31 +19,28 @@ import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torchvision.datasets as tvd
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "mnist_test", "fashion_mnist", "cifar10",
-                             "cifar100", "imagefolder")
-# mnist_test: only MNIST's 10,000-image test set (the t10k idx pair, plain or .gz) in data.root,
-# split into train and validation like digits (seeded, stratified).
-T10K = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-NATIVE_CHANNELS: dict[str, int] = {
-    "digits": 1, "mnist": 1, "mnist_test": 1, "fashion_mnist": 1, "cifar10": 3, "cifar100": 3,
-    "imagefolder": 3,
-}
-#: None for imagefolder: the number of class folders, known only once the tree is read.
-NUM_CLASSES: dict[str, int | None] = {
-    "digits": 10, "mnist": 10, "mnist_test": 10, "fashion_mnist": 10, "cifar10": 10,
-    "cifar100": 100,
-    "imagefolder": None,
-}
+from .dataconfig import (  # noqa: F401  (re-exported: data.py is where users look for them)
+    DATASETS,
+    NATIVE_CHANNELS,
+    NUM_CLASSES,
+    T10K,
+    AugmentConfig,
+    DataConfig,
+    DataError,
+    check_available,
+    t10k_paths,
+    torchvision_files,
+)
+
 # Published per-channel statistics of the training sets, in [0, 1] units.
 _MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "mnist": ((0.1307,), (0.3081,)),
@@ -56,35 +53,6 @@ _TORCHVISION: dict[str, type] = {"mnist": tvd.MNIST, "fashion_mnist": tvd.Fashio
                                  "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
 _GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # the weights v2.Grayscale uses
 _LIGHTING_SAMPLE = 256  # train images for the PCA basis: plenty for a 3x3 covariance
-
-
-class DataError(ValueError):
-    """A user-facing data problem; the message is complete and meant to be printed as is."""
-
-
-class AugmentConfig(BaseModel):
-    """Train-time augmentation; everything is off by default and always off for validation."""
-
-    model_config = ConfigDict(extra="forbid")
-    crop: Literal["none", "random", "random_resized"] = "none"
-    crop_padding: int = Field(4, ge=0)
-    crop_scale_min: float = Field(0.35, gt=0.0, le=1.0)
-    hflip: bool = False
-    lighting: float = Field(0.0, ge=0.0)
-    color_jitter: float = Field(0.0, ge=0.0)
-
-
-class DataConfig(BaseModel):
-    """Which dataset, where it lives and how it is prepared (the `data:` block of a spec)."""
-
-    model_config = ConfigDict(extra="forbid")
-    dataset: Literal["digits", "mnist", "mnist_test", "fashion_mnist", "cifar10", "cifar100",
-                     "imagefolder"] = "digits"
-    root: str | None = None
-    download: bool = False
-    image_size: int | None = Field(None, ge=1, le=4096)  # pixels per side; None: the model's
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    augmentation: AugmentConfig = AugmentConfig()
 
 
 @dataclass
@@ -343,21 +311,11 @@ def _check_shape_args(size: int, in_channels: int) -> None:
         raise DataError(f"image_size={size}: must be a positive number of pixels")
 
 
-def _torchvision_files(name: str, root: Path) -> tuple[Path, list[str]]:
-    """The folder torchvision looks in and the files it requires there (from its class)."""
-    cls = _TORCHVISION[name]
-    if name in ("mnist", "fashion_mnist"):
-        files = [Path(url).name.removesuffix(".gz") for url, _ in cls.resources]
-        return root / cls.__name__ / "raw", files
-    files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-    return root / cls.base_folder, files
-
-
 @functools.lru_cache(maxsize=2)
 def _load_torchvision(name: str, root: str, download: bool) -> tuple[torch.Tensor, Any, int]:
     """Decode the official train + test splits once per process: (images uint8 (N, C, H, W),
     labels, number of train images); the test images come last and serve as validation."""
-    where, files = _torchvision_files(name, Path(root))
+    where, files = torchvision_files(name, Path(root))
     try:
         splits = [_TORCHVISION[name](root, train=t, download=download) for t in (True, False)]
     except (RuntimeError, OSError) as e:  # torchvision: "Dataset not found ..."; network errors
@@ -381,23 +339,9 @@ def _load_torchvision(name: str, root: str, download: bool) -> tuple[torch.Tenso
     return x.contiguous(), y, len(splits[0])
 
 
-def _t10k_paths(root: Path) -> tuple[Path, Path]:
-    """The t10k image and label files in `root` (the .gz or the plain file); DataError if absent."""
-    found = []
-    for name in T10K:
-        candidates = [root / f"{name}.gz", root / name]
-        path = next((c for c in candidates if c.is_file()), None)
-        if path is None:
-            raise DataError(f"mnist_test: no {candidates[0]} (or {candidates[1].name}) in "
-                            "data.root: it needs MNIST's t10k-images-idx3-ubyte and "
-                            "t10k-labels-idx1-ubyte files")
-        found.append(path)
-    return found[0], found[1]
-
-
 @functools.lru_cache(maxsize=2)
 def _load_t10k(root: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return load_idx_pair(*_t10k_paths(Path(root)))
+    return load_idx_pair(*t10k_paths(Path(root)))
 
 
 def _imagefolder(cfg: DataConfig, root: Path, size: int, in_channels: int, seed: int) -> Datasets:
@@ -476,31 +420,3 @@ def build_datasets(
                            torch.arange(n_train, len(images)), image_size=size,
                            in_channels=in_channels, num_classes=NUM_CLASSES[name],
                            augmentation=aug, mean=mean, std=std, seed=seed)
-
-
-def check_available(cfg: DataConfig) -> None:
-    """Raise DataError (the same message loading would give) when the files `cfg` names are
-    missing and will not be downloaded; a cheap look at the file system, no decoding."""
-    if cfg.dataset == "mnist_test" and cfg.download:
-        raise DataError("mnist_test cannot be downloaded: put MNIST's two t10k files in "
-                        "data.root, or use dataset: mnist with download: true")
-    if cfg.dataset == "digits" or cfg.download:
-        return
-    if cfg.root is None:
-        raise DataError(f"dataset {cfg.dataset!r} needs `data.root`: the folder that holds (or,"
-                        " with `data.download: true`, will receive) its files")
-    root = Path(cfg.root).expanduser().resolve()
-    if cfg.dataset == "imagefolder":
-        if not root.is_dir():
-            raise DataError(f"imagefolder root {root} is not a directory of class folders")
-        return
-    if cfg.dataset == "mnist_test":
-        _t10k_paths(root)
-        return
-    where, files = _torchvision_files(cfg.dataset, root)
-    missing = [f for f in files if not (where / f).is_file()]
-    if missing:
-        raise DataError(f"{cfg.dataset} not found: no {where / missing[0]} (torchvision needs "
-                        f"{len(files)} files in {where}). Set `data.download: true` to download "
-                        f"it, or point `data.root` at the folder that contains "
-                        f"{where.relative_to(root)}/")

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from .data import AugmentConfig, DataConfig
+from .dataconfig import AugmentConfig, DataConfig
 from .models import knob_names, list_models
 from .specblocks import (
     MAX_CORNERS,
@@ -59,7 +59,7 @@ from .specblocks import (
     make_pruner,
 )
 from .specyaml import read_yaml
-from .train import TrainConfig
+from .trainconfig import TrainConfig
 
 
 class ModelSpec(_Strict):

@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = spec.model_copy(update={"data": data})
     if not (args.address or os.environ.get("RAY_ADDRESS")):
         # On this machine the data must be here; a cluster's workers have their own disks.
-        from .data import DataError, check_available
+        from .dataconfig import DataError, check_available
 
         try:
             check_available(spec.data)

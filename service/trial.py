@@ -70,7 +70,7 @@ def train_worker(config: dict[str, Any]) -> None:
 
 def trial_train_config(base: dict[str, Any], sampled: dict[str, Any]):
     """The TrainConfig of one trial: the spec's base plus the sampled values (and seed)."""
-    from .train import TrainConfig
+    from .trainconfig import TrainConfig
 
     sampled = dict(sampled)
     repeat = sampled.pop(SEED_KEY, None)

@@ -452,3 +452,22 @@ def test_check_available_agrees_with_the_loader(tmp_path: Path) -> None:
     check_available(cfg)  # the files torchvision needs are there now
     build_datasets(cfg, image_size=32, in_channels=1)  # and the loader agrees
     check_available(DataConfig(dataset="mnist", root=str(tmp_path / "elsewhere"), download=True))
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10", "cifar100"])
+def test_torchvision_file_lists_match_torchvision(tmp_path: Path, name: str) -> None:
+    # dataconfig lists the files without importing torchvision (the driver stays torch-free);
+    # they must be the ones torchvision's own classes look for.
+    import torchvision.datasets as tvd
+
+    from service.dataconfig import torchvision_files
+
+    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10,
+           "cifar100": tvd.CIFAR100}[name]
+    where, files = torchvision_files(name, tmp_path)
+    if name in ("mnist", "fashion_mnist"):
+        assert where == tmp_path / cls.__name__ / "raw"
+        assert files == [Path(url).name.removesuffix(".gz") for url, _ in cls.resources]
+    else:
+        assert where == tmp_path / cls.base_folder
+        assert files == [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]

@@ -8,21 +8,12 @@ max pooling, ReLU and a linear output (61,706 parameters at 10 classes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import (
-    ACTIVATIONS,
-    conv_out,
-    make_activation,
-    require_choice,
-    require_int,
-    require_number,
-)
+from .common import make_activation
+from .lenet_plan import LeNetConfig, LeNetPlan, plan  # noqa: F401  (re-exported)
 
 # LeCun et al. 1998, Table I: which S2 maps (0-5) feed each C3 map (0-15).
 C3_TABLE: tuple[tuple[int, ...], ...] = (
@@ -31,48 +22,6 @@ C3_TABLE: tuple[tuple[int, ...], ...] = (
     (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
     (0, 1, 2, 3, 4, 5),
 )
-
-
-@dataclass
-class LeNetConfig:
-    """Knobs of LeNet-5; defaults are the modern variant at 32x32."""
-
-    num_classes: int = 10
-    in_channels: int = 1
-    image_size: int = 32  # the paper pads MNIST's 28x28 digits to 32x32
-    activation: str = "relu"  # relu | tanh | sigmoid | scaled_tanh (the paper's)
-    pool: Literal["max", "avg", "trainable"] = "max"  # trainable = the paper's subsampling
-    c3_table: bool = False  # the paper's partial C3 connectivity instead of full
-    output: Literal["linear", "rbf"] = "linear"  # rbf = Euclidean RBF units with fixed codes
-    dropout: float = 0.0  # before F6; LeNet had none
-
-
-@dataclass(frozen=True)
-class LeNetPlan:
-    """Shapes computed from a config without allocating weights."""
-
-    conv_maps: list[int]  # C1, C3, C5 spatial sizes
-    fc_input: int  # flattened C5 output entering F6
-
-
-def plan(cfg: LeNetConfig) -> LeNetPlan:
-    """Validate `cfg` and compute its feature-map sizes; raises ValueError naming the knob."""
-    for name in ("num_classes", "in_channels", "image_size"):
-        require_int(name, getattr(cfg, name))
-    require_choice("activation", cfg.activation, ACTIVATIONS)
-    require_choice("pool", cfg.pool, ("max", "avg", "trainable"))
-    require_choice("output", cfg.output, ("linear", "rbf"))
-    require_choice("c3_table", cfg.c3_table, (True, False))
-    require_number("dropout", cfg.dropout, 0, 1, high_open=True)
-    size, maps = cfg.image_size, []
-    for layer in ("C1", "S2", "C3", "S4", "C5"):
-        size = conv_out(size, 5) if layer[0] == "C" else conv_out(size, 2, 2)
-        if size < 1:
-            raise ValueError(f"image_size={cfg.image_size}: the feature map shrinks to zero at "
-                             f"{layer}; LeNet-5 needs image_size >= 32")
-        if layer[0] == "C":
-            maps.append(size)
-    return LeNetPlan(maps, 120 * size * size)
 
 
 class Subsampling(nn.Module):

@@ -23,26 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .alexnet import AlexNet, AlexNetConfig, scaled_widths
+from .alexnet import AlexNet
+from .alexnet_plan import TOWERS, check_towers  # noqa: F401  (re-exported)
 from .common import clip_filter_rms
-
-TOWERS = 2  # the paper's two GPUs
-
-
-def check_towers(cfg: Any) -> None:
-    """ValueError unless `cfg` is an AlexNet-family config that splits into two towers."""
-    if not isinstance(cfg, AlexNetConfig):
-        raise ValueError("model_parallel=towers: needs an AlexNet-family model (alexnet), "
-                         f"not {type(cfg).__name__}")
-    if cfg.remove_layers != "none":
-        raise ValueError("model_parallel=towers: needs all of AlexNet's layers, "
-                         f"got remove_layers={cfg.remove_layers!r}")
-    if cfg.groups != TOWERS:
-        raise ValueError(f"model_parallel=towers: needs groups=2 (the two towers), "
-                         f"got groups={cfg.groups}")
-    if cfg.fc_width % TOWERS or scaled_widths(cfg)[2] % TOWERS:
-        raise ValueError(f"model_parallel=towers: fc_width={cfg.fc_width} and conv3's width "
-                         "must be even (each tower holds half)")
 
 
 def tower_devices(primary: torch.device) -> tuple[torch.device, torch.device]:

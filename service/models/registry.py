@@ -1,0 +1,79 @@
+"""The model presets by name, their knobs and shape checks, without torch.
+
+Spec validation runs in the sweep's driver, which never imports torch (its memory): the
+registry, the config dataclasses and their shape arithmetic live here; the modules in
+`service.models` import torch and are built by `build_model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from . import alexnet_plan, lenet_plan
+from .alexnet_plan import AlexNetConfig
+from .lenet_plan import LeNetConfig
+
+# config class -> its shape arithmetic; the model classes (torch) are looked up by build_model
+PLANS = {LeNetConfig: lenet_plan.plan, AlexNetConfig: alexnet_plan.plan}
+
+# name -> (family, config class, preset knobs overriding the config's defaults)
+_PRESETS: dict[str, tuple[str, type, dict[str, Any]]] = {
+    "lenet5": ("lenet", LeNetConfig, {}),
+    "lenet5-1998": ("lenet", LeNetConfig, dict(
+        activation="scaled_tanh", pool="trainable", c3_table=True, output="rbf")),
+    "alexnet": ("alexnet", AlexNetConfig, {}),
+    # The paper's one-GPU comparison net (-1.7 % top-1 for two GPUs): half the kernels of every
+    # conv layer but the last, which keeps 256 so that FC6 and the parameter count stay alike.
+    "alexnet-one-tower": ("alexnet", AlexNetConfig,
+                          dict(widths=(48, 128, 192, 192, 256), groups=1)),
+    "zfnet": ("alexnet", AlexNetConfig, dict(
+        image_size=224, conv1_kernel=7, conv1_stride=2, conv1_padding=1, conv2_stride=2,
+        conv2_padding=0, groups=1, lrn_position="after_pool", pool_ceil=True,
+        filter_rms_clip=0.1)),
+    "alexnet-torchvision": ("alexnet", AlexNetConfig, dict(
+        image_size=224, widths=(64, 192, 384, 256, 256), conv1_padding=2, groups=1, lrn=False,
+        dropout_position="input", adaptive_pool=6)),
+}
+
+
+def list_models() -> list[str]:
+    """Names of every preset, in registry order."""
+    return list(_PRESETS)
+
+
+def _preset(name: str) -> tuple[str, type, dict[str, Any]]:
+    if name not in _PRESETS:
+        raise ValueError(f"model={name!r}: unknown model; choose one of {', '.join(_PRESETS)}")
+    return _PRESETS[name]
+
+
+def knob_names(name: str) -> list[str]:
+    """The knobs a preset accepts (the fields of its config class)."""
+    _, cfg_cls, _ = _preset(name)
+    return [f.name for f in dataclasses.fields(cfg_cls) if f.repr]
+
+
+def model_knobs(name: str) -> dict[str, Any]:
+    """The preset's knob values (config defaults overridden by the preset)."""
+    _, cfg_cls, preset = _preset(name)
+    cfg = cfg_cls(**preset)
+    return {k: getattr(cfg, k) for k in knob_names(name)}
+
+
+def make_config(name: str, **knobs: Any):
+    """The preset's config with `knobs` applied; unknown knobs raise ValueError."""
+    _, cfg_cls, preset = _preset(name)
+    allowed = knob_names(name)
+    for key in knobs:
+        if key not in allowed:
+            raise ValueError(f"{key}: not a knob of {name}; knobs are {', '.join(allowed)}")
+    if "widths" in knobs:
+        knobs["widths"] = tuple(knobs["widths"])
+    return cfg_cls(**{**preset, **knobs})
+
+
+def check_model(name: str, **knobs: Any):
+    """Validate a preset plus knobs by shape arithmetic alone; returns the model's plan."""
+    _, cfg_cls, _ = _preset(name)
+    return PLANS[cfg_cls](make_config(name, **knobs))

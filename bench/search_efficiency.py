@@ -171,7 +171,8 @@ def score(trials: list[tuple[str, int]], curves: dict[str, list[float]]) -> tupl
 
 def run_strategies(table: dict[str, Any], seeds: list[int], num_samples: int, startup: int,
                    grace: int, rf: int = 2, only: tuple[str, ...] = STRATEGIES,
-                   metric: str = "val_acc") -> dict[str, list[tuple[float, int]]]:
+                   metric: str = "val_acc",
+                   brackets: int = 1) -> dict[str, list[tuple[float, int]]]:
     """(best, epochs) per seed for every strategy."""
     import tempfile
 
@@ -186,7 +187,7 @@ def run_strategies(table: dict[str, Any], seeds: list[int], num_samples: int, st
               for c in table["curves"]}
     n, epochs = len(curves), table["epochs"]
     out = {"grid": [(max(max(c) for c in curves.values()), n * epochs)] * len(seeds)}
-    asha = {"type": "asha", "grace_period": grace, "reduction_factor": rf}
+    asha = {"type": "asha", "grace_period": grace, "reduction_factor": rf, "brackets": brackets}
     pruner = {"type": "optuna", "pruner": "median", "n_startup_trials": startup,
               "n_warmup_steps": grace}
     tpe = {"type": "optuna-tpe", "n_startup_trials": startup}
@@ -254,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="ASHA grace period, also the pruner's n_warmup_steps (epochs)")
     p.add_argument("--reduction-factor", type=int, default=2,
                    help="ASHA's reduction factor (default 2)")
+    p.add_argument("--brackets", type=int, default=1,
+                   help="ASHA brackets (default 1; bracket k's first rung is grace x rf^k)")
     p.add_argument("--metric", choices=("val_acc", "best_val_acc"), default="val_acc",
                    help="what TPE and the schedulers compare: this epoch's val_acc or the "
                         "running best (default val_acc)")
@@ -265,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         p.exit(2, f"error: --only takes strategies from {', '.join(STRATEGIES)}\n")
     if args.reduction_factor < 2:
         p.exit(2, "error: --reduction-factor must be at least 2\n")
-    for flag in ("seeds", "num_samples", "startup", "grace"):
+    for flag in ("seeds", "num_samples", "startup", "grace", "brackets"):
         if getattr(args, flag) < 1:
             p.exit(2, f"error: --{flag.replace('_', '-')} must be at least 1\n")
     if args.quick and args.rebuild:
@@ -286,9 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"table: {len(table['curves'])} configs x {table['epochs']} epochs "
           f"({table['date']}); {args.num_samples} trials per search, seeds 0..{args.seeds - 1}, "
           f"TPE startup {args.startup}, grace {args.grace}, ASHA reduction factor "
-          f"{args.reduction_factor}", flush=True)
+          f"{args.reduction_factor}, brackets {args.brackets}", flush=True)
     results = run_strategies(table, list(range(args.seeds)), args.num_samples, args.startup,
-                             args.grace, args.reduction_factor, only, args.metric)
+                             args.grace, args.reduction_factor, only, args.metric,
+                             args.brackets)
     headline = report(results)
     headline["grid_best"] = round(results["grid"][0][0], 4)
     headline["seeds"] = args.seeds

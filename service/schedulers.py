@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 from ray.tune.experiment import Trial
@@ -53,8 +54,17 @@ class RestorableASHA(ASHAScheduler):
     trial that the interrupted run would have stopped at the first rung runs to the end.
     """
 
+    def __init__(self, *args, seed: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._rng = np.random.default_rng(seed)  # Tune draws brackets from numpy's global RNG
+
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
         super().on_trial_add(tune_controller, trial)
+        if len(self._brackets) > 1:  # Tune's weights (more rungs, likelier), our own draws
+            sizes = np.array([len(b._rungs) for b in self._brackets])
+            weights = np.exp(sizes - sizes.max())
+            pick = self._rng.choice(len(self._brackets), p=weights / weights.sum())
+            self._trial_info[trial.trial_id] = self._brackets[pick]
         rows = [r for r in restored_results(trial)
                 if self._time_attr in r and self._metric in r]
         for row in rows:  # the decisions were taken by the earlier driver

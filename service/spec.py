@@ -186,8 +186,8 @@ def _cross_problems(spec: SweepSpec) -> list[str]:
 
 
 def _unknown(key: str, allowed: list[str], what: str) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1) or [
-        a for a in allowed if len(key) > 3 and a.startswith(key)][:1]  # grace → grace_period
+    close = [a for a in allowed if len(key) > 3 and a.startswith(key)][:1] or (  # grace →
+        difflib.get_close_matches(key, allowed, n=1))  # grace_period, not brackets
     return f"{what}{f' (did you mean {close[0]!r}?)' if close else ''}; allowed: " + (
         ", ".join(allowed))
 

@@ -158,6 +158,9 @@ class AshaScheduler(_Strict):
     type: Literal["asha"] = "asha"
     grace_period: int = Field(1, ge=1)  # epochs before a trial may be stopped
     reduction_factor: float = Field(2, gt=1)
+    # Bracket k starts comparing at grace_period * reduction_factor**k: more than one bracket
+    # hedges against configurations that start slowly and finish first.
+    brackets: int = Field(1, ge=1, le=8)
 
 
 class HyperBandScheduler(_Strict):

@@ -67,6 +67,8 @@ def describe_scheduler(spec) -> str:
     """One line naming the scheduler and its settings."""
     sched = spec.scheduler.model_dump()
     kind = sched.pop("type")
+    if sched.get("brackets") == 1:  # plain ASHA: one bracket goes without saying
+        del sched["brackets"]
     return kind + (f" ({', '.join(f'{k}={v}' for k, v in sched.items())})" if sched else "")
 
 
@@ -139,7 +141,8 @@ def _scheduler(spec):
     # does not), so rungs stay aligned with real epochs.
     if s.type == "asha":
         return RestorableASHA(time_attr="epoch", max_t=max_t, grace_period=s.grace_period,
-                              reduction_factor=s.reduction_factor)
+                              reduction_factor=s.reduction_factor, brackets=s.brackets,
+                              seed=getattr(spec.searcher, "seed", None))
     if s.type == "hyperband":
         return HyperBandScheduler(time_attr="epoch", max_t=max_t,
                                   reduction_factor=s.reduction_factor)

@@ -308,6 +308,42 @@ def tiny_spec(**changes: Any) -> dict[str, Any]:
     return {**TINY, **changes}
 
 
+def _asha(brackets: int, seed: int):
+    spec = parse_spec(tiny_spec(
+        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2,
+                   "brackets": brackets},
+        searcher={"type": "optuna-tpe", "seed": seed},
+        budget={"max_epochs": MAX_EPOCHS, "metric": "val_acc"}))
+    sched = _scheduler(spec)
+    sched.set_search_properties("val_acc", "max")
+    return sched
+
+
+def test_asha_brackets_are_seeded_and_start_comparing_later() -> None:
+    trials = [Trial("run_trial", config={}, trial_id=f"t{i:02d}", stub=True) for i in range(40)]
+
+    def brackets(sched) -> list[int]:
+        for t in trials:
+            sched.on_trial_add(None, t)
+        return [sched._brackets.index(sched._trial_info[t.trial_id]) for t in trials]
+
+    first = brackets(_asha(2, seed=0))
+    assert first == brackets(pickle.loads(pickle.dumps(_asha(2, seed=0))))  # seeded
+    assert first != brackets(_asha(2, seed=1))
+    assert set(first) == {0, 1} and first.count(0) > first.count(1)  # Tune's weights: e vs 1
+    assert set(brackets(_asha(1, seed=0))) == {0}
+
+    # A poor trial is stopped at epoch 1 in bracket 0 but not in bracket 1 (first rung: 2).
+    sched = _asha(2, seed=0)
+    for t in trials:
+        sched.on_trial_add(None, t)
+    for bracket in (0, 1):
+        good, poor = [t for t, b in zip(trials, first, strict=True) if b == bracket][:2]
+        assert sched.on_trial_result(None, good, {"epoch": 1, "val_acc": 0.9}) == "CONTINUE"
+        want = "STOP" if bracket == 0 else "CONTINUE"
+        assert sched.on_trial_result(None, poor, {"epoch": 1, "val_acc": 0.1}) == want
+
+
 def test_pruner_settings_are_optunas_parameter_names() -> None:
     classes = {"median": optuna.pruners.MedianPruner,
                "percentile": optuna.pruners.PercentilePruner,

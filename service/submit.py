@@ -92,10 +92,21 @@ def check_writable(results: str, name: str) -> None:
 
 
 def local_resources() -> dict[str, float]:
-    """This machine's CPUs and GPUs, for a dry run of the embedded default (no Ray needed)."""
-    import torch
+    """This machine's CPUs and GPUs as Ray will count them, before Ray starts (no torch: the
+    driver stays torch-free, bench/default_sweep.py)."""
+    try:  # Ray's own NVIDIA detection (pynvml), which honours CUDA_VISIBLE_DEVICES
+        from ray._private.accelerators import get_accelerator_manager_for_resource
 
-    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+        manager = get_accelerator_manager_for_resource("GPU")
+        gpus = manager.get_current_node_num_accelerators()
+        visible = manager.get_current_process_visible_accelerator_ids()
+        if visible is not None:
+            gpus = min(gpus, len(visible))
+    except (ImportError, AttributeError):  # a Ray without that private module
+        import torch
+
+        gpus = torch.cuda.device_count()
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
 
 
 def start_ray(address: str | None, verbose: bool) -> bool:

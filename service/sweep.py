@@ -7,10 +7,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
 import json
 import math
 import os
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -193,9 +195,44 @@ def _trainable(spec, ledger: Path | None = None):
     return tune.with_resources(trainable, DRIVER_RESOURCES)
 
 
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is not imported in the sweep's driver")
+
+
+def import_tensorboardx_without_torch() -> None:
+    """Import tensorboardX before Tune's TensorBoard logger does, with torch out of reach.
+
+    Its writer imports torch at module level only to recognise torch tensors; our results are
+    plain numbers, and torch would add ~0.3 GiB to the driver (bench/default_sweep.py). The
+    event files are the same. A no-op when torch or tensorboardX is already imported."""
+    if "torch" in sys.modules or "tensorboardX" in sys.modules:
+        return
+    blocker = _NoTorch()
+    sys.meta_path.insert(0, blocker)
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError:
+        pass  # not installed: Tune then skips its TensorBoard logger
+    finally:
+        sys.meta_path.remove(blocker)
+
+
 def build_tuner(spec, plan: SweepPlan, progress, resume: bool = False):
     """A fresh Tuner for `plan`, or the interrupted one restored from its directory."""
     from ray import tune
+
+    import_tensorboardx_without_torch()
 
     if resume:
         return tune.Tuner.restore(plan.experiment_dir,
@@ -235,7 +272,6 @@ def trial_status(metrics: dict[str, Any], error: Exception | None, max_epochs: i
 def summarize(spec, plan: SweepPlan, results, wall_s: float, searched: list[str]) -> dict:
     """summary.json's content from a Tune ResultGrid."""
     import ray
-    import torch
 
     trials = []
     for r in results:
@@ -259,7 +295,7 @@ def summarize(spec, plan: SweepPlan, results, wall_s: float, searched: list[str]
         "name": spec.name, "spec": redacted_spec(spec), "plan": asdict(plan),
         "searched": searched, "trials": trials, "best": ok[0] if ok else None,
         "wall_s": round(wall_s, 2), "ray_version": ray.__version__,
-        "torch_version": torch.__version__,
+        "torch_version": _version("torch"),  # the workers' torch; the driver never imports it
     }
 
 

@@ -91,18 +91,23 @@ def check_writable(results: str, name: str) -> None:
         raise OSError(f"results: cannot write to {base}: {err.strerror or err}") from None
 
 
-def local_resources() -> dict[str, float]:
-    """This machine's CPUs and GPUs as Ray will count them, before Ray starts (no torch: the
-    driver stays torch-free, bench/default_sweep.py)."""
-    try:  # Ray's own NVIDIA detection (pynvml), which honours CUDA_VISIBLE_DEVICES
-        from ray._private.accelerators import get_accelerator_manager_for_resource
+def local_resources(via_ray: bool = False) -> dict[str, float]:
+    """This machine's CPUs and GPUs, before Ray starts. A dry run asks torch (it must not
+    import Ray); a real run asks Ray's own GPU detection (pynvml, honouring
+    CUDA_VISIBLE_DEVICES), so that the driver never holds torch (bench/default_sweep.py)."""
+    gpus = None
+    if via_ray:
+        try:
+            from ray._private.accelerators import get_accelerator_manager_for_resource
 
-        manager = get_accelerator_manager_for_resource("GPU")
-        gpus = manager.get_current_node_num_accelerators()
-        visible = manager.get_current_process_visible_accelerator_ids()
-        if visible is not None:
-            gpus = min(gpus, len(visible))
-    except (ImportError, AttributeError):  # a Ray without that private module
+            manager = get_accelerator_manager_for_resource("GPU")
+            gpus = manager.get_current_node_num_accelerators()
+            visible = manager.get_current_process_visible_accelerator_ids()
+            if visible is not None:
+                gpus = min(gpus, len(visible))
+        except (ImportError, AttributeError):  # a Ray without that private module
+            gpus = None
+    if gpus is None:
         import torch
 
         gpus = torch.cuda.device_count()
@@ -275,7 +280,7 @@ def run(spec: SweepSpec, args: argparse.Namespace, results: str, run_id: str) ->
         # Checked twice on purpose: here, before Ray starts, an impossible plan is bad input;
         # below it is sized against what Ray itself counts (cgroup limits included).
         try:  # the embedded cluster is this machine: refuse an impossible plan before Ray starts
-            plan_sweep(spec, results, local_resources(), run_id)
+            plan_sweep(spec, results, local_resources(via_ray=True), run_id)
         except ValueError as err:
             print(f"{args.space}: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT

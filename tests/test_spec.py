@@ -395,6 +395,7 @@ for path in sorted(Path('searchspaces').glob('**/*.yaml')):
         pass  # the GPU spaces name data that is not on this machine
     sweep.plan_sweep(spec, '/tmp/unused', {'CPU': 64.0, 'GPU': 8.0}, 'run')
     trial.trial_train_config(spec.base_config().model_dump(mode='json'), {})
+assert submit.local_resources(via_ray=True)['CPU'] >= 1  # the pre-Ray plan check
 import tempfile
 sweep.import_tensorboardx_without_torch()  # Tune's TensorBoard logger imports it
 from tensorboardX import SummaryWriter

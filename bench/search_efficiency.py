@@ -57,8 +57,15 @@ def config_key(config: dict[str, Any], keys: list[str]) -> str:
     return json.dumps({k: config[k] for k in sorted(keys)}, sort_keys=True)
 
 
-def build_table(grid: dict[str, list], epochs: int) -> dict[str, Any]:
-    """Train every grid configuration to the end and record val_acc per epoch."""
+def table_path(train_seeds: int) -> Path:
+    """The cached table for curves averaged over `train_seeds` training seeds."""
+    return TABLE if train_seeds == 1 else TABLE.with_name(f"search_table_seeds{train_seeds}.json")
+
+
+def build_table(grid: dict[str, list], epochs: int, train_seeds: int = 1) -> dict[str, Any]:
+    """Train every grid configuration to the end and record val_acc per epoch; with several
+    training seeds (same data split, different initialisation and batch order) the table's
+    curve is their per-epoch mean, so that training noise does not pick the grid's best."""
     import torch
 
     from service.train import TrainConfig, fit, prepare
@@ -69,16 +76,24 @@ def build_table(grid: dict[str, list], epochs: int) -> dict[str, Any]:
     curves = []
     for values in itertools.product(*grid.values()):
         config = dict(zip(grid, values, strict=True))
-        accs: list[float] = []
-        fit(base.with_overrides(config),
-            lambda m, _c, accs=accs: accs.append(round(m["val_acc"], 6)), datasets=datasets)
-        curves.append({"config": config, "val_acc": accs})
-        print(f"  {config_key(config, list(grid))}: final {accs[-1]:.4f} best {max(accs):.4f}",
+        runs: list[list[float]] = []
+        for seed in range(base.seed, base.seed + train_seeds):
+            accs: list[float] = []
+            fit(base.with_overrides({**config, "seed": seed}),
+                lambda m, _c, accs=accs: accs.append(round(m["val_acc"], 6)), datasets=datasets)
+            runs.append(accs)
+        mean = [round(statistics.fmean(epoch), 6) for epoch in zip(*runs, strict=True)]
+        row = {"config": config, "val_acc": mean}
+        if train_seeds > 1:
+            row["val_acc_per_seed"] = runs
+        curves.append(row)
+        print(f"  {config_key(config, list(grid))}: final {mean[-1]:.4f} best {max(mean):.4f}",
               flush=True)
     return {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": f"{os.cpu_count()} CPU, {platform.python_version()}, torch "
-                       f"{torch.__version__}", "seed": base.seed, "epochs": epochs,
-            "base": base.model_dump(mode="json"), "grid": grid, "curves": curves}
+                       f"{torch.__version__}", "seed": base.seed, "train_seeds": train_seeds,
+            "epochs": epochs, "base": base.model_dump(mode="json"), "grid": grid,
+            "curves": curves}
 
 
 def make_spec(table: dict[str, Any], searcher: dict, scheduler: dict, num_samples: int,
@@ -257,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="ASHA's reduction factor (default 2)")
     p.add_argument("--brackets", type=int, default=1,
                    help="ASHA brackets (default 1; bracket k's first rung is grace x rf^k)")
+    p.add_argument("--train-seeds", type=int, default=1,
+                   help="average each configuration's curve over this many training seeds "
+                        "(its own cached table; default 1: bench/data/search_table.json)")
     p.add_argument("--metric", choices=("val_acc", "best_val_acc"), default="val_acc",
                    help="what TPE and the schedulers compare: this epoch's val_acc or the "
                         "running best (default val_acc)")
@@ -268,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         p.exit(2, f"error: --only takes strategies from {', '.join(STRATEGIES)}\n")
     if args.reduction_factor < 2:
         p.exit(2, "error: --reduction-factor must be at least 2\n")
-    for flag in ("seeds", "num_samples", "startup", "grace", "brackets"):
+    for flag in ("seeds", "num_samples", "startup", "grace", "brackets", "train_seeds"):
         if getattr(args, flag) < 1:
             p.exit(2, f"error: --{flag.replace('_', '-')} must be at least 1\n")
     if args.quick and args.rebuild:
@@ -276,17 +294,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.num_samples, args.startup, args.grace = 2, 4, 2, 1
         print(f"building the quick table: {QUICK_GRID}, {QUICK_EPOCHS} epochs", flush=True)
-        table = build_table(QUICK_GRID, QUICK_EPOCHS)
-    elif args.rebuild or not TABLE.exists():
-        print(f"building {TABLE}: {GRID}, {EPOCHS} epochs", flush=True)
-        table = build_table(GRID, EPOCHS)
-        TABLE.parent.mkdir(parents=True, exist_ok=True)
-        TABLE.write_text(json.dumps(table, indent=1) + "\n")
+        table = build_table(QUICK_GRID, QUICK_EPOCHS, args.train_seeds)
+    elif args.rebuild or not table_path(args.train_seeds).exists():
+        path = table_path(args.train_seeds)
+        print(f"building {path}: {GRID}, {EPOCHS} epochs, {args.train_seeds} training seed(s)",
+              flush=True)
+        table = build_table(GRID, EPOCHS, args.train_seeds)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(table, indent=1) + "\n")
     else:
-        table = json.loads(TABLE.read_text())
+        table = json.loads(table_path(args.train_seeds).read_text())
     if args.grace >= table["epochs"]:
         p.exit(2, f"error: --grace must be below the table's {table['epochs']} epochs\n")
-    print(f"table: {len(table['curves'])} configs x {table['epochs']} epochs "
+    print(f"table: {len(table['curves'])} configs x {table['epochs']} epochs, mean of "
+          f"{table.get('train_seeds', 1)} training seed(s) "
           f"({table['date']}); {args.num_samples} trials per search, seeds 0..{args.seeds - 1}, "
           f"TPE startup {args.startup}, grace {args.grace}, ASHA reduction factor "
           f"{args.reduction_factor}, brackets {args.brackets}", flush=True)

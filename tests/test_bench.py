@@ -61,3 +61,21 @@ def test_default_sweep_quick_reports_wall_time_and_peak_memory():
     assert 0 < h["sweep_wall_s"] <= h["wall_s"]
     # Ray's daemons and two torch workers hold far more than 100 MiB; PSS never exceeds RSS.
     assert 0.1 < h["peak_pss_gib"] <= h["peak_rss_gib"]
+
+
+def test_search_table_averages_training_seeds():
+    # --train-seeds N: each configuration's curve is the per-epoch mean of N real runs.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("search_eff", ROOT / "bench" /
+                                                  "search_efficiency.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    table = bench.build_table({"lr": [0.1]}, 2, train_seeds=2)
+    row = table["curves"][0]
+    a, b = row["val_acc_per_seed"]
+    assert a != b  # two seeds, two different runs
+    assert row["val_acc"] == [round((x + y) / 2, 6) for x, y in zip(a, b, strict=True)]
+    assert table["train_seeds"] == 2
+    one = bench.build_table({"lr": [0.1]}, 2)["curves"][0]
+    assert one["val_acc"] == a and "val_acc_per_seed" not in one  # seed 0 alone, as before

@@ -1,9 +1,12 @@
 """Search efficiency: epochs spent and best val_acc found by five strategies on one fixed space.
 
 The space is a small grid over LeNet-5 on digits (lr x pool x activation x dropout). Every
-configuration's full learning curve (val_acc per epoch, trained once with `service.train.fit`,
-one thread, seed 0) is cached in `bench/data/search_table.json`, so each strategy replays real
-curves: the comparison is exact and costs seconds instead of hours. Strategies:
+configuration's full learning curve (val_acc per epoch, trained with `service.train.fit`, one
+thread) is cached in `bench/data/`, so each strategy replays real curves: the comparison is
+exact and costs seconds instead of hours. The curve is the per-epoch mean over 3 training seeds
+(`search_table_seeds3.json`; `--train-seeds 1` replays the single-seed table
+`search_table.json`): one seed's curves rank the configurations by luck (docs/performance.md).
+Strategies:
 
   grid         exhaustive grid at the full budget (computed from the table)
   random       Tune's random search (BasicVariantGenerator), no early stopping
@@ -16,8 +19,9 @@ The Ray strategies are real `tune.Tuner` runs whose searcher and scheduler come 
 the table's curve for its config epoch by epoch. Epochs spent = the epochs each trial reported;
 best = the best val_acc any trial reached. The last line is the headline as key=value.
 
-    python bench/search_efficiency.py              # 5 seeds over the cached table
+    python bench/search_efficiency.py              # 5 searcher seeds over the cached table
     python bench/search_efficiency.py --rebuild    # retrain the table (~5 min, one thread)
+    python bench/search_efficiency.py --train-seeds 1   # the single-seed table
     python bench/search_efficiency.py --quick      # CI: 4 configs x 3 epochs trained now, 2 seeds
 """
 
@@ -272,9 +276,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="ASHA's reduction factor (default 2)")
     p.add_argument("--brackets", type=int, default=1,
                    help="ASHA brackets (default 1; bracket k's first rung is grace x rf^k)")
-    p.add_argument("--train-seeds", type=int, default=1,
+    p.add_argument("--train-seeds", type=int, default=3,
                    help="average each configuration's curve over this many training seeds "
-                        "(its own cached table; default 1: bench/data/search_table.json)")
+                        "(default 3: bench/data/search_table_seeds3.json; 1 is the single-seed "
+                        "table bench/data/search_table.json)")
     p.add_argument("--metric", choices=("val_acc", "best_val_acc"), default="val_acc",
                    help="what TPE and the schedulers compare: this epoch's val_acc or the "
                         "running best (default val_acc)")
@@ -293,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         p.exit(2, "error: --quick builds its own tiny table; it does not take --rebuild\n")
     if args.quick:
         args.seeds, args.num_samples, args.startup, args.grace = 2, 4, 2, 1
+        args.train_seeds = 2
         print(f"building the quick table: {QUICK_GRID}, {QUICK_EPOCHS} epochs", flush=True)
         table = build_table(QUICK_GRID, QUICK_EPOCHS, args.train_seeds)
     elif args.rebuild or not table_path(args.train_seeds).exists():

@@ -79,3 +79,17 @@ def test_search_table_averages_training_seeds():
     assert table["train_seeds"] == 2
     one = bench.build_table({"lr": [0.1]}, 2)["curves"][0]
     assert one["val_acc"] == a and "val_acc_per_seed" not in one  # seed 0 alone, as before
+
+
+def test_gpu_check_script_runs_its_benchmarks(tmp_path: Path):
+    # The prepared GPU command, in its quick mode on CPU: every benchmark runs, outputs land.
+    import os
+
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "QUICK": "1", "OUT": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "alexnet_fp32_img_s=" in (tmp_path / "throughput_alexnet.txt").read_text()
+    assert "zfnet_fp32_img_s=" in (tmp_path / "throughput_rest.txt").read_text()
+    assert (tmp_path / "towers_check.txt").read_text().strip()
+    assert "torch" in (tmp_path / "machine.txt").read_text()

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .analysis import AnalysisError, analyze_trial
     from .analysis.run import ANALYSIS_JSON, DEFAULT_IMAGES
-    from .data import DataError
+    from .dataconfig import DataError
 
     warnings.filterwarnings("ignore", module="captum")  # "setting backward hooks" chatter
     try:

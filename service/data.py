@@ -28,11 +28,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from .dataconfig import (  # noqa: F401  (re-exported: data.py is where users look for them)
-    DATASETS,
-    NATIVE_CHANNELS,
+from .dataconfig import (
     NUM_CLASSES,
-    T10K,
     AugmentConfig,
     DataConfig,
     DataError,

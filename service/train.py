@@ -23,7 +23,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import parallel
-from .data import DataConfig, Datasets, build_datasets
+from .data import Datasets, build_datasets
+from .dataconfig import DataConfig
 from .models import build_model, knob_names, model_knobs, towers
 from .trainconfig import TrainConfig
 

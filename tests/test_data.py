@@ -16,18 +16,20 @@ from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader
 
 from service.data import (
-    DATASETS,
-    NATIVE_CHANNELS,
-    NUM_CLASSES,
-    AugmentConfig,
-    DataConfig,
-    DataError,
     Lighting,
     build_datasets,
     load_idx_pair,
     pca_lighting_basis,
     split_indices,
     tensor_datasets,
+)
+from service.dataconfig import (
+    DATASETS,
+    NATIVE_CHANNELS,
+    NUM_CLASSES,
+    AugmentConfig,
+    DataConfig,
+    DataError,
 )
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -443,7 +445,7 @@ def test_mnist_test_dataset_splits_the_real_t10k_files(tmp_path: Path) -> None:
 
 
 def test_check_available_agrees_with_the_loader(tmp_path: Path) -> None:
-    from service.data import check_available
+    from service.dataconfig import check_available
 
     cfg = DataConfig(dataset="mnist", root=str(tmp_path))
     with pytest.raises(DataError, match="data.download: true"):

@@ -10,15 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .alexnet_plan import (  # noqa: F401  (re-exported: the config belongs with its model)
-    POOLS,
-    REMOVABLE,
-    AlexNetConfig,
-    AlexNetPlan,
-    plan,
-    removed,
-    scaled_widths,
-)
+from .alexnet_plan import AlexNetConfig, plan, removed
 from .common import clip_filter_rms, make_activation
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import make_activation
-from .lenet_plan import LeNetConfig, LeNetPlan, plan  # noqa: F401  (re-exported)
+from .lenet_plan import LeNetConfig, plan
 
 # LeCun et al. 1998, Table I: which S2 maps (0-5) feed each C3 map (0-15).
 C3_TABLE: tuple[tuple[int, ...], ...] = (

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .alexnet import AlexNet
-from .alexnet_plan import TOWERS, check_towers  # noqa: F401  (re-exported)
+from .alexnet_plan import TOWERS, check_towers
 from .common import clip_filter_rms
 
 

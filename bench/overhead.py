@@ -51,11 +51,11 @@ import torch.nn.functional as F  # noqa: E402
 from ray.tune import Callback  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from service.progress import Progress  # noqa: E402
-from service.spec import parse_spec  # noqa: E402
-from service.submit import start_ray  # noqa: E402
-from service.sweep import plan_sweep, run_sweep  # noqa: E402
-from service.train import CHECKPOINT_FILE, TrainConfig, fit, prepare  # noqa: E402
+from service.config.spec import parse_spec  # noqa: E402
+from service.training.loop import CHECKPOINT_FILE, TrainConfig, fit, prepare  # noqa: E402
+from service.tune.progress import Progress  # noqa: E402
+from service.tune.runtime import start_ray  # noqa: E402
+from service.tune.sweep import plan_sweep, run_sweep  # noqa: E402
 
 SEARCHED = {"fc_width": 256}  # the one "searched" value: (c) needs a search block
 
@@ -234,7 +234,7 @@ def ray_runs(cfg: TrainConfig, epochs: int) -> dict[str, Any]:
 
 def checkpoint_cost(cfg: TrainConfig, datasets, reps: int = 5) -> float:
     """Mean seconds of one torch.save of model + optimiser state, as fit writes each epoch."""
-    from service.train import save_checkpoint
+    from service.training.loop import save_checkpoint
 
     model, _ = prepare(cfg, datasets)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)

@@ -72,7 +72,7 @@ def build_table(grid: dict[str, list], epochs: int, train_seeds: int = 1) -> dic
     curve is their per-epoch mean, so that training noise does not pick the grid's best."""
     import torch
 
-    from service.train import TrainConfig, fit, prepare
+    from service.training.loop import TrainConfig, fit, prepare
 
     torch.set_num_threads(1)  # one thread: the machine is shared, and runs stay comparable
     base = TrainConfig.model_validate({**BASE, "epochs": epochs})
@@ -103,7 +103,7 @@ def build_table(grid: dict[str, list], epochs: int, train_seeds: int = 1) -> dic
 def make_spec(table: dict[str, Any], searcher: dict, scheduler: dict, num_samples: int,
               metric: str = "val_acc"):
     """The SweepSpec a user would write for this space; validated like any other."""
-    from service.spec import parse_spec
+    from service.config.spec import parse_spec
 
     base = table["base"]
     return parse_spec({
@@ -137,7 +137,7 @@ def run_tune(spec, curves: dict[str, list[float]], tmp: str) -> list[tuple[str, 
     """One real Tune run of `spec` over the table: (config key, epochs reported) per trial."""
     from ray import tune
 
-    from service.sweep import _scheduler, _searcher, param_space
+    from service.tune.sweep import _scheduler, _searcher, param_space
 
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(replay, curves=curves), {"CPU": 1}),

@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write here instead of RUN_DIR/analysis/<trial_id>/")
     args = parser.parse_args(argv)
 
-    from .analysis import AnalysisError, analyze_trial
-    from .analysis.run import ANALYSIS_JSON, DEFAULT_IMAGES
-    from .dataconfig import DataError
+    from service.analysis import AnalysisError, analyze_trial
+    from service.analysis.run import ANALYSIS_JSON, DEFAULT_IMAGES
+    from service.config.data import DataError
 
     warnings.filterwarnings("ignore", module="captum")  # "setting backward hooks" chatter
     try:

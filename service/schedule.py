@@ -12,31 +12,22 @@ written, 130 interrupted), and 5 when the best metric regressed beyond --toleran
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import shlex
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
-import yaml
-
-from .spec import SpecError, SweepSpec, load_spec
-
-ROOT = Path(__file__).resolve().parents[1]
-EXIT_BAD_INPUT, EXIT_REGRESSION = 2, 5
-STUDY_DB = "optuna-study.db"  # the default persistent study, kept beside the nights' results
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-MARK = "# cnn-ablate-nightly:"  # tags our crontab line so that install replaces, not duplicates
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with service.submit's convention: a bad flag is one line and exit code 2."""
-
-    def error(self, message: str):
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see --help)\n")
+from service import cli
+from service.cli import Exit
+from service.config.spaces import resolve_space
+from service.config.spec import SpecError
+from service.nightly.schedule import (
+    check_results,
+    check_space,
+    crontab_line,
+    install,
+    run_night,
+    systemd_units,
+)
 
 
 def _at(value: str) -> tuple[int, int]:
@@ -66,9 +57,8 @@ def _date(value: str) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line; a bad flag or value exits 2 with one line."""
-    p = _Parser(prog="python -m service.schedule", description=__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = cli.parser("schedule", __doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=cli.Parser)
     helps = {"print": "print the crontab line or systemd units", "install": "install them",
              "run": "run one night's sweep and compare it with the previous night"}
     for name, text in helps.items():
@@ -77,8 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         s.add_argument("--address", required=name != "run",
                        help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (run: default "
                             "RAY_ADDRESS, else Ray on this machine)")
-        s.add_argument("--results", required=name == "run", default=str(ROOT / "results" /
-                                                                         "nightly"),
+        s.add_argument("--results", required=name == "run", default="results/nightly",
                        help="a local (or mounted) directory; each night writes RESULTS/DATE")
         s.add_argument("--tolerance", type=_tolerance, default=0.01,
                        help="allowed drop of the best metric from the previous night "
@@ -99,226 +88,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def check_space(path: str) -> SweepSpec:
-    """The space, validated, and fit for nightly runs (an Optuna searcher); else SpecError."""
-    spec = load_spec(path)
-    if spec.searcher.type != "optuna-tpe":
-        raise SpecError([f"{path}: searcher.type: nightly sweeps warm-start an Optuna study; "
-                         f"use optuna-tpe (got {spec.searcher.type})"])
-    return spec
-
-
-def check_results(results: str) -> Path:
-    """The results directory as an absolute local path; URIs are refused (ValueError)."""
-    if "://" in results:
-        raise ValueError(f"--results {results}: nightly results must be a local or mounted "
-                         f"directory (the nights are compared from their summary.json files)")
-    return Path(results).expanduser().resolve()
-
-
-def run_command(args: argparse.Namespace) -> list[str]:
-    """The `run` command line that a timer executes (absolute paths, this interpreter)."""
-    cmd = [sys.executable, "-m", "service.schedule", "run",
-           "--space", str(Path(args.space).expanduser().resolve()),
-           "--results", str(check_results(args.results)), "--tolerance", f"{args.tolerance:g}"]
-    if args.address:
-        cmd += ["--address", args.address]
-    if args.no_report:
-        cmd.append("--no-report")
-    return cmd
-
-
-def crontab_line(args: argparse.Namespace, name: str) -> str:
-    """One crontab line: cd to the project, keep token auth on, append to RESULTS/nightly.log."""
-    hour, minute = args.at
-    log = check_results(args.results) / "nightly.log"
-    # No % anywhere: cron would turn it into a newline.
-    return (f"{minute} {hour} * * * cd {shlex.quote(str(ROOT))} && RAY_AUTH_MODE=token "
-            f"{shlex.join(run_command(args))} >> {shlex.quote(str(log))} 2>&1 {MARK}{name}")
-
-
-def systemd_units(args: argparse.Namespace, name: str) -> dict[str, str]:
-    """{file name: text} of the .service and .timer that run the sweep every night."""
-    hour, minute = args.at
-    unit = f"cnn-ablate-nightly-{name}"
-    service = (f"[Unit]\nDescription=cnn-ablate nightly sweep {name}\n\n[Service]\n"
-               f"Type=oneshot\nWorkingDirectory={ROOT}\nEnvironment=RAY_AUTH_MODE=token\n"
-               f"ExecStart={shlex.join(run_command(args))}\n")
-    timer = (f"[Unit]\nDescription=cnn-ablate nightly sweep {name} at {hour:02d}:{minute:02d}"
-             f"\n\n[Timer]\nOnCalendar=*-*-* {hour:02d}:{minute:02d}:00\n"
-             # Persistent: a night missed while the machine was off runs at the next boot.
-             f"Persistent=true\nUnit={unit}.service\n\n[Install]\nWantedBy=timers.target\n")
-    return {f"{unit}.service": service, f"{unit}.timer": timer}
-
-
-def merge_crontab(existing: str, line: str, name: str) -> str:
-    """`existing` with our line for `name` replaced (or appended); other lines untouched."""
-    kept = [x for x in existing.splitlines() if not x.rstrip().endswith(f"{MARK}{name}")]
-    return "\n".join([*kept, line]) + "\n"
-
-
-def install(args: argparse.Namespace, name: str) -> int:
-    """Write the systemd units, or add the crontab line through `crontab -` (only if asked)."""
-    if args.crontab:
-        try:  # no crontab -l output (exit 1) is an empty crontab
-            old = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
-            merged = merge_crontab(old.stdout if old.returncode == 0 else "",
-                                   crontab_line(args, name), name)
-            subprocess.run(["crontab", "-"], input=merged, text=True, check=True)
-        except (OSError, subprocess.CalledProcessError) as err:
-            print(f"error: crontab: {err}; use --systemd, or add the line from `print` by hand",
-                  file=sys.stderr)
-            return EXIT_BAD_INPUT
-        print(f"crontab: nightly sweep {name} at {args.at[0]:02d}:{args.at[1]:02d}")
-        return 0
-    unit_dir = Path(args.unit_dir).expanduser()
-    unit_dir.mkdir(parents=True, exist_ok=True)
-    for fname, text in systemd_units(args, name).items():
-        (unit_dir / fname).write_text(text)
-        print(unit_dir / fname)
-    print(f"enable with: systemctl --user daemon-reload && systemctl --user enable --now "
-          f"cnn-ablate-nightly-{name}.timer")
-    return 0
-
-
-# ---- run: one night ----
-
-@dataclass
-class Night:
-    """The best result of one night's sweep, as read from its summary.json."""
-
-    date: str
-    summary: Path
-    value: float | None  # None: no trial finished
-    metric: str
-    mode: str
-
-
-def best_value(summary: dict) -> float | None:
-    """The best trial's value of the sweep's metric (as service.sweep ranks trials)."""
-    best, metric = summary.get("best"), summary["spec"]["budget"]["metric"]
-    if not best:
-        return None
-    if metric in ("val_acc", "best_val_acc"):
-        return best.get("best_val_acc")
-    return best.get("final", {}).get(metric)
-
-
-def read_night(date: str, path: Path) -> Night:
-    """A Night from a summary.json file."""
-    summary = json.loads(path.read_text())
-    budget = summary["spec"]["budget"]
-    return Night(date, path, best_value(summary), budget["metric"], budget["mode"])
-
-
-def previous_night(results: Path, name: str, before: str) -> Night | None:
-    """The newest night earlier than `before` that left a summary of sweep `name`."""
-    for night in sorted((d for d in results.iterdir() if d.is_dir() and DATE_RE.match(d.name)
-                         and d.name < before), reverse=True):
-        summaries = sorted((night / name).glob("*/summary.json"))
-        if summaries:
-            return read_night(night.name, summaries[-1])
-    return None
-
-
-def regression(now: Night, before: Night, tolerance: float) -> str | None:
-    """One line describing a regression beyond `tolerance`, or None."""
-    if now.value is None or before.value is None:
-        return None if before.value is None else (
-            f"regression: no trial finished on {now.date}; {before.date} reached "
-            f"{now.metric} {before.value:.4f}")
-    drop = before.value - now.value if now.mode == "max" else now.value - before.value
-    if drop <= tolerance:
-        return None
-    return (f"regression: best {now.metric} {now.value:.4f} on {now.date} vs {before.value:.4f} "
-            f"on {before.date} ({'-' if now.mode == 'max' else '+'}{drop:.4f}, tolerance "
-            f"{tolerance:g}); see {now.summary}")
-
-
-def nightly_space(spec: SweepSpec, space: str, results: Path, night_dir: Path) -> str:
-    """The space file to run: the user's own if it names a study storage, else a copy that
-    keeps the study in SQLite under RESULTS (so every night continues the same study)."""
-    if spec.searcher.storage:
-        return space
-    dump = yaml.safe_load(Path(space).read_text())
-    dump.setdefault("searcher", {})["storage"] = f"sqlite:///{results / STUDY_DB}"
-    out = night_dir / f"{spec.name}.nightly.yaml"
-    out.write_text(yaml.safe_dump(dump, sort_keys=False))
-    return str(out)
-
-
-def summary_path(stdout: str) -> Path | None:
-    """The summary.json that service.submit printed: its last line, unless Ray's own warnings
-    (which reach a cluster driver's stdout even with -q) came after it."""
-    lines = [x.strip() for x in stdout.splitlines() if x.strip().endswith("summary.json")]
-    return Path(lines[-1]) if lines else None
-
-
-def run_night(args: argparse.Namespace, spec: SweepSpec, results: Path) -> int:
-    """Run tonight's sweep through service.submit, then compare with the previous night."""
-    date = args.date or time.strftime("%Y-%m-%d")
-    night_dir = results / date
-    night_dir.mkdir(parents=True, exist_ok=True)
-    before = previous_night(results, spec.name, date)
-    space = nightly_space(spec, args.space, results, night_dir)
-    cmd = [sys.executable, "-m", "service.submit", space, "--results", str(night_dir), "-q"]
-    if args.address:
-        cmd += ["--address", args.address]
-    if args.no_report:
-        cmd.append("--no-report")
-    print(f"night {date}: {shlex.join(cmd)}", flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    sys.stdout.write(proc.stdout)
-    summary = summary_path(proc.stdout)
-    if proc.returncode not in (0, 3) or summary is None:
-        print(f"night {date}: service.submit exited {proc.returncode}; nothing to compare",
-              file=sys.stderr)
-        return proc.returncode or 1
-    now = read_night(date, summary)
-    if before is None:
-        print(f"night {date}: best {now.metric} {_fmt(now.value)}; first night, nothing to "
-              f"compare")
-        return proc.returncode
-    problem = regression(now, before, args.tolerance)
-    if problem:
-        print(problem, file=sys.stderr)
-        return EXIT_REGRESSION
-    print(f"night {date}: best {now.metric} {_fmt(now.value)} (previous {before.date}: "
-          f"{_fmt(before.value)}, tolerance {args.tolerance:g})")
-    return proc.returncode
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Dispatch print / install / run; bad input exits 2 with one line per problem."""
     args = parse_args(argv)
+    args.space = resolve_space(args.space)
     try:
         spec = check_space(args.space)
         results = check_results(args.results)
     except SpecError as err:
-        for problem in err.problems:
-            print(problem, file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return cli.say_problems(err.problems)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return Exit.BAD_INPUT
     if args.command == "print":
         if args.systemd:
             for fname, text in systemd_units(args, spec.name).items():
                 print(f"# {fname}\n{text}")
         else:
             print(crontab_line(args, spec.name))
-        return 0
+        return Exit.OK
     if args.command == "install":
         return install(args, spec.name)
     try:
         return run_night(args, spec, results)
     except OSError as err:
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return Exit.BAD_INPUT
 
 
 if __name__ == "__main__":

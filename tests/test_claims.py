@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from service import claimdata, claims
-from service.spec import load_spec
+from service.claims import measures as claimdata
+from service.claims import registry as claims
+from service.config.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service.schedule import summary_path
+from service.nightly.schedule import summary_path
 
 ROOT = Path(__file__).resolve().parents[1]
 

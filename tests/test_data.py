@@ -15,21 +15,21 @@ from pydantic import ValidationError
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader
 
-from service.data import (
-    Lighting,
-    build_datasets,
-    load_idx_pair,
-    pca_lighting_basis,
-    split_indices,
-    tensor_datasets,
-)
-from service.dataconfig import (
+from service.config.data import (
     DATASETS,
     NATIVE_CHANNELS,
     NUM_CLASSES,
     AugmentConfig,
     DataConfig,
     DataError,
+)
+from service.training.data import (
+    Lighting,
+    build_datasets,
+    load_idx_pair,
+    pca_lighting_basis,
+    split_indices,
+    tensor_datasets,
 )
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -445,7 +445,7 @@ def test_mnist_test_dataset_splits_the_real_t10k_files(tmp_path: Path) -> None:
 
 
 def test_check_available_agrees_with_the_loader(tmp_path: Path) -> None:
-    from service.dataconfig import check_available
+    from service.config.data import check_available
 
     cfg = DataConfig(dataset="mnist", root=str(tmp_path))
     with pytest.raises(DataError, match="data.download: true"):
@@ -462,7 +462,7 @@ def test_torchvision_file_lists_match_torchvision(tmp_path: Path, name: str) -> 
     # they must be the ones torchvision's own classes look for.
     import torchvision.datasets as tvd
 
-    from service.dataconfig import torchvision_files
+    from service.config.data import torchvision_files
 
     cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10,
            "cifar100": tvd.CIFAR100}[name]

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from service.train import CHECKPOINT_FILE, TrainConfig
+from service.training.loop import CHECKPOINT_FILE, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def test_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
     ray = pytest.importorskip("ray")
     from ray.train import FailureConfig, RunConfig, ScalingConfig
 
-    from service.trial import loop_config, make_trainer
+    from service.tune.trial import loop_config, make_trainer
 
     # 96 px LeNet epochs take seconds, so the kill lands inside a trial, not after it.
     cfg = TrainConfig(model="lenet5", epochs=4, num_threads=1).with_overrides({"image_size": 96})
@@ -197,7 +197,7 @@ def test_a_summary_that_cannot_be_written_leaves_the_old_one_whole(tmp_path):
     target.write_text('{"old": true}')
     code = """
 import resource, signal, sys
-from service.sweep import write_json
+from service.tune.sweep import write_json
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 try:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.parallel import per_worker_batch, world
-from service.train import CHECKPOINT_FILE, TrainConfig, fit
+from service.training.loop import CHECKPOINT_FILE, TrainConfig, fit
+from service.training.parallel import per_worker_batch, world
 
 
 def test_single_process_is_world_of_one():
@@ -26,7 +26,7 @@ def test_two_workers_train_like_one_worker_with_the_same_global_batch(tmp_path):
     ray = pytest.importorskip("ray")
     from ray.train import RunConfig, ScalingConfig
 
-    from service.trial import loop_config, make_trainer
+    from service.tune.trial import loop_config, make_trainer
 
     cfg = TrainConfig(model="lenet5", epochs=8, batch_size=64, num_threads=1)
     single: list[dict] = []

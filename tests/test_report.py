@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from service.reportdata import knob_effects, mean_ci95
+from service.report.data import knob_effects, mean_ci95
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,17 +11,17 @@ import optuna
 import pytest
 import yaml
 
-from service.schedule import (
-    EXIT_REGRESSION,
+from service.cli import Exit
+from service.nightly.schedule import (
     MARK,
     STUDY_DB,
     Night,
-    main,
     merge_crontab,
     previous_night,
     read_night,
     regression,
 )
+from service.schedule import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,7 +186,7 @@ def test_two_nights_continue_one_study_and_catch_a_regression(tmp_path):
     write_summary(res, "2026-01-01", 1.5)
     first = schedule("run", "--space", str(space), "--results", str(res), "--date", "2026-01-02",
                      "--no-report")
-    assert first.returncode == EXIT_REGRESSION, first.stdout[-2000:] + first.stderr[-3000:]
+    assert first.returncode == Exit.REGRESSION, first.stdout[-2000:] + first.stderr[-3000:]
     assert "regression: best val_acc" in first.stderr and "1.5000 on 2026-01-01" in first.stderr
     study_url = f"sqlite:///{res / STUDY_DB}"
     after_one = len(optuna.load_study(study_name="nightly-tiny", storage=study_url).trials)

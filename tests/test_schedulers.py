@@ -21,9 +21,9 @@ from optuna.trial import TrialState
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from service.schedulers import STUDY_NAME, OptunaPrunerScheduler, PrunedAwareOptunaSearch
-from service.spec import PRUNER_SETTINGS, SpecError, make_pruner, parse_spec
-from service.sweep import _scheduler, describe_scheduler, plan_sweep, summarize
+from service.config.spec import PRUNER_SETTINGS, SpecError, make_pruner, parse_spec
+from service.tune.schedulers import STUDY_NAME, OptunaPrunerScheduler, PrunedAwareOptunaSearch
+from service.tune.sweep import _scheduler, describe_scheduler, plan_sweep, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_EPOCHS = 6
@@ -246,7 +246,7 @@ def test_searcher_records_early_stopped_trials_as_pruned() -> None:
 
 
 def test_sweep_uses_the_pruned_aware_searcher() -> None:
-    from service.sweep import _searcher
+    from service.tune.sweep import _searcher
 
     assert isinstance(_searcher(parse_spec(TINY)), PrunedAwareOptunaSearch)
     assert _searcher(parse_spec(TINY))._max_epochs == TINY["budget"]["max_epochs"]
@@ -255,7 +255,7 @@ def test_sweep_uses_the_pruned_aware_searcher() -> None:
 def test_tpe_history_survives_tunes_save_and_restore(tmp_path) -> None:
     # What Tuner.restore does after a killed driver: the searcher pickled with the Tuner gets
     # the state Tune saved with the experiment (save_to_dir / restore_from_dir).
-    from service.sweep import _searcher, param_space
+    from service.tune.sweep import _searcher, param_space
 
     spec = parse_spec(dict(TINY, search={"lr": {"type": "float", "low": 1e-4, "high": 0.1,
                                                 "log": True},
@@ -409,7 +409,7 @@ def test_bad_pruner_settings_name_the_field(block: dict, path: str, value: str,
 
 
 def test_hyperband_searchspace_uses_the_budget_as_max_resource() -> None:
-    from service.spec import load_spec
+    from service.config.spec import load_spec
 
     spec = load_spec(ROOT / "searchspaces" / "lenet5_hyperband_pruner.yaml")
     sched = _scheduler(spec)

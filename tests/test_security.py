@@ -41,7 +41,7 @@ def test_every_torch_load_is_weights_only():
 def test_yaml_is_only_read_with_safe_loaders():
     import yaml
 
-    from service import specyaml
+    from service.config import yamlfile as specyaml
 
     for path, call in _calls("load"):
         if isinstance(call.func, ast.Attribute) and getattr(call.func.value, "id", "") == "yaml":
@@ -59,7 +59,7 @@ def test_embedded_ray_keeps_the_dashboard_on_loopback_and_token_auth_on():
     code = """
 import json, urllib.error, urllib.request
 import ray
-from service.submit import start_ray
+from service.tune.runtime import start_ray
 start_ray(None, False)
 try:
     url = ray._private.worker.get_dashboard_url()

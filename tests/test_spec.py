@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
+from service.config.spec import MAX_FILE_BYTES, SpecError, SweepSpec, load_spec, tune_param_space
 from service.models import check_model
-from service.spec import MAX_FILE_BYTES, SpecError, SweepSpec, load_spec, tune_param_space
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted((ROOT / "searchspaces").glob("**/*.yaml"))
@@ -368,7 +368,7 @@ def test_searcher_grid_enumerates_choices() -> None:
 
 def test_spec_imports_ray_only_inside_tune_param_space() -> None:
     # An AST check rather than a fresh interpreter: that would spend seconds importing torch.
-    tree = ast.parse((ROOT / "service" / "spec.py").read_text())
+    tree = ast.parse((ROOT / "service" / "config" / "spec.py").read_text())
     top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
     names = [a.name for n in top for a in n.names] + [n.module or "" for n in top
                                                       if isinstance(n, ast.ImportFrom)]
@@ -384,9 +384,12 @@ def test_the_driver_validates_and_plans_without_torch() -> None:
     code = """
 import sys
 from pathlib import Path
-from service import submit, sweep, trial, schedulers  # the driver's modules
-from service.dataconfig import DataError, check_available
-from service.spec import load_spec
+from service.tune import runtime
+from service.tune import sweep
+from service.tune import trial
+from service.tune import schedulers  # the driver's modules
+from service.config.data import DataError, check_available
+from service.config.spec import load_spec
 for path in sorted(Path('searchspaces').glob('**/*.yaml')):
     spec = load_spec(path)
     try:
@@ -395,7 +398,7 @@ for path in sorted(Path('searchspaces').glob('**/*.yaml')):
         pass  # the GPU spaces name data that is not on this machine
     sweep.plan_sweep(spec, '/tmp/unused', {'CPU': 64.0, 'GPU': 8.0}, 'run')
     trial.trial_train_config(spec.base_config().model_dump(mode='json'), {})
-assert submit.local_resources(via_ray=True)['CPU'] >= 1  # the pre-Ray plan check
+assert runtime.local_resources(via_ray=True)['CPU'] >= 1  # the pre-Ray plan check
 import tempfile
 sweep.import_tensorboardx_without_torch()  # Tune's TensorBoard logger imports it
 from tensorboardX import SummaryWriter

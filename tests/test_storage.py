@@ -8,8 +8,8 @@ import uuid
 import optuna
 import pytest
 
-from service.spec import SpecError, parse_spec, tune_param_space
-from service.sweep import _searcher
+from service.config.spec import SpecError, parse_spec, tune_param_space
+from service.tune.sweep import _searcher
 
 
 def space(storage: str | None, **searcher) -> dict:
@@ -86,7 +86,7 @@ def test_bad_storage_settings_are_refused(searcher, needle):
 
 
 def test_summary_never_records_a_storage_password():
-    from service.sweep import redact_url, redacted_spec
+    from service.tune.sweep import redact_url, redacted_spec
 
     url = "postgresql://cnn:s3cret@db.internal:5432/studies"
     assert redact_url(url) == "postgresql://cnn:***@db.internal:5432/studies"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service.spec import parse_spec
-from service.sweep import concurrency
+from service.config.spec import parse_spec
+from service.tune.sweep import concurrency
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,14 @@
 RUN_DIR/analysis/<trial_id>/; the pieces are importable on their own (see docs/analysis.md).
 """
 
-from .load import AnalysisError, LoadedTrial, load_trial, read_summary, trial_checkpoints
-from .run import analyze_model, analyze_trial
+from service.analysis.load import (
+           AnalysisError,
+           LoadedTrial,
+           load_trial,
+           read_summary,
+           trial_checkpoints,
+)
+from service.analysis.run import analyze_model, analyze_trial
 
 __all__ = ["AnalysisError", "LoadedTrial", "analyze_model", "analyze_trial", "load_trial",
            "read_summary", "trial_checkpoints"]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layers import conv_stages, stage_maps
+from service.analysis.layers import conv_stages, stage_maps
 
 
 def _nyquist_patterns(h: int, w: int) -> torch.Tensor:

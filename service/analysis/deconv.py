@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.lenet import PartialConv2d
-from .layers import ACTIVATION_TYPES, all_stage_maps, conv_stages, unit_box
+from service.analysis.layers import ACTIVATION_TYPES, all_stage_maps, conv_stages, unit_box
+from service.models.lenet import PartialConv2d
 
 SKIPPED = (nn.LocalResponseNorm, nn.Dropout, nn.Identity)
 TOP_K = 9  # the paper's top-9 activations per feature map

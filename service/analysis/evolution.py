@@ -16,9 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .deconv import crop, project, projection_rgb, strongest_channels, top_activations
-from .layers import all_stage_maps, conv_stages, unit_box
-from .load import load_weights
+from service.analysis.deconv import (
+    crop,
+    project,
+    projection_rgb,
+    strongest_channels,
+    top_activations,
+)
+from service.analysis.layers import all_stage_maps, conv_stages, unit_box
+from service.analysis.load import load_weights
 
 
 def feature_evolution(model: nn.Module, checkpoints: list[tuple[int, Path]],

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layers import conv_stages
+from service.analysis.layers import conv_stages
 
 DEAD_RMS_RATIO = 0.1  # a filter is dead (weights) below this fraction of the layer's typical RMS
 TYPICAL_QUANTILE = 0.9  # "typical" RMS: the 90th percentile, robust to most filters dying

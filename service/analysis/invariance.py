@@ -18,8 +18,8 @@ from torch import nn
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from ..data import Datasets
-from .layers import conv_stages
+from service.analysis.layers import conv_stages
+from service.training.data import Datasets
 
 
 def sweeps(image_size: int) -> dict[str, list[float]]:

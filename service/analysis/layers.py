@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..models.common import ScaledTanh
-from ..models.lenet import PartialConv2d, Subsampling
+from service.models.common import ScaledTanh
+from service.models.lenet import PartialConv2d, Subsampling
 
 ACTIVATION_TYPES = (nn.ReLU, nn.Tanh, nn.Sigmoid, ScaledTanh)
 CONV_TYPES = (nn.Conv2d, PartialConv2d)

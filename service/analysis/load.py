@@ -19,9 +19,9 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from ..data import Datasets
-from ..train import TrainConfig, load_checkpoint, prepare
-from ..trial import TRAIN_SNAPSHOT, train_run_dir
+from service.training.data import Datasets
+from service.training.loop import TrainConfig, load_checkpoint, prepare
+from service.tune.trial import TRAIN_SNAPSHOT, train_run_dir
 
 
 class AnalysisError(Exception):

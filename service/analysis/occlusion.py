@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from captum.attr import Occlusion
 from torch import nn
 
-from .layers import conv_stages
+from service.analysis.layers import conv_stages
 
 GREY = 0.0  # normalised units: the dataset mean
 

@@ -17,10 +17,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from ..data import Datasets  # noqa: E402
-from . import aliasing, deconv, evolution, filters, invariance, occlusion  # noqa: E402
-from .layers import conv_stages, uses_relu  # noqa: E402
-from .load import AnalysisError, load_trial, to_display, val_images, write_atomic, write_json_atomic  # noqa: E402
+from service.analysis import aliasing, deconv, evolution, filters, invariance, occlusion  # noqa: E402
+from service.analysis.layers import conv_stages, uses_relu  # noqa: E402
+from service.analysis.load import (  # noqa: E402
+    AnalysisError,
+    load_trial,
+    to_display,
+    val_images,
+    write_atomic,
+    write_json_atomic,
+)
+from service.training.data import Datasets  # noqa: E402
 
 DEFAULT_IMAGES = 64  # validation images searched for top activations (CPU-cheap, enough for 9)
 ANALYSIS_JSON = "analysis.json"

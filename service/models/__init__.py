@@ -13,9 +13,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .alexnet_plan import AlexNetConfig
-from .lenet_plan import LeNetConfig
-from .registry import check_model, knob_names, list_models, make_config, model_knobs
+from service.models.alexnet_plan import AlexNetConfig
+from service.models.lenet_plan import LeNetConfig
+from service.models.registry import check_model, knob_names, list_models, make_config, model_knobs
 
 _LAZY = {"build_model": "build", "describe": "build", "count_params": "common",
          "AlexNet": "alexnet", "LeNet5": "lenet", "TowerAlexNet": "towers"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import describe, list_models
+from service.models import describe, list_models
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .alexnet_plan import AlexNetConfig, plan, removed
-from .common import clip_filter_rms, make_activation
+from service.models.alexnet_plan import AlexNetConfig, plan, removed
+from service.models.common import clip_filter_rms, make_activation
 
 
 class AlexNet(nn.Module):

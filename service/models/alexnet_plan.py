@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .shapes import ACTIVATIONS, conv_out, require_choice, require_int, require_number
+from service.models.shapes import ACTIVATIONS, conv_out, require_choice, require_int, require_number
 
 POOLS = ("overlap", "plain")  # 3x3 stride 2 (AlexNet's overlapping pools) | 2x2 stride 2
 

@@ -7,10 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .alexnet import AlexNet
-from .common import count_params
-from .lenet import LeNet5
-from .registry import _preset, check_model, make_config
+from service.models.alexnet import AlexNet
+from service.models.common import count_params
+from service.models.lenet import LeNet5
+from service.models.registry import _preset, check_model, make_config
 
 _MODULES: dict[str, type[nn.Module]] = {"lenet": LeNet5, "alexnet": AlexNet}
 

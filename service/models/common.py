@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .shapes import ACTIVATIONS
+from service.models.shapes import ACTIVATIONS
 
 
 class ScaledTanh(nn.Module):

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import make_activation
-from .lenet_plan import LeNetConfig, plan
+from service.models.common import make_activation
+from service.models.lenet_plan import LeNetConfig, plan
 
 # LeCun et al. 1998, Table I: which S2 maps (0-5) feed each C3 map (0-15).
 C3_TABLE: tuple[tuple[int, ...], ...] = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .shapes import ACTIVATIONS, conv_out, require_choice, require_int, require_number
+from service.models.shapes import ACTIVATIONS, conv_out, require_choice, require_int, require_number
 
 
 @dataclass

@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from . import alexnet_plan, lenet_plan
-from .alexnet_plan import AlexNetConfig
-from .lenet_plan import LeNetConfig
+from service.models import alexnet_plan, lenet_plan
+from service.models.alexnet_plan import AlexNetConfig
+from service.models.lenet_plan import LeNetConfig
 
 # config class -> its shape arithmetic; the model classes (torch) are looked up by build_model
 PLANS = {LeNetConfig: lenet_plan.plan, AlexNetConfig: alexnet_plan.plan}

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .alexnet import AlexNet
-from .alexnet_plan import TOWERS, check_towers
-from .common import clip_filter_rms
+from service.models.alexnet import AlexNet
+from service.models.alexnet_plan import TOWERS, check_towers
+from service.models.common import clip_filter_rms
 
 
 def tower_devices(primary: torch.device) -> tuple[torch.device, torch.device]:

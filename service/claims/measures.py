@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .reportdata import FAILED, mean_ci95
-from .trial import SEED_KEY
+from service.report.data import FAILED, mean_ci95
+from service.tune.trial import SEED_KEY
 
 Trials = dict[int, dict[str, Any]]  # seed index -> trial (with its per-epoch history)
 
@@ -101,7 +101,7 @@ def need(conds: dict[tuple, Trials], *wanted: tuple) -> list[Trials]:
 
 
 def loaded_trial(run_dir: Path, trial: dict[str, Any]):
-    from .analysis import AnalysisError, load_trial
+    from service.analysis import AnalysisError, load_trial
 
     try:
         return load_trial(run_dir, trial["trial_id"])
@@ -139,8 +139,8 @@ def settle_epochs(run_dir: Path, trial: dict[str, Any], level: float = 0.9,
     at or above `level` (on fixed validation images, every registered checkpoint)."""
     import torch
 
-    from .analysis.layers import all_stage_maps
-    from .analysis.load import load_weights, val_images
+    from service.analysis.layers import all_stage_maps
+    from service.analysis.load import load_weights, val_images
 
     loaded = loaded_trial(run_dir, trial)
     x, _ = val_images(loaded.datasets, images)
@@ -167,8 +167,8 @@ def invariance_probs(run_dir: Path, trial: dict[str, Any], images: int = 64
                      ) -> dict[str, float]:
     """Mean true-class probability: untransformed, shifted by the smallest shift tried, scaled
     by the nearest scales to 1, and rotated by 90 and 180 degrees."""
-    from .analysis.invariance import invariance
-    from .analysis.load import val_images
+    from service.analysis.invariance import invariance
+    from service.analysis.load import val_images
 
     loaded = loaded_trial(run_dir, trial)
     x, y = val_images(loaded.datasets, images)

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from .dataconfig import (
+from service.config.data import (
     NUM_CLASSES,
     AugmentConfig,
     DataConfig,

@@ -20,8 +20,8 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from .spec import make_pruner
-from .trial import trial_history
+from service.config.spec import make_pruner
+from service.tune.trial import trial_history
 
 __all__ = ["OptunaPrunerScheduler", "PrunedAwareOptunaSearch", "RestorableASHA", "make_pruner",
            "restored_results"]

@@ -116,7 +116,7 @@ def _searcher(spec, max_concurrent: int = 0):
     if spec.searcher.type == "optuna-tpe":
         import optuna
 
-        from .schedulers import PrunedAwareOptunaSearch
+        from service.tune.schedulers import PrunedAwareOptunaSearch
 
         sampler = optuna.samplers.TPESampler(seed=spec.searcher.seed,
                                              n_startup_trials=spec.searcher.n_startup_trials)
@@ -136,7 +136,7 @@ def _searcher(spec, max_concurrent: int = 0):
 def _scheduler(spec):
     from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
-    from .schedulers import RestorableASHA
+    from service.tune.schedulers import RestorableASHA
 
     s, max_t = spec.scheduler, spec.budget.max_epochs
     # time_attr="epoch": our own counter survives worker restarts (Tune's iteration count
@@ -152,7 +152,7 @@ def _scheduler(spec):
         return MedianStoppingRule(time_attr="epoch", grace_period=s.grace_period,
                                   min_samples_required=s.min_samples_required)
     if s.type == "optuna":
-        from .schedulers import OptunaPrunerScheduler, make_pruner
+        from service.tune.schedulers import OptunaPrunerScheduler, make_pruner
 
         return OptunaPrunerScheduler(make_pruner(s, max_t), spec.budget.metric,
                                      spec.budget.mode, time_attr="epoch", max_t=max_t)
@@ -163,8 +163,8 @@ def param_space(spec) -> dict[str, Any]:
     """Tune's param space: the translated search block, plus seed repeats for non-Optuna."""
     from ray import tune
 
-    from .spec import tune_param_space
-    from .trial import SEED_KEY
+    from service.config.spec import tune_param_space
+    from service.tune.trial import SEED_KEY
 
     space = tune_param_space(spec)
     if spec.searcher.type != "optuna-tpe" and spec.budget.seeds > 1:
@@ -186,7 +186,7 @@ def ledger_path(experiment_dir: str) -> Path | None:
 def _trainable(spec, ledger: Path | None = None):
     from ray import tune
 
-    from .trial import run_trial
+    from service.tune.trial import run_trial
 
     # Plain JSON, not the spec: the trial driver then never imports torch (service.trial).
     trainable = tune.with_parameters(run_trial, base=spec.base_config().model_dump(mode="json"),
@@ -362,7 +362,7 @@ def interrupted(spec, plan: SweepPlan, results, progress) -> bool:
     Tune marks trials it stops on Ctrl-C as terminated, like finished ones, so the progress
     callback's ledger of trials that completed, stopped early or failed tells them apart.
     """
-    from .progress import read_ledger
+    from service.tune.progress import read_ledger
 
     # The callback Tune runs after a restore is the one pickled with the first session, not
     # `progress`; the ledger on disk is what both share.

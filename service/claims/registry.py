@@ -16,8 +16,6 @@ Exit codes: 0 measured, 2 bad input (unknown claim, missing run), 3 a sweep fail
 
 from __future__ import annotations
 
-import argparse
-import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .claimdata import (
+from service.claims.measures import (
     ClaimError,
     Trials,
     conditions,
@@ -39,14 +37,11 @@ from .claimdata import (
     settle_epochs,
     train_accuracy,
 )
-from .reportdata import FAILED, load_run
-from .trial import SEED_KEY
+from service.config.spaces import SHIPPED_SPACES
+from service.report.data import FAILED, load_run
+from service.tune.trial import SEED_KEY
 
-ROOT = Path(__file__).resolve().parents[1]
-SPACES = ROOT / "searchspaces" / "claims"
-EXIT_BAD_INPUT, EXIT_SWEEP_FAILED = 2, 3
-
-
+SPACES = SHIPPED_SPACES / "claims"
 
 # --- the claims -----------------------------------------------------------------------------
 
@@ -120,7 +115,7 @@ def _binary(key: str, better: Any, worse: Any, paper: str, label: str):
 
 
 def _conv1(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
-    from .reportdata import conv_health
+    from service.report.data import conv_health
 
     run_dir, run = runs[0]
     conds = conditions(run, ["conv1_kernel", "conv1_stride"])
@@ -216,8 +211,8 @@ def _compare(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
         family = run["spec"]["model"]["family"]
         by_model[family] = {int(t["config"].get(SEED_KEY, 0)): t for t in run["trials"]
                             if t["status"] not in FAILED and t.get("history")}
-    from .models import describe
-    from .spec import parse_spec
+    from service.config.spec import parse_spec
+    from service.models import describe
 
     size = {}
     for _, run in runs:
@@ -314,7 +309,7 @@ def run_claim(number: int, results: Path, extra: list[str],
         space = path.name
         cmd = [sys.executable, "-m", "service.submit", str(path), "--results",
                str(results), "--no-report", "-q", *extra]
-        done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         lines = done.stdout.strip().splitlines()
         if done.returncode != 0 or not lines or not lines[-1].endswith("summary.json"):
             raise ClaimError(f"{space}: the sweep exited with {done.returncode}")
@@ -342,55 +337,3 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {r['quantity']}{note} | {fmt(r)} | {r['paper'] or '—'} | "
                      f"{r['verdict'] or '—'} |")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m service.claims", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run a claim's space(s), then measure")
-    r.add_argument("claim", type=int)
-    r.add_argument("--results", type=Path, default=Path("results"))
-    r.add_argument("--max-epochs", type=int, help="passed to service.submit (quick checks)")
-    r.add_argument("--variant", choices=("mnist", "gpu"),
-                   help="searchspaces/claims/VARIANT/: MNIST's test files or the GPU-sized data")
-    m = sub.add_parser("measure", help="measure finished claim sweeps")
-    m.add_argument("claim", type=int)
-    m.add_argument("run_dirs", type=Path, nargs="+")
-    m.add_argument("--variant", choices=("mnist", "gpu"),
-                   help="which spaces the runs came from (names claim_NN_VARIANT.json)")
-    m.add_argument("--out", type=Path, help="where claim_NN.json goes (default: first run dir)")
-    t = sub.add_parser("table", help="markdown of every claim_*.json under DIR")
-    t.add_argument("dir", type=Path, nargs="?", default=Path("results"))
-    args = p.parse_args(argv)
-    try:
-        if args.cmd == "table":
-            files = sorted(args.dir.glob("**/claim_*.json"))
-            if not files:
-                raise ClaimError(f"{args.dir}: no claim_*.json")
-            print("\n\n".join(markdown(json.loads(f.read_text())) for f in files))
-            return 0
-        if args.cmd == "run":
-            extra = ["--max-epochs", str(args.max_epochs)] if args.max_epochs else []
-            dirs = run_claim(args.claim, args.results, extra, args.variant)
-            out_dir = args.results
-        else:
-            dirs, out_dir = args.run_dirs, args.out or args.run_dirs[0]
-        result = measure(args.claim, dirs)
-        result["variant"] = args.variant or "digits"
-    except ClaimError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_SWEEP_FAILED if "sweep exited" in str(err) else EXIT_BAD_INPUT
-    out_dir.mkdir(parents=True, exist_ok=True)
-    variant = getattr(args, "variant", None)
-    out = out_dir / f"claim_{args.claim:02d}{'_' + variant if variant else ''}.json"
-    from .analysis.load import write_json_atomic
-
-    write_json_atomic(out, result)
-    print(markdown(result))
-    print(out)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

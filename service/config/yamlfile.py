@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .specblocks import MAX_FILE_BYTES, SpecError, _line
+from service.config.blocks import MAX_FILE_BYTES, SpecError, _line
 
 
 class _SpecLoader(yaml.SafeLoader):

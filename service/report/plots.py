@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .reportdata import FAILED  # noqa: E402
+from service.report.data import FAILED  # noqa: E402
 
 
 def _png(fig) -> bytes:

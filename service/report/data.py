@@ -8,8 +8,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .analysis.load import read_summary
-from .trial import trial_history
+from service.analysis.load import read_summary
+from service.tune.trial import trial_history
 
 FAILED = ("error", "diverged")
 
@@ -149,7 +149,7 @@ def model_groups(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 def describe_group(group: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     """Parameters, FLOPs per image and conv1 kernel/stride of a group's architecture."""
-    from .models import describe, model_knobs
+    from service.models import describe, model_knobs
 
     knobs = {**spec["model"].get("knobs", {}), **group["knobs"]}
     if spec["data"].get("image_size"):
@@ -165,10 +165,10 @@ def describe_group(group: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any
 
 def conv_health(run_dir: Path, trial_id: str, images: int = 64) -> dict[str, Any]:
     """Dead conv1 filters and layer-2 aliasing of a trial's last checkpoint."""
-    from .analysis import AnalysisError, load_trial
-    from .analysis.aliasing import aliasing_stats
-    from .analysis.filters import filter_stats
-    from .analysis.load import val_images
+    from service.analysis import AnalysisError, load_trial
+    from service.analysis.aliasing import aliasing_stats
+    from service.analysis.filters import filter_stats
+    from service.analysis.load import val_images
 
     try:
         loaded = load_trial(run_dir, trial_id)

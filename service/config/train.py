@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .dataconfig import AugmentConfig, DataConfig
-from .models import check_model, make_config
-from .models.alexnet_plan import check_towers
+from service.config.data import AugmentConfig, DataConfig
+from service.models import check_model, make_config
+from service.models.alexnet_plan import check_towers
 
 
 class TrainConfig(BaseModel):

@@ -9,18 +9,16 @@ analyses (service.analysis).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from . import plots
-from .analysis import AnalysisError
-from .reportdata import (
+from service.analysis import AnalysisError
+from service.report import plots
+from service.report.data import (
     conv_health,
     describe_group,
     importance,
@@ -150,7 +148,7 @@ def _models_section(doc: Doc, summary: dict[str, Any], run_dir: Path) -> list[di
 
 
 def _analysis_section(doc: Doc, run_dir: Path, trial_id: str, images: int) -> dict[str, Any]:
-    from .analysis import analyze_trial
+    from service.analysis import analyze_trial
 
     doc.heading(f"Analyses of the best trial ({trial_id})")
     try:
@@ -204,32 +202,3 @@ def build_report(run_dir: str | Path, analyses: bool = True, images: int = 64) -
         tmp.write_text(text)
         os.replace(tmp, run_dir / name)
     return run_dir / "report.html"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """CLI: exit 0 with report.html's path as the last line, or 2 with one line."""
-    p = argparse.ArgumentParser(prog="python -m service.report", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", help="a finished sweep's run directory (holds summary.json)")
-    p.add_argument("--no-analysis", action="store_true",
-                   help="skip the best trial's ZFNet analyses")
-    p.add_argument("--images", type=int, default=64,
-                   help="validation images for the analyses (default 64)")
-    args = p.parse_args(argv)
-    if args.images < 1:
-        print(f"--images {args.images}: must be a positive integer", file=sys.stderr)
-        return 2
-    try:
-        path = build_report(args.run_dir, analyses=not args.no_analysis, images=args.images)
-    except AnalysisError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"error: {err.filename or args.run_dir}: {err.strerror or err}", file=sys.stderr)
-        return 4
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -29,9 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from .dataconfig import AugmentConfig, DataConfig
-from .models import knob_names, list_models
-from .specblocks import (
+from service.config.blocks import (
     MAX_CORNERS,
     MAX_FILE_BYTES,
     NOT_IN_TRAIN,
@@ -58,8 +56,10 @@ from .specblocks import (
     default_mode,
     make_pruner,
 )
-from .specyaml import read_yaml
-from .trainconfig import TrainConfig
+from service.config.data import AugmentConfig, DataConfig
+from service.config.train import TrainConfig
+from service.config.yamlfile import read_yaml
+from service.models import knob_names, list_models
 
 
 class ModelSpec(_Strict):

@@ -44,8 +44,8 @@ def train_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: `fit` with Ray's report and checkpoint restore."""
     import ray.train
 
-    from . import parallel
-    from .train import fit
+    from service.training import parallel
+    from service.training.loop import fit
 
     cfg = trial_train_config(config["base"], config["sampled"])
     rank = ray.train.get_context().get_world_rank()
@@ -70,7 +70,7 @@ def train_worker(config: dict[str, Any]) -> None:
 
 def trial_train_config(base: dict[str, Any], sampled: dict[str, Any]):
     """The TrainConfig of one trial: the spec's base plus the sampled values (and seed)."""
-    from .trainconfig import TrainConfig
+    from service.config.train import TrainConfig
 
     sampled = dict(sampled)
     repeat = sampled.pop(SEED_KEY, None)

@@ -1,0 +1,76 @@
+"""The papers' claims, measured on finished claim sweeps (`searchspaces/claims/`).
+
+Each claim's space trains every condition with the same seeds (budget.seeds: seed i gives every
+condition the same data split and initial weights), so effects are paired by seed: the
+effect is the mean over seeds of (condition B - condition A), with a 95% confidence interval
+(Student t, `reportdata.mean_ci95`). A verdict says whether the interval excludes zero in the
+paper's direction ("agrees"), in the other ("opposite"), or not at all ("inconclusive").
+
+    python -m service.claims run N [--results DIR]         # run claim N's space(s), measure
+    python -m service.claims run N --variant mnist|gpu      # its MNIST or GPU-sized space(s)
+    python -m service.claims measure N RUN_DIR [RUN_DIR..]  # measure finished sweeps
+    python -m service.claims table [DIR]                    # markdown rows of DIR/claim_*.json
+
+Exit codes: 0 measured, 2 bad input (unknown claim, missing run), 3 a sweep failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from service import cli
+from service.claims.registry import ClaimError, markdown, measure, run_claim
+from service.cli import Exit
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = cli.parser("claims", __doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a claim's space(s), then measure")
+    r.add_argument("claim", type=int)
+    r.add_argument("--results", type=Path, default=Path("results"))
+    r.add_argument("--max-epochs", type=int, help="passed to service.submit (quick checks)")
+    r.add_argument("--variant", choices=("mnist", "gpu"),
+                   help="searchspaces/claims/VARIANT/: MNIST's test files or the GPU-sized data")
+    m = sub.add_parser("measure", help="measure finished claim sweeps")
+    m.add_argument("claim", type=int)
+    m.add_argument("run_dirs", type=Path, nargs="+")
+    m.add_argument("--variant", choices=("mnist", "gpu"),
+                   help="which spaces the runs came from (names claim_NN_VARIANT.json)")
+    m.add_argument("--out", type=Path, help="where claim_NN.json goes (default: first run dir)")
+    t = sub.add_parser("table", help="markdown of every claim_*.json under DIR")
+    t.add_argument("dir", type=Path, nargs="?", default=Path("results"))
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "table":
+            files = sorted(args.dir.glob("**/claim_*.json"))
+            if not files:
+                raise ClaimError(f"{args.dir}: no claim_*.json")
+            print("\n\n".join(markdown(json.loads(f.read_text())) for f in files))
+            return Exit.OK
+        if args.cmd == "run":
+            extra = ["--max-epochs", str(args.max_epochs)] if args.max_epochs else []
+            dirs = run_claim(args.claim, args.results, extra, args.variant)
+            out_dir = args.results
+        else:
+            dirs, out_dir = args.run_dirs, args.out or args.run_dirs[0]
+        result = measure(args.claim, dirs)
+        result["variant"] = args.variant or "digits"
+    except ClaimError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return Exit.TRIALS_FAILED if "sweep exited" in str(err) else Exit.BAD_INPUT
+    out_dir.mkdir(parents=True, exist_ok=True)
+    variant = getattr(args, "variant", None)
+    out = out_dir / f"claim_{args.claim:02d}{'_' + variant if variant else ''}.json"
+    from service.analysis.load import write_json_atomic
+
+    write_json_atomic(out, result)
+    print(markdown(result))
+    print(out)
+    return Exit.OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

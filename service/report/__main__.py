@@ -1,0 +1,45 @@
+"""`python -m service.report RUN_DIR`: a finished sweep as report.html (standalone, images
+embedded) and report.md (figures beside it in report_files/).
+
+The trials table, learning curves, each searched knob's effect (mean and 95% CI, Optuna's
+fANOVA importance), parallel coordinates, a model comparison (params, FLOPs, conv1, best
+metric, time per epoch, dead conv1 filters, layer-2 aliasing) and the best trial's ZFNet
+analyses (service.analysis).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from service import cli
+from service.analysis import AnalysisError
+from service.cli import Exit
+from service.report.build import build_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: exit 0 with report.html's path as the last line, or 2 with one line."""
+    p = cli.parser("report", __doc__)
+    p.add_argument("run_dir", help="a finished sweep's run directory (holds summary.json)")
+    p.add_argument("--no-analysis", action="store_true",
+                   help="skip the best trial's ZFNet analyses")
+    p.add_argument("--images", type=int, default=64,
+                   help="validation images for the analyses (default 64)")
+    args = p.parse_args(argv)
+    if args.images < 1:
+        print(f"--images {args.images}: must be a positive integer", file=sys.stderr)
+        return Exit.BAD_INPUT
+    try:
+        path = build_report(args.run_dir, analyses=not args.no_analysis, images=args.images)
+    except AnalysisError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return Exit.BAD_INPUT
+    except OSError as err:
+        print(f"error: {err.filename or args.run_dir}: {err.strerror or err}", file=sys.stderr)
+        return Exit.WRITE_FAILED
+    print(path)
+    return Exit.OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

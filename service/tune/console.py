@@ -1,0 +1,50 @@
+"""What a sweep prints: its plan before it starts and its table of trials at the end."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from service.config.spec import SweepSpec
+
+
+def print_plan(plan, spec: SweepSpec, out=sys.stdout) -> None:
+    """The plan in a few lines (also the header of a real run)."""
+    res = ", ".join(f"{v:g} {k}" for k, v in plan.trial_resources.items())
+    at_once = (f"{plan.max_concurrent_trials} at a time" if plan.max_concurrent_trials
+               else "as many at a time as the cluster fits")
+    cluster = (f"cluster: {plan.cluster['CPU']:g} CPU, {plan.cluster['GPU']:g} GPU"
+               if plan.max_concurrent_trials else "the cluster is sized when the sweep starts")
+    print(f"sweep {plan.name}: {plan.trials} trials of up to {plan.max_epochs} epochs, "
+          f"{at_once}", file=out)
+    print(f"  each trial: {plan.workers_per_trial} Ray Train worker(s) holding {res} "
+          f"({cluster})", file=out)
+    print(f"  searching {', '.join(spec.search) or 'nothing'}; searcher {plan.searcher}; "
+          f"scheduler {plan.scheduler}; {plan.mode} {plan.metric}", file=out)
+    print(f"  results: {plan.experiment_dir}", file=out)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    """All trials sorted by the metric, then the best configuration."""
+    keys = summary["searched"]
+    head = ["trial", *keys, "status", "epochs", "best val_acc"]
+    rows = [[t["trial_id"], *(_cell(t["config"].get(k, "")) for k in keys), t["status"],
+             str(t["epochs"]), "-" if t["best_val_acc"] is None else f"{t['best_val_acc']:.4f}"]
+            for t in summary["trials"]]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    failed = [t for t in summary["trials"] if t["error"]]
+    for t in failed:
+        print(f"{t['trial_id']}: {t['error']}")
+    best = summary["best"]
+    if best:
+        knobs = " ".join(f"{k}={_cell(best['config'].get(k))}" for k in keys)
+        print(f"best: {best['trial_id']}  val_acc {best['best_val_acc']:.4f}  {knobs}")
+    print(f"wall time {summary['wall_s']:.0f}s")

@@ -1,0 +1,101 @@
+"""One sweep, from a validated spec to summary.json: size it against the cluster, start or
+join Ray, run the Tuner, write the summary, print the table. `service.submit` is its CLI."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from service.cli import Exit
+from service.config.spec import SweepSpec
+from service.tune.console import print_plan, print_table
+from service.tune.runtime import local_resources, start_ray
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the command line asked for, once validated."""
+
+    spec: SweepSpec
+    space: str  # the file it came from, for messages and the --resume hint
+    results: str  # a directory or URI
+    run_id: str
+    address: str | None = None  # None: Ray starts on this machine
+    resume: bool = False
+    quiet: bool = False
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How the sweep ended: the exit code and, when it finished, where its summary is."""
+
+    code: int
+    experiment_dir: str | None = None
+    summary: dict | None = None
+
+
+def dry_run(req: Request) -> int:
+    """Validate the plan against this machine (or leave sizing to the cluster) and print it;
+    Ray is not imported."""
+    from service.tune.sweep import plan_sweep
+
+    try:
+        plan = plan_sweep(req.spec, req.results,
+                          None if req.address else local_resources(), req.run_id)
+    except ValueError as err:
+        print(f"{req.space}: {err}", file=sys.stderr)
+        return Exit.BAD_INPUT
+    print_plan(plan, req.spec)
+    print("dry run: Ray was not started")
+    return Exit.OK
+
+
+def run(req: Request) -> Outcome:
+    """Start or join Ray, run the sweep, print the table; stop (or leave) Ray at the end."""
+    import ray
+
+    from service.tune.progress import Progress
+    from service.tune.sweep import FAILED, plan_sweep, run_sweep
+
+    spec = req.spec
+    if req.address is None:
+        # Checked twice on purpose: here, before Ray starts, an impossible plan is bad input;
+        # below it is sized against what Ray itself counts (cgroup limits included).
+        try:
+            plan_sweep(spec, req.results, local_resources(via_ray=True), req.run_id)
+        except ValueError as err:
+            print(f"{req.space}: {err}", file=sys.stderr)
+            return Outcome(Exit.BAD_INPUT)
+    start_ray(req.address, req.verbose)
+    plan = None
+    try:
+        try:
+            plan = plan_sweep(spec, req.results, ray.cluster_resources(), req.run_id)
+        except ValueError as err:
+            print(f"{req.space}: {err}", file=sys.stderr)
+            return Outcome(Exit.BAD_INPUT)
+        if not req.quiet:
+            print_plan(plan, spec)
+        progress = Progress(plan.trials, plan.max_epochs, list(spec.search), quiet=req.quiet,
+                            verbose=req.verbose)
+        summary = run_sweep(spec, plan, progress, resume=req.resume)
+    except KeyboardInterrupt:
+        summary = None
+    except OSError as err:  # e.g. the disk filled up while the summary was written
+        where = plan.experiment_dir if plan else req.results
+        print(f"error: {err.filename or where}: {err.strerror or err}; the trials' results "
+              f"are kept in {where}. Summarise them with: python -m service.submit "
+              f"{req.space} --resume {req.run_id}", file=sys.stderr)
+        return Outcome(Exit.WRITE_FAILED, where)
+    finally:
+        # Stops the Ray we started; on a cluster it only disconnects, so that no late log line
+        # from the cluster lands after the summary path (which must stay the last line).
+        ray.shutdown()
+    if summary is None:
+        print(f"interrupted; finished trials are kept. Continue with: python -m service.submit "
+              f"{req.space} --resume {req.run_id}", file=sys.stderr)
+        return Outcome(Exit.INTERRUPTED, plan.experiment_dir)
+    print_table(summary)
+    failed = any(t["status"] in FAILED for t in summary["trials"])
+    return Outcome(Exit.TRIALS_FAILED if failed else Exit.OK, plan.experiment_dir, summary)

@@ -53,9 +53,10 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from service.config.spec import parse_spec  # noqa: E402
 from service.training.loop import CHECKPOINT_FILE, TrainConfig, fit, prepare  # noqa: E402
+from service.tune.plan import plan_sweep  # noqa: E402
 from service.tune.progress import Progress  # noqa: E402
 from service.tune.runtime import start_ray  # noqa: E402
-from service.tune.sweep import plan_sweep, run_sweep  # noqa: E402
+from service.tune.sweep import run_sweep  # noqa: E402
 
 SEARCHED = {"fc_width": 256}  # the one "searched" value: (c) needs a search block
 
@@ -198,7 +199,7 @@ def direct_trial(config: dict[str, Any], train_config: dict[str, Any] | None = N
 
 def direct_run(cfg: TrainConfig) -> dict[str, Any]:
     """(d), for comparison: the same trial as a plain Tune function trainable holding 1 CPU,
-    fit reporting through tune.report (ray-notes #10). Timed as (c)."""
+    fit reporting through tune.report. Timed as (c)."""
     from ray import tune
 
     # num_threads from OMP_NUM_THREADS, which Ray sets to the trial's 1 CPU, as in (c)

@@ -15,9 +15,9 @@ Strategies:
   optuna       plain Optuna: TPESampler + MedianPruner, sequential, no Ray
 
 The Ray strategies are real `tune.Tuner` runs whose searcher and scheduler come from
-`service.sweep._searcher/_scheduler` applied to a SweepSpec, with a trainable that reports
-the table's curve for its config epoch by epoch. Epochs spent = the epochs each trial reported;
-best = the best val_acc any trial reached. The last line is the headline as key=value.
+`service.tune.search.make_searcher/make_scheduler` applied to a SweepSpec, with a trainable that
+reports the table's curve for its config epoch by epoch. Epochs spent = the epochs each trial
+reported; best = the best val_acc any trial reached. The last line is the headline as key=value.
 
     python bench/search_efficiency.py              # 5 searcher seeds over the cached table
     python bench/search_efficiency.py --rebuild    # retrain the table (~5 min, one thread)
@@ -137,14 +137,14 @@ def run_tune(spec, curves: dict[str, list[float]], tmp: str) -> list[tuple[str, 
     """One real Tune run of `spec` over the table: (config key, epochs reported) per trial."""
     from ray import tune
 
-    from service.tune.sweep import _scheduler, _searcher, param_space
+    from service.tune.search import make_scheduler, make_searcher, param_space
 
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(replay, curves=curves), {"CPU": 1}),
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(
-            metric=spec.budget.metric, mode="max", search_alg=_searcher(spec, CONCURRENCY),
-            scheduler=_scheduler(spec), num_samples=spec.budget.num_samples,
+            metric=spec.budget.metric, mode="max", search_alg=make_searcher(spec, CONCURRENCY),
+            scheduler=make_scheduler(spec), num_samples=spec.budget.num_samples,
             max_concurrent_trials=CONCURRENCY),
         run_config=tune.RunConfig(storage_path=tmp, verbose=0))
     out = []

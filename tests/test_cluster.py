@@ -38,7 +38,8 @@ def cluster_config() -> dict:
 
 def validate(config: dict) -> dict:
     """Ray's cluster-launcher checks, offline: defaults filled in, then its JSON schema
-    (ray-notes #6/#15: private API, so the tests below pin that it still rejects bad input)."""
+    (a private API, see docs/architecture.md, so the tests below pin that it still rejects
+    bad input)."""
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     prepared = prepare_config(copy.deepcopy(config))

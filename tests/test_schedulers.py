@@ -22,8 +22,10 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from service.config.spec import PRUNER_SETTINGS, SpecError, make_pruner, parse_spec
+from service.tune.plan import describe_scheduler, plan_sweep
 from service.tune.schedulers import STUDY_NAME, OptunaPrunerScheduler, PrunedAwareOptunaSearch
-from service.tune.sweep import _scheduler, describe_scheduler, plan_sweep, summarize
+from service.tune.search import make_scheduler
+from service.tune.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_EPOCHS = 6
@@ -78,7 +80,7 @@ def replay(curves: list[list[float]], add, result, complete) -> dict[int, int]:
 def scheduler_for(block: dict, mode: str) -> OptunaPrunerScheduler:
     spec = parse_spec(tiny_spec(scheduler={"type": "optuna", **block},
                                 budget={"max_epochs": MAX_EPOCHS, "metric": METRICS[mode][0]}))
-    sched = _scheduler(spec)
+    sched = make_scheduler(spec)
     assert isinstance(sched, OptunaPrunerScheduler)
     return sched
 
@@ -246,16 +248,16 @@ def test_searcher_records_early_stopped_trials_as_pruned() -> None:
 
 
 def test_sweep_uses_the_pruned_aware_searcher() -> None:
-    from service.tune.sweep import _searcher
+    from service.tune.search import make_searcher
 
-    assert isinstance(_searcher(parse_spec(TINY)), PrunedAwareOptunaSearch)
-    assert _searcher(parse_spec(TINY))._max_epochs == TINY["budget"]["max_epochs"]
+    assert isinstance(make_searcher(parse_spec(TINY)), PrunedAwareOptunaSearch)
+    assert make_searcher(parse_spec(TINY))._max_epochs == TINY["budget"]["max_epochs"]
 
 
 def test_tpe_history_survives_tunes_save_and_restore(tmp_path) -> None:
     # What Tuner.restore does after a killed driver: the searcher pickled with the Tuner gets
     # the state Tune saved with the experiment (save_to_dir / restore_from_dir).
-    from service.tune.sweep import _searcher, param_space
+    from service.tune.search import make_searcher, param_space
 
     spec = parse_spec(dict(TINY, search={"lr": {"type": "float", "low": 1e-4, "high": 0.1,
                                                 "log": True},
@@ -264,7 +266,7 @@ def test_tpe_history_survives_tunes_save_and_restore(tmp_path) -> None:
                            searcher={"type": "optuna-tpe", "seed": 3, "n_startup_trials": 3}))
 
     def fresh():
-        s = _searcher(spec)
+        s = make_searcher(spec)
         s.set_search_properties("val_acc", "max", param_space(spec))
         return s
 
@@ -314,7 +316,7 @@ def _asha(brackets: int, seed: int):
                    "brackets": brackets},
         searcher={"type": "optuna-tpe", "seed": seed},
         budget={"max_epochs": MAX_EPOCHS, "metric": "val_acc"}))
-    sched = _scheduler(spec)
+    sched = make_scheduler(spec)
     sched.set_search_properties("val_acc", "max")
     return sched
 
@@ -412,7 +414,7 @@ def test_hyperband_searchspace_uses_the_budget_as_max_resource() -> None:
     from service.config.spec import load_spec
 
     spec = load_spec(ROOT / "searchspaces" / "lenet5_hyperband_pruner.yaml")
-    sched = _scheduler(spec)
+    sched = make_scheduler(spec)
     assert isinstance(sched._pruner, optuna.pruners.HyperbandPruner)
     assert sched._pruner._max_resource == spec.budget.max_epochs
 

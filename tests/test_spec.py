@@ -385,7 +385,7 @@ def test_the_driver_validates_and_plans_without_torch() -> None:
 import sys
 from pathlib import Path
 from service.tune import runtime
-from service.tune import sweep
+from service.tune import plan, sweep
 from service.tune import trial
 from service.tune import schedulers  # the driver's modules
 from service.config.data import DataError, check_available
@@ -396,7 +396,7 @@ for path in sorted(Path('searchspaces').glob('**/*.yaml')):
         check_available(spec.data)
     except DataError:
         pass  # the GPU spaces name data that is not on this machine
-    sweep.plan_sweep(spec, '/tmp/unused', {'CPU': 64.0, 'GPU': 8.0}, 'run')
+    plan.plan_sweep(spec, '/tmp/unused', {'CPU': 64.0, 'GPU': 8.0}, 'run')
     trial.trial_train_config(spec.base_config().model_dump(mode='json'), {})
 assert runtime.local_resources(via_ray=True)['CPU'] >= 1  # the pre-Ray plan check
 import tempfile

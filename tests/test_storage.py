@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from service.config.spec import SpecError, parse_spec, tune_param_space
-from service.tune.sweep import _searcher
+from service.tune.search import make_searcher
 
 
 def space(storage: str | None, **searcher) -> dict:
@@ -22,7 +22,7 @@ def space(storage: str | None, **searcher) -> dict:
 
 def run_trials(spec, prefix: str, n: int) -> list[float]:
     """Drive the sweep's own searcher as Tune does: suggest, then complete with a score."""
-    searcher = _searcher(spec)
+    searcher = make_searcher(spec)
     assert searcher.set_search_properties("val_acc", "max", tune_param_space(spec))
     lrs = []
     for i in range(n):
@@ -86,7 +86,7 @@ def test_bad_storage_settings_are_refused(searcher, needle):
 
 
 def test_summary_never_records_a_storage_password():
-    from service.tune.sweep import redact_url, redacted_spec
+    from service.tune.summary import redact_url, redacted_spec
 
     url = "postgresql://cnn:s3cret@db.internal:5432/studies"
     assert redact_url(url) == "postgresql://cnn:***@db.internal:5432/studies"

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from service.config.spec import parse_spec
-from service.tune.sweep import concurrency
+from service.tune.plan import concurrency
 
 ROOT = Path(__file__).resolve().parents[1]
 

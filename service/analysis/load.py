@@ -21,7 +21,7 @@ from torch import nn
 
 from service.training.data import Datasets
 from service.training.loop import TrainConfig, load_checkpoint, prepare
-from service.tune.trial import TRAIN_SNAPSHOT, train_run_dir
+from service.tune.paths import TRAIN_SNAPSHOT, train_run_dir
 
 
 class AnalysisError(Exception):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from service.report.data import FAILED, mean_ci95
-from service.tune.trial import SEED_KEY
+from service.tune.paths import SEED_KEY
 
 Trials = dict[int, dict[str, Any]]  # seed index -> trial (with its per-epoch history)
 

@@ -39,7 +39,7 @@ from service.claims.measures import (
 )
 from service.config.spaces import SHIPPED_SPACES
 from service.report.data import FAILED, load_run
-from service.tune.trial import SEED_KEY
+from service.tune.paths import SEED_KEY
 
 SPACES = SHIPPED_SPACES / "claims"
 

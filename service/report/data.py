@@ -9,15 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from service.analysis.load import read_summary
-from service.tune.trial import trial_history
+from service.tune.paths import trial_dir, trial_history
 
 FAILED = ("error", "diverged")
-
-
-def trial_dir(run_dir: Path, trial_id: str) -> Path | None:
-    """Tune's directory of a trial (run_trial_<id>_<index>_<params>_<date>)."""
-    found = sorted(run_dir.glob(f"run_trial_{trial_id}_*"))
-    return found[0] if found else None
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:

@@ -10,10 +10,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-
-def read_ledger(path: Path) -> set[str]:
-    """Trial ids recorded as finished (completed, stopped early, diverged or failed)."""
-    return set(json.loads(path.read_text())) if path.exists() else set()
+from service.tune.paths import read_ledger
 
 
 def _fmt_s(seconds: float) -> str:
@@ -35,7 +32,8 @@ class Progress(Callback):
     of the trials that really finished.
 
     Tune marks the trials it cuts off on Ctrl-C as terminated, just like finished ones; the
-    ledger (a JSON file in the experiment directory, so it survives --resume) tells them apart.
+    ledger (a JSON file beside the experiment directory, `paths.ledger_path`, so it survives
+    --resume) tells them apart.
     """
 
     def __init__(self, total: int, max_epochs: int, searched: list[str], quiet: bool = False,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from service.cli import Exit
 from service.config.spec import SweepSpec
 from service.tune.console import print_plan, print_table
+from service.tune.plan import plan_sweep
 from service.tune.runtime import local_resources, start_ray
 
 
@@ -38,8 +39,6 @@ class Outcome:
 def dry_run(req: Request) -> int:
     """Validate the plan against this machine (or leave sizing to the cluster) and print it;
     Ray is not imported."""
-    from service.tune.sweep import plan_sweep
-
     try:
         plan = plan_sweep(req.spec, req.results,
                           None if req.address else local_resources(), req.run_id)
@@ -53,10 +52,12 @@ def dry_run(req: Request) -> int:
 
 def run(req: Request) -> Outcome:
     """Start or join Ray, run the sweep, print the table; stop (or leave) Ray at the end."""
+    # Ray is imported only here: the dry run and the checks before it stay without it.
     import ray
 
     from service.tune.progress import Progress
-    from service.tune.sweep import FAILED, plan_sweep, run_sweep
+    from service.tune.summary import FAILED
+    from service.tune.sweep import run_sweep
 
     spec = req.spec
     if req.address is None:

@@ -98,7 +98,8 @@ def start_ray(address: str | None, verbose: bool) -> bool:
         # ~0.1 GiB each) only costs memory here (bench/default_sweep.py).
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     # The dashboard stays on: Train V2 frees finished trials' placement groups through its
-    # State API (ray-notes #3). It binds to 127.0.0.1 unless a cluster says otherwise.
+    # State API; without it they are never freed and later trials wait for CPUs. It binds to
+    # 127.0.0.1 unless a cluster says otherwise.
     ray.init(address=address, include_dashboard=address is None or None, dashboard_port=port,
              log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.WARNING)
     return address is None

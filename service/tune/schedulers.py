@@ -1,7 +1,7 @@
 """Early stopping between Optuna and Ray Tune: Optuna's pruners as a Tune scheduler, and an
 OptunaSearch that records trials stopped early as pruned.
 
-Tune's `OptunaSearch` creates its study with `NopPruner` (ray-notes #8), so Optuna's pruners
+Tune's `OptunaSearch` creates its study with `NopPruner`, so Optuna's pruners
 never see a Tune trial. `OptunaPrunerScheduler` keeps a study of its own, one Optuna trial per
 Tune trial, reports every result to it and stops the Tune trial when the pruner says prune.
 The study only carries intermediate values: its sampler is never asked for parameters.
@@ -21,7 +21,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from service.config.spec import make_pruner
-from service.tune.trial import trial_history
+from service.tune.paths import trial_history
 
 __all__ = ["OptunaPrunerScheduler", "PrunedAwareOptunaSearch", "RestorableASHA", "make_pruner",
            "restored_results"]
@@ -33,7 +33,7 @@ def restored_results(trial: Trial) -> list[dict]:
     """The results a trial reported before this driver started, one per epoch.
 
     Tune saves a searcher's state but not a scheduler's: after `Tuner.restore` the scheduler
-    is the object pickled before the first trial (ray-notes #7), so schedulers rebuild what
+    is the object pickled before the first trial, so schedulers rebuild what
     they knew from the trial's own records: Ray Train's checkpoint snapshot (written with
     each checkpoint, straight to storage) and Tune's result.json (copied there every few
     seconds, so it may lag behind a killed driver). Empty for a new trial or remote storage.
@@ -209,8 +209,8 @@ class OptunaPrunerScheduler(FIFOScheduler):
 class PrunedAwareOptunaSearch(OptunaSearch):
     """`OptunaSearch` that records trials a scheduler stopped early as PRUNED, not COMPLETE.
 
-    Tune tells the searcher a stopped trial's truncated last value as if it had finished
-    (ray-notes #11), so TPE would learn from early, low scores as final ones. A trial whose
+    Tune tells the searcher a stopped trial's truncated last value as if it had finished,
+    so TPE would learn from early, low scores as final ones. A trial whose
     last result is short of `max_epochs` and did not diverge is told PRUNED instead, its last
     value reported first so that TPE still ranks it by how far it got.
     """

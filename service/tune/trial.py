@@ -14,23 +14,14 @@ stay small. For the same reason the workers start their own process group
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Any
 
-SEED_KEY = "__trial_index__"  # set by Tune's Repeater when budget.seeds > 1
-TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's registered checkpoints
-
-
-def train_run_name(trial_id: str) -> str:
-    """The Ray Train run of a trial, a directory beside Tune's trial directories."""
-    return f"train_{trial_id}"
-
-
-def train_run_dir(experiment_dir: str | os.PathLike, trial_id: str) -> str:
-    """Where a trial's Train run (its checkpoints and their snapshot) lives."""
-    return os.path.join(experiment_dir, train_run_name(trial_id))
+from service.tune.paths import (
+    SEED_KEY,
+    finished_before,
+    last_registered_metrics,
+    train_run_name,
+)
 
 
 def loop_config(base: dict[str, Any], sampled: dict[str, Any] | None = None,
@@ -89,60 +80,6 @@ def make_trainer(config: dict[str, Any], scaling_config, run_config):
 
     return DataParallelTrainer(train_worker, train_loop_config=config,
                                scaling_config=scaling_config, run_config=run_config)
-
-
-def trial_history(experiment_dir: str | os.PathLike, trial_id: str,
-                  trial_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
-    """A trial's results, one per epoch, from the records that outlive its driver: Ray Train's
-    checkpoint snapshot (written with each checkpoint, straight to storage) and Tune's
-    result.json in `trial_dir` (copied to storage every few seconds, so it may lag behind)."""
-    by_epoch: dict[Any, dict[str, Any]] = {}
-    if trial_dir is not None:
-        for row in _json_lines(Path(trial_dir) / "result.json"):
-            by_epoch[row.get("epoch")] = row
-    snapshot = Path(train_run_dir(experiment_dir, trial_id)) / TRAIN_SNAPSHOT
-    try:
-        for entry in json.loads(snapshot.read_text()).get("checkpoint_results", []):
-            metrics = entry.get("metrics") or {}
-            by_epoch.setdefault(metrics.get("epoch"), metrics)
-    except (OSError, ValueError):
-        pass
-    by_epoch.pop(None, None)
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def _json_lines(path: Path) -> list[dict[str, Any]]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return []
-    rows = []
-    for line in lines:
-        try:
-            rows.append(json.loads(line))
-        except ValueError:  # a line cut short by a killed driver
-            continue
-    return rows
-
-
-def last_registered_metrics(filesystem, experiment_fs_path: str,
-                            trial_id: str) -> dict[str, Any] | None:
-    """The metrics of a trial's newest registered checkpoint, or None if it has none."""
-    path = f"{train_run_dir(experiment_fs_path, trial_id)}/{TRAIN_SNAPSHOT}"
-    try:
-        with filesystem.open_input_stream(path) as f:
-            latest = json.loads(f.readall()).get("latest_checkpoint_result") or {}
-    except (OSError, ValueError):
-        return None
-    return latest.get("metrics")
-
-
-def finished_before(ledger: str | None, trial_id: str) -> bool:
-    """Whether an earlier driver of this sweep saw the trial finish (the sweep's ledger)."""
-    try:
-        return bool(ledger) and trial_id in json.loads(Path(ledger).read_text())
-    except (OSError, ValueError):
-        return False
 
 
 def run_trial(config: dict[str, Any], base: dict[str, Any] | None = None,

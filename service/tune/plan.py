@@ -1,0 +1,96 @@
+"""A sweep's shape before anything runs: how many trials, how many at once on this cluster,
+what each holds, where results go. Needs neither Ray nor torch (`--dry-run` uses it)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class SweepPlan:
+    """What a sweep will do, printed by --dry-run and recorded in summary.json."""
+
+    name: str
+    experiment_dir: str  # RESULTS/<name>/<run-id>: Tune's experiment directory
+    trials: int  # num_samples x seeds
+    max_concurrent_trials: int
+    trial_resources: dict[str, float]  # all workers of one trial together
+    workers_per_trial: int
+    cluster: dict[str, float]  # the CPUs and GPUs the plan was sized against
+    searcher: str
+    scheduler: str
+    metric: str
+    mode: str
+    max_epochs: int
+
+
+def trial_resources(spec) -> dict[str, float]:
+    """CPUs and GPUs held by one trial's worker group (its driver holds none)."""
+    res = spec.resources
+    out = {"CPU": res.workers_per_trial * res.cpus_per_worker}
+    if res.gpus_per_worker:
+        out["GPU"] = res.workers_per_trial * res.gpus_per_worker
+    return out
+
+
+def concurrency(spec, cluster: dict[str, float]) -> int:
+    """How many trials fit at once: drivers plus worker groups must all fit, or Train's worker
+    groups wait for resources that never come (WorkerGroupStartupTimeoutError)."""
+    need = trial_resources(spec)
+    fits = [math.floor(cluster.get(k, 0.0) / v + 1e-9) for k, v in need.items() if v > 0]
+    n = min(fits) if fits else 1
+    if n < 1:
+        have = ", ".join(f"{cluster.get(k, 0):g} {k}" for k in need)
+        want = ", ".join(f"{v:g} {k}" for k, v in need.items())
+        raise ValueError(f"resources: one trial needs {want} but the cluster has {have}; "
+                         "lower resources.workers_per_trial/cpus_per_worker/gpus_per_worker")
+    if spec.resources.max_concurrent_trials:
+        n = min(n, spec.resources.max_concurrent_trials)
+    return n
+
+
+def describe_scheduler(spec) -> str:
+    """One line naming the scheduler and its settings."""
+    sched = spec.scheduler.model_dump()
+    kind = sched.pop("type")
+    if sched.get("brackets") == 1:  # plain ASHA: one bracket goes without saying
+        del sched["brackets"]
+    return kind + (f" ({', '.join(f'{k}={v}' for k, v in sched.items())})" if sched else "")
+
+
+def plan_sweep(spec, results: str, cluster: dict[str, float] | None, run_id: str) -> SweepPlan:
+    """The sweep's shape against `cluster` ({'CPU': n, 'GPU': m}); with None (a cluster not
+    yet reached) concurrency is left at 0, to be sized when the sweep starts."""
+    searcher = spec.searcher.type + (f" (seed={spec.searcher.seed})" if
+                                     getattr(spec.searcher, "seed", None) is not None else "")
+    return SweepPlan(
+        name=spec.name, experiment_dir=join_storage(results, spec.name, run_id),
+        trials=expected_trials(spec),
+        max_concurrent_trials=concurrency(spec, cluster) if cluster is not None else 0,
+        trial_resources=trial_resources(spec), workers_per_trial=spec.resources.workers_per_trial,
+        cluster={k: (cluster or {}).get(k, 0.0) for k in ("CPU", "GPU")}, searcher=searcher,
+        scheduler=describe_scheduler(spec), metric=spec.budget.metric, mode=spec.budget.mode,
+        max_epochs=spec.budget.max_epochs)
+
+
+def expected_trials(spec) -> int:
+    """How many trials the sweep makes: a grid enumerates its values (times any repeats)."""
+    grid = 1
+    for dist in spec.search.values():
+        values = getattr(dist, "values", None)
+        if values is not None and (dist.type == "grid" or spec.searcher.type == "grid"):
+            grid *= len(values)
+    if spec.searcher.type == "grid":
+        return grid * spec.budget.seeds
+    if spec.searcher.type == "random":
+        return spec.budget.num_samples * grid * spec.budget.seeds
+    return spec.budget.num_samples * spec.budget.seeds
+
+
+def join_storage(root: str, *parts: str) -> str:
+    """Join a local directory (made absolute: Tune refuses relative paths) or a URI."""
+    if "://" in root:
+        return "/".join([root.rstrip("/"), *parts])
+    return str(Path(root).expanduser().resolve().joinpath(*parts))

@@ -1,0 +1,65 @@
+"""The spec's searcher, scheduler and parameter space as Ray Tune objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler, MedianStoppingRule
+from ray.tune.search import BasicVariantGenerator, Repeater
+
+from service.config.spec import tune_param_space
+from service.tune.paths import SEED_KEY
+from service.tune.schedulers import (
+    OptunaPrunerScheduler,
+    PrunedAwareOptunaSearch,
+    RestorableASHA,
+    make_pruner,
+)
+
+
+def make_searcher(spec, max_concurrent: int = 0):
+    if spec.searcher.type == "optuna-tpe":
+        sampler = optuna.samplers.TPESampler(seed=spec.searcher.seed,
+                                             n_startup_trials=spec.searcher.n_startup_trials)
+        # Trials a scheduler stopped early are PRUNED in the study, not COMPLETE with a
+        # truncated score that TPE would take for a final one.
+        storage = (optuna.storages.RDBStorage(spec.searcher.storage)
+                   if spec.searcher.storage else None)  # OptunaSearch takes an object, not a URL
+        searcher = PrunedAwareOptunaSearch(
+            sampler=sampler, max_epochs=spec.budget.max_epochs, storage=storage,
+            study_name=(spec.searcher.study_name or spec.name) if storage else None)
+        # Repeater hands the same config to `seeds` trials and gives the searcher their mean.
+        return Repeater(searcher, repeat=spec.budget.seeds) if spec.budget.seeds > 1 else searcher
+    # Tune ignores TuneConfig.max_concurrent_trials for a ready-made generator: give it here.
+    return BasicVariantGenerator(random_state=spec.searcher.seed, max_concurrent=max_concurrent)
+
+
+def make_scheduler(spec):
+    s, max_t = spec.scheduler, spec.budget.max_epochs
+    # time_attr="epoch": our own counter survives worker restarts (Tune's iteration count
+    # does not), so rungs stay aligned with real epochs.
+    if s.type == "asha":
+        return RestorableASHA(time_attr="epoch", max_t=max_t, grace_period=s.grace_period,
+                              reduction_factor=s.reduction_factor, brackets=s.brackets,
+                              seed=getattr(spec.searcher, "seed", None))
+    if s.type == "hyperband":
+        return HyperBandScheduler(time_attr="epoch", max_t=max_t,
+                                  reduction_factor=s.reduction_factor)
+    if s.type == "median":
+        return MedianStoppingRule(time_attr="epoch", grace_period=s.grace_period,
+                                  min_samples_required=s.min_samples_required)
+    if s.type == "optuna":
+        return OptunaPrunerScheduler(make_pruner(s, max_t), spec.budget.metric,
+                                     spec.budget.mode, time_attr="epoch", max_t=max_t)
+    return FIFOScheduler()
+
+
+def param_space(spec) -> dict[str, Any]:
+    """Tune's param space: the translated search block, plus seed repeats for non-Optuna."""
+
+    space = tune_param_space(spec)
+    if spec.searcher.type != "optuna-tpe" and spec.budget.seeds > 1:
+        space[SEED_KEY] = tune.grid_search(list(range(spec.budget.seeds)))
+    return space

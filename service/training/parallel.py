@@ -15,36 +15,6 @@ from torch import nn
 from torch.utils.data import Dataset, DistributedSampler, Subset
 
 
-def join_ray_workers(backend: str, timeout_s: float = 1800.0) -> None:
-    """Start the process group of this Ray Train worker group (nothing on one worker).
-
-    Rank 0 picks its address and a free port and Ray Train broadcasts them; every worker then
-    joins over TCP. On GPUs each worker first selects the device Ray assigned it."""
-    import datetime
-    import socket
-
-    import ray.train
-    from ray.train.collective import broadcast_from_rank_zero
-    from ray.util import get_node_ip_address
-
-    ctx = ray.train.get_context()
-    if torch.cuda.is_available():
-        from ray.train.torch import get_device
-
-        torch.cuda.set_device(get_device())
-    if ctx.get_world_size() == 1:
-        return
-    here = None
-    if ctx.get_world_rank() == 0:
-        with socket.socket() as sock:
-            sock.bind(("", 0))
-            here = (get_node_ip_address(), sock.getsockname()[1])
-    host, port = broadcast_from_rank_zero(here)
-    dist.init_process_group(backend, init_method=f"tcp://{host}:{port}",
-                            rank=ctx.get_world_rank(), world_size=ctx.get_world_size(),
-                            timeout=datetime.timedelta(seconds=timeout_s))
-
-
 def leave_group() -> None:
     """End this worker's process group, if it has one."""
     if dist.is_available() and dist.is_initialized():

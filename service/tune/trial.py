@@ -1,21 +1,27 @@
 """One trial: the training loop run on Ray Train workers, driven from a Tune function trainable.
 
 The Tune trainable (`run_trial`) is a thin driver: it builds a Ray Train run sized by the
-spec's resources and calls `fit()`. The workers build the trial's `TrainConfig` from the
-spec's base and the sampled values and run `service.train.fit`, reporting through
-`ray.train.report`; `TuneReportCallback` forwards rank 0's metrics to Tune, where the scheduler
-sees them.
+spec's resources and calls `fit()`. The workers (service.tune.worker) build the trial's
+`TrainConfig` from the spec's base and the sampled values and run `service.training.loop.fit`,
+reporting through `ray.train.report`; `TuneReportCallback` forwards rank 0's metrics to Tune,
+where the scheduler sees them.
 
 Only the workers import torch: this module, the trial driver and Train's controller do not
 (a process that imports torch holds ~0.3 GiB of its own), so a trial's driver and controller
 stay small. For the same reason the workers start their own process group
-(`parallel.join_ray_workers`) instead of Ray's TorchConfig, whose module imports torch.
+(`worker.join_process_group`) instead of Ray's TorchConfig, whose module imports torch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import ray.tune
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from service.config.train import TrainConfig
 from service.tune.paths import (
     SEED_KEY,
     finished_before,
@@ -32,37 +38,15 @@ def loop_config(base: dict[str, Any], sampled: dict[str, Any] | None = None,
 
 
 def train_worker(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker: `fit` with Ray's report and checkpoint restore."""
-    import ray.train
+    """Runs on every Ray Train worker. The worker module imports torch, so it is imported here,
+    in the worker, never in the trial driver that hands this function to Ray Train."""
+    from service.tune.worker import run_worker
 
-    from service.training import parallel
-    from service.training.loop import fit
-
-    cfg = trial_train_config(config["base"], config["sampled"])
-    rank = ray.train.get_context().get_world_rank()
-
-    def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        # Only rank 0 persists a checkpoint: the workers' states are identical.
-        ckpt = (ray.train.Checkpoint.from_directory(checkpoint_dir)
-                if checkpoint_dir and rank == 0 else None)
-        ray.train.report(metrics, checkpoint=ckpt)
-
-    parallel.join_ray_workers(config.get("backend", "gloo"))
-    try:
-        checkpoint = ray.train.get_checkpoint()  # set when a restarted worker group resumes
-        if checkpoint is None:
-            fit(cfg, report)
-            return
-        with checkpoint.as_directory() as ckpt_dir:
-            fit(cfg, report, resume_from=ckpt_dir)
-    finally:
-        parallel.leave_group()
+    run_worker(config)
 
 
-def trial_train_config(base: dict[str, Any], sampled: dict[str, Any]):
+def trial_train_config(base: dict[str, Any], sampled: dict[str, Any]) -> TrainConfig:
     """The TrainConfig of one trial: the spec's base plus the sampled values (and seed)."""
-    from service.config.train import TrainConfig
-
     sampled = dict(sampled)
     repeat = sampled.pop(SEED_KEY, None)
     cfg = TrainConfig.model_validate(base).with_overrides(sampled)
@@ -76,8 +60,6 @@ def make_trainer(config: dict[str, Any], scaling_config, run_config):
 
     Train V2's DataParallelTrainer (TorchTrainer's base class) with no backend: the workers
     start their process group themselves, so nothing outside them imports torch."""
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-
     return DataParallelTrainer(train_worker, train_loop_config=config,
                                scaling_config=scaling_config, run_config=run_config)
 
@@ -90,10 +72,6 @@ def run_trial(config: dict[str, Any], base: dict[str, Any] | None = None,
     A trial that an earlier, killed driver saw finish (in `ledger`) but whose end Tune had not
     yet saved is re-queued by `Tuner.restore`; it reports its recorded result and returns,
     so no epoch is trained twice and a scheduler's stop is not undone."""
-    import ray.tune
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     res = resources or {}
     ctx = ray.tune.get_context()
     # The experiment's real storage, not the driver's staging copy of it (get_trial_dir): Tune

@@ -8,8 +8,8 @@ import uuid
 import optuna
 import pytest
 
-from service.config.spec import SpecError, parse_spec, tune_param_space
-from service.tune.search import make_searcher
+from service.config.spec import SpecError, parse_spec
+from service.tune.search import make_searcher, tune_param_space
 
 
 def space(storage: str | None, **searcher) -> dict:

@@ -355,23 +355,5 @@ def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
     return parse_spec(read_yaml(Path(path), str(path)), str(path))
 
 
-def tune_param_space(spec: SweepSpec) -> dict[str, Any]:
-    """`search` as Ray Tune sampling objects; the one place that knows Tune's conventions."""
-    from ray import tune  # lazily: specs are loaded and checked without Ray
-
-    space: dict[str, Any] = {}
-    for key, dist in spec.search.items():
-        if isinstance(dist, Values):  # searcher grid enumerates choices too
-            grid = dist.type == "grid" or spec.searcher.type == "grid"
-            space[key] = (tune.grid_search if grid else tune.choice)(list(dist.values))
-        elif isinstance(dist, FloatRange):
-            space[key] = (tune.loguniform if dist.log else tune.uniform)(dist.low, dist.high)
-        elif dist.step > 1:  # qrandint includes its upper bound (for q > 1)
-            space[key] = tune.qrandint(dist.low, dist.high, dist.step)
-        else:  # randint and lograndint exclude theirs: ours is inclusive
-            space[key] = (tune.lograndint if dist.log else tune.randint)(dist.low, dist.high + 1)
-    return space
-
-
 __all__ = ["MAX_FILE_BYTES", "PRUNER_SETTINGS", "SpecError", "SweepSpec", "load_spec",
-           "make_pruner", "parse_spec", "tune_param_space"]
+           "make_pruner", "parse_spec"]

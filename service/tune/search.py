@@ -9,7 +9,8 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator, Repeater
 
-from service.config.spec import tune_param_space
+from service.config.blocks import FloatRange, Values
+from service.config.spec import SweepSpec
 from service.tune.paths import SEED_KEY
 from service.tune.schedulers import (
     OptunaPrunerScheduler,
@@ -62,4 +63,20 @@ def param_space(spec) -> dict[str, Any]:
     space = tune_param_space(spec)
     if spec.searcher.type != "optuna-tpe" and spec.budget.seeds > 1:
         space[SEED_KEY] = tune.grid_search(list(range(spec.budget.seeds)))
+    return space
+
+
+def tune_param_space(spec: SweepSpec) -> dict[str, Any]:
+    """`search` as Ray Tune sampling objects; the one place that knows Tune's conventions."""
+    space: dict[str, Any] = {}
+    for key, dist in spec.search.items():
+        if isinstance(dist, Values):  # searcher grid enumerates choices too
+            grid = dist.type == "grid" or spec.searcher.type == "grid"
+            space[key] = (tune.grid_search if grid else tune.choice)(list(dist.values))
+        elif isinstance(dist, FloatRange):
+            space[key] = (tune.loguniform if dist.log else tune.uniform)(dist.low, dist.high)
+        elif dist.step > 1:  # qrandint includes its upper bound (for q > 1)
+            space[key] = tune.qrandint(dist.low, dist.high, dist.step)
+        else:  # randint and lograndint exclude theirs: ours is inclusive
+            space[key] = (tune.lograndint if dist.log else tune.randint)(dist.low, dist.high + 1)
     return space

@@ -7,8 +7,10 @@ went (last line). Problems with the arguments or the run directory exit 2 with o
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
+
+from service import cli
+from service.cli import Exit
 
 
 def _positive_int(text: str) -> int:
@@ -21,15 +23,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse prints usage too otherwise)
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments, run `analyze_trial`, print the analysis.json path."""
-    parser = _Parser(prog="python -m service.analyze", description=__doc__.splitlines()[0])
+    parser = cli.parser("analyze", __doc__)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a sweep's directory (summary.json)")
     parser.add_argument("--trial", default="best", help="'best' (default) or a trial id")
     parser.add_argument("--images", type=_positive_int, default=None,
@@ -45,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = analyze_trial(args.run_dir, args.trial, args.images or DEFAULT_IMAGES, args.out)
     except (AnalysisError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return cli.say_problems([f"error: {err}"])
     from pathlib import Path
 
     out = Path(args.out) if args.out else Path(args.run_dir) / "analysis" / result["trial_id"]
@@ -55,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(result['figures'])} figures" + (f", skipped {', '.join(skipped)}"
                                                  if skipped else ""))
     print(out / ANALYSIS_JSON)
-    return 0
+    return Exit.OK
 
 
 if __name__ == "__main__":

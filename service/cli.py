@@ -29,9 +29,15 @@ class Parser(argparse.ArgumentParser):
         self.exit(Exit.BAD_INPUT, f"{self.prog}: {message} (see --help)\n")
 
 
+# How the running command was invoked, for its usage lines: `cnn-ablate COMMAND` while main()
+# dispatches, else the module's own name.
+_prog = "python -m service.{}"
+
+
 def parser(command: str, doc: str | None) -> Parser:
-    """The parser of `python -m service.<command>`, its module docstring as the description."""
-    return Parser(prog=f"python -m service.{command}", description=doc,
+    """The parser of `python -m service.<command>` (or `cnn-ablate <command>`), its module
+    docstring as the description."""
+    return Parser(prog=_prog.format(command), description=doc,
                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
@@ -50,17 +56,29 @@ COMMANDS = {  # cnn-ablate COMMAND -> the module whose main() runs it
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`cnn-ablate COMMAND [args]`: the same as `python -m service.COMMAND [args]`."""
+    """`cnn-ablate COMMAND [args]`: the same as `python -m service.COMMAND [args]`; a missing or
+    unknown COMMAND is one line on stderr and exit code 2."""
+    global _prog
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        known = "|".join(COMMANDS)
-        print(f"usage: cnn-ablate {{{known}}} [args]  (each: cnn-ablate COMMAND --help)",
-              file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
-        if argv and argv[0] not in ("-h", "--help"):
-            print(f"cnn-ablate: unknown command {argv[0]!r}", file=sys.stderr)
-            return Exit.BAD_INPUT
-        return Exit.OK if argv else Exit.BAD_INPUT
-    return int(importlib.import_module(COMMANDS[argv[0]]).main(argv[1:]) or 0)
+    usage = f"usage: cnn-ablate {{{'|'.join(COMMANDS)}}} [args]  (each: cnn-ablate COMMAND --help)"
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage)
+        for name, module in COMMANDS.items():
+            print(f"  {name:<9} python -m {module.removesuffix('.__main__')}")
+        return Exit.OK
+    if not argv:
+        print(usage, file=sys.stderr)
+        return Exit.BAD_INPUT
+    if argv[0] not in COMMANDS:
+        print(f"cnn-ablate: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)} "
+              "(see --help)", file=sys.stderr)
+        return Exit.BAD_INPUT
+    command = importlib.import_module(COMMANDS[argv[0]])
+    _prog, saved = "cnn-ablate {}", _prog
+    try:
+        return int(command.main(argv[1:]) or Exit.OK)
+    finally:
+        _prog = saved
 
 
 if __name__ == "__main__":

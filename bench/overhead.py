@@ -181,7 +181,7 @@ def sweep_run(epochs: int) -> dict[str, Any]:
         s0 = time.time()
         summary = run_sweep(spec, plan, progress)
         whole = time.time() - s0
-        if summary is None or summary["trials"][0]["status"] != "completed":
+        if summary is None or summary.trials[0].status != "completed":
             raise RuntimeError(f"the one-trial sweep did not complete: {summary}")
         return {"whole_s": whole, **timings(plan.experiment_dir, s0)}
 

@@ -24,6 +24,8 @@ from service.analysis.layers import conv_stages, receptive_field
 from service.analysis.load import read_summary, trial_checkpoints
 from service.analysis.occlusion import captum_drop, occlusion_maps
 from service.models import build_model
+from service.results.records import Summary, TrialRecord
+from service.results.store import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -277,7 +279,7 @@ def run_copy(alexnet_run, tmp_path) -> Path:
 @pytest.mark.slow
 def test_trial_checkpoints_come_only_from_the_registered_list(run_copy):
     summary = read_summary(run_copy)
-    trial = summary["best"]["trial_id"]
+    trial = summary.best.trial_id
     registered = trial_checkpoints(run_copy, trial)
     assert [e for e, _ in registered] == sorted(e for e, _ in registered)
     assert all((d / "checkpoint.pt").is_file() for _, d in registered)
@@ -294,7 +296,7 @@ def test_load_errors_name_the_problem(run_copy, tmp_path):
         load_trial(run_copy, "nope")
     with pytest.raises(AnalysisError, match="missing"):
         load_trial(tmp_path / "missing")
-    trial = read_summary(run_copy)["trials"][0]["trial_id"]
+    trial = read_summary(run_copy).trials[0].trial_id
     (run_copy / f"train_{trial}" / "checkpoint_manager_snapshot.json").unlink()
     with pytest.raises(AnalysisError, match=trial):
         load_trial(run_copy, trial)
@@ -303,7 +305,7 @@ def test_load_errors_name_the_problem(run_copy, tmp_path):
 @pytest.mark.slow
 def test_analyze_trial_writes_json_and_figures(alexnet_run):
     res = analyze_trial(alexnet_run, images=32)  # into the shared run: idempotent writes
-    trial = read_summary(alexnet_run)["best"]["trial_id"]
+    trial = read_summary(alexnet_run).best.trial_id
     out = alexnet_run / "analysis" / trial
     on_disk = json.loads((out / "analysis.json").read_text())
     assert on_disk == json.loads(json.dumps(res))
@@ -322,7 +324,7 @@ def test_cli(run_copy, tmp_path):
         return subprocess.run([sys.executable, "-m", "service.analyze", *map(str, args)],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
 
-    trial = read_summary(run_copy)["trials"][-1]["trial_id"]
+    trial = read_summary(run_copy).trials[-1].trial_id
     ok = cli(run_copy, "--trial", trial, "--images", 16, "--out", tmp_path / "out")
     assert ok.returncode == 0, ok.stderr[-2000:]
     last = Path(ok.stdout.strip().splitlines()[-1])
@@ -349,8 +351,8 @@ def _lenet_run(root: Path) -> Path:
         checkpoint_root=train_dir)
     (train_dir / "checkpoint_manager_snapshot.json").write_text(
         json.dumps({"checkpoint_results": reports}))
-    entry = {"trial_id": trial, "config": {}, "status": "completed"}
-    (run / "summary.json").write_text(json.dumps({"trials": [entry], "best": entry}))
+    record = TrialRecord.from_history(trial, {}, "completed", [r["metrics"] for r in reports])
+    write_json(run / "summary.json", Summary.ranked([record], name="lenet-run", spec={}))
     return run
 
 

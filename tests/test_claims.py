@@ -1,4 +1,4 @@
-"""service.claims and service.claimdata: the statistics on hand-made numbers, the per-trial
+"""service.claims (registry and measures): the statistics on hand-made numbers, the per-trial
 analyses and the CLI on a real sweep (the session's 4-trial conv1 grid, which is claim 6's
 design with one seed)."""
 
@@ -16,6 +16,7 @@ import torch
 from service.claims import measures as claimdata
 from service.claims import registry as claims
 from service.config.spec import load_spec
+from service.results.stats import paired
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,9 +31,9 @@ def test_crossing_interpolates_between_epochs():
 def test_paired_effects_and_verdicts():
     a = {0: {"v": 1.0}, 1: {"v": 2.0}, 2: {"v": 3.0}, 9: {"v": 5.0}}
     b = {0: {"v": 2.0}, 1: {"v": 3.5}, 2: {"v": 4.0}}
-    diffs = claimdata.paired(a, b, lambda t: t["v"])
+    diffs = paired(a, b, lambda t: t["v"])
     assert diffs == [1.0, 1.5, 1.0]  # seed 9 has no partner
-    assert claimdata.paired(a, b, lambda t: t["v"], "ratio") == [2.0, 1.75, 4.0 / 3.0]
+    assert paired(a, b, lambda t: t["v"], "ratio") == [2.0, 1.75, 4.0 / 3.0]
     r = claimdata.row("x", diffs, "paper", "+")
     # mean 1.1667, sd 0.2887, t(0.975, 2) = 4.3027: half-width 0.7172
     assert r["mean"] == pytest.approx(7 / 6) and r["ci95"] == pytest.approx(0.71716, abs=1e-4)
@@ -90,10 +91,10 @@ def test_measure_claim6_on_a_real_sweep(alexnet_run, tmp_path):
 @pytest.mark.slow
 def test_evolution_and_invariance_measures_on_a_real_sweep(alexnet_run):
     run = claims.load_run(alexnet_run)
-    trial = next(t for t in run["trials"] if t["status"] == "completed")
+    trial = next(t for t in run.trials if t.status == "completed")
     settle = claimdata.settle_epochs(alexnet_run, trial)
     assert list(settle) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
-    last = trial["history"][-1]["epoch"]
+    last = trial.history[-1]["epoch"]
     assert all(1 <= e <= last for e in settle.values())
     probs = claimdata.invariance_probs(alexnet_run, trial, images=16)
     for key in ("identity", "shift", "scale", "rot90", "rot180"):
@@ -101,8 +102,7 @@ def test_evolution_and_invariance_measures_on_a_real_sweep(alexnet_run):
     assert probs["shift_px"] == 4 and probs["scales"] == [0.8, 1.2]  # 67 px: shifts of 4 px
     rows = claims.measure(8, [alexnet_run])["rows"]
     assert rows[-1]["quantity"] == "conv5 - conv1 settling epoch"
-    assert rows[-1]["n"] == len([t for t in run["trials"] if t["status"] not in ("error",
-                                                                                 "diverged")])
+    assert rows[-1]["n"] == len([t for t in run.trials if t.status not in ("error", "diverged")])
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):

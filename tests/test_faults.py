@@ -197,7 +197,7 @@ def test_a_summary_that_cannot_be_written_leaves_the_old_one_whole(tmp_path):
     target.write_text('{"old": true}')
     code = """
 import resource, signal, sys
-from service.tune.summary import write_json
+from service.results.store import write_json
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 try:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from service.report.data import knob_effects, mean_ci95
+from service.report.data import knob_effects
+from service.results.records import Summary, TrialRecord
+from service.results.stats import mean_ci95
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,12 +95,15 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     assert colours[1] - colours[0] > 100  # something was drawn, not a blank page
 
 
-def test_report_of_a_missing_run_exits_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "service.report", str(tmp_path / "nope")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "nope" in proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_report_of_a_missing_or_malformed_run_exits_2(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "summary.json").write_text('{"name": "x", "spec": {}, "trials": [{}]}')
+    for run, needle in ((tmp_path / "nope", "nope"), (tmp_path / "bad", "trials.0")):
+        proc = subprocess.run([sys.executable, "-m", "service.report", str(run)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2
+        assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr
+        assert "Traceback" not in proc.stderr
 
 
 def test_ci95_and_effects_on_hand_made_trials():
@@ -106,20 +111,20 @@ def test_ci95_and_effects_on_hand_made_trials():
     assert mean == pytest.approx(0.6)
     assert half == pytest.approx(12.706 * 0.1414214 / 2 ** 0.5, rel=1e-3)  # t(0.975, 1 dof)
     assert mean_ci95([0.9]) == (0.9, None)
-    summary = {
-        "spec": {"budget": {"metric": "val_acc", "mode": "max"},
-                 "search": {"lrn": {"type": "choice", "values": [True, False]},
-                            "dropout": {"type": "float", "low": 0.0, "high": 0.5}}},
-        "searched": ["lrn", "dropout"],
-        "trials": [
-            {"config": {"lrn": True, "dropout": 0.1}, "status": "completed", "best_val_acc": 0.9},
-            {"config": {"lrn": True, "dropout": 0.4}, "status": "completed", "best_val_acc": 0.8},
-            {"config": {"lrn": False, "dropout": 0.2}, "status": "diverged",
-             "best_val_acc": 0.1},
-            {"config": {"lrn": False, "dropout": 0.3}, "status": "stopped-early",
-             "best_val_acc": 0.6},
-        ],
-    }
+    def trial(i: int, lrn: bool, dropout: float, status: str, accs: list[float]) -> TrialRecord:
+        return TrialRecord.from_history(f"t{i}", {"lrn": lrn, "dropout": dropout}, status,
+                                        [{"epoch": e + 1, "val_acc": a} for e, a in
+                                         enumerate(accs)])
+
+    summary = Summary.ranked([
+        trial(0, True, 0.1, "completed", [0.5, 0.9, 0.85]),  # counts with its best, 0.9
+        trial(1, True, 0.4, "completed", [0.8]),
+        trial(2, False, 0.2, "diverged", [0.1]),
+        trial(3, False, 0.3, "stopped-early", [0.6]),
+    ], name="hand-made", searched=["lrn", "dropout"],
+        spec={"budget": {"metric": "val_acc", "mode": "max"},
+              "search": {"lrn": {"type": "choice", "values": [True, False]},
+                         "dropout": {"type": "float", "low": 0.0, "high": 0.5}}})
     effects = knob_effects(summary)
     by_value = {r["value"]: r for r in effects["lrn"]["rows"]}
     assert by_value["True"]["n"] == 2 and by_value["True"]["mean"] == pytest.approx(0.85)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,8 @@ from service.nightly.schedule import (
     read_night,
     regression,
 )
+from service.results.records import Summary, TrialRecord
+from service.results.store import write_json
 from service.schedule import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,14 +62,21 @@ def cli(capsys, *args: str) -> subprocess.CompletedProcess:
 
 def write_summary(results: Path, date: str, best: float | None, metric: str = "val_acc",
                   mode: str = "max", name: str = "nightly-tiny", run: str = "run1") -> Path:
-    """A summary.json laid out as service.submit leaves it: RESULTS/DATE/NAME/RUN/."""
+    """A summary.json laid out as service.submit leaves it: RESULTS/DATE/NAME/RUN/, whose best
+    trial reached `best` (at its first epoch, then fell back) and a worse trial beside it;
+    `best` None: the only trial diverged."""
     path = results / date / name / run / "summary.json"
-    path.parent.mkdir(parents=True)
-    trial = None if best is None else (
-        {"trial_id": "t1", "config": {"lr": 0.01}, "best_val_acc": best,
-         "final": {"val_loss": best}})
-    path.write_text(json.dumps({"name": name, "best": trial, "trials": [],
-                                "spec": {"budget": {"metric": metric, "mode": mode}}}))
+    worse = best - 0.1 if mode == "max" else best + 0.1 if best is not None else None
+
+    def trial(trial_id: str, values: list[float], status: str = "completed") -> TrialRecord:
+        return TrialRecord.from_history(trial_id, {"lr": 0.01}, status,
+                                        [{"epoch": e + 1, metric: v} for e, v in
+                                         enumerate(values)])
+
+    trials = ([trial("t0", [0.0], "diverged")] if best is None else
+              [trial("t1", [worse, worse]), trial("t2", [best, worse])])
+    write_json(path, Summary.ranked(trials, name=name,
+                                    spec={"budget": {"metric": metric, "mode": mode}}))
     return path
 
 

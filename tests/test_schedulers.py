@@ -426,7 +426,7 @@ def test_summary_marks_stopped_trials_with_their_epoch() -> None:
                                path=f"/x/run_trial_{tid}")
                for tid, epoch, acc in (("a", 3, 0.9), ("b", 1, 0.1))]
     summary = summarize(spec, plan_sweep(spec, "/tmp/r", {"CPU": 2}, "run"), results, 1.0, [])
-    by_id = {t["trial_id"]: t for t in summary["trials"]}
+    by_id = {t.trial_id: t.model_dump() for t in summary.trials}
     assert by_id["b"]["status"] == "stopped-early" and by_id["b"]["stopped_at"] == 1
     assert by_id["a"]["status"] == "completed" and "stopped_at" not in by_id["a"]
 

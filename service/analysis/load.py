@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +18,15 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from service.results import store
+from service.results.records import Summary
+from service.results.store import ResultsError
 from service.training.data import Datasets
 from service.training.loop import TrainConfig, load_checkpoint, prepare
 from service.tune.paths import TRAIN_SNAPSHOT, train_run_dir
 
 
-class AnalysisError(Exception):
+class AnalysisError(ResultsError):
     """A user-facing problem (missing run dir, unknown trial, no checkpoint); one printable line."""
 
 
@@ -41,18 +43,12 @@ class LoadedTrial:
     checkpoints: list[tuple[int, Path]]  # every registered (epoch, dir), sorted by epoch
 
 
-def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+def read_summary(run_dir: str | os.PathLike) -> Summary:
     """summary.json of a run directory; AnalysisError naming the path if missing or unreadable."""
-    path = Path(run_dir) / "summary.json"
-    if not Path(run_dir).is_dir():
-        raise AnalysisError(f"{run_dir}: no such run directory")
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AnalysisError(
-            f"{path}: no summary.json (not a finished sweep's run directory?)") from None
-    except (OSError, ValueError) as err:
-        raise AnalysisError(f"{path}: unreadable summary ({err})") from None
+        return store.read_summary(run_dir)
+    except ResultsError as err:
+        raise AnalysisError(str(err)) from None
 
 
 def trial_checkpoints(run_dir: str | os.PathLike, trial_id: str) -> list[tuple[int, Path]]:
@@ -75,14 +71,13 @@ def trial_checkpoints(run_dir: str | os.PathLike, trial_id: str) -> list[tuple[i
     return sorted(found.items())
 
 
-def resolve_trial(summary: dict[str, Any], trial: str) -> str:
+def resolve_trial(summary: Summary, trial: str) -> str:
     """The trial id that `trial` ("best" or an id) names in this summary."""
     if trial == "best":
-        best = summary.get("best") or {}
-        if not best.get("trial_id"):
+        if summary.best is None:
             raise AnalysisError("summary.json names no best trial (did every trial fail?)")
-        return best["trial_id"]
-    known = [t.get("trial_id") for t in summary.get("trials", [])]
+        return summary.best.trial_id
+    known = [t.trial_id for t in summary.trials]
     if trial not in known:
         raise AnalysisError(f"trial {trial!r}: not in this run; trials are {', '.join(known)}")
     return trial
@@ -145,22 +140,3 @@ def to_display(images: torch.Tensor, datasets: Datasets | None = None) -> np.nda
         lo = x.amin(dim=(1, 2, 3), keepdim=True)
         x = (x - lo) / (x.amax(dim=(1, 2, 3), keepdim=True) - lo).clamp_min(1e-12)
     return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temp file in the same directory and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from other readers
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """JSON (NaN-free, indented) written atomically."""
-    write_atomic(path, (json.dumps(payload, indent=2, allow_nan=False) + "\n").encode())

@@ -24,9 +24,8 @@ from service.analysis.load import (  # noqa: E402
     load_trial,
     to_display,
     val_images,
-    write_atomic,
-    write_json_atomic,
 )
+from service.results.store import write_bytes, write_json  # noqa: E402
 from service.training.data import Datasets  # noqa: E402
 
 DEFAULT_IMAGES = 64  # validation images searched for top activations (CPU-cheap, enough for 9)
@@ -51,7 +50,7 @@ def save_figure(fig, path: Path) -> None:
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
-    write_atomic(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
 
 
 def _figure(out_dir: Path, name: str, size: tuple[float, float], draw: Callable) -> str:
@@ -123,5 +122,5 @@ def analyze_trial(run_dir: str | os.PathLike, trial: str = "best", images: int =
         **analyze_model(loaded.model, x, y, out, datasets=loaded.datasets,
                         checkpoints=loaded.checkpoints),
     }
-    write_json_atomic(out / ANALYSIS_JSON, result)
+    write_json(out / ANALYSIS_JSON, result)
     return result

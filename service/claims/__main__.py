@@ -3,8 +3,9 @@
 Each claim's space trains every condition with the same seeds (budget.seeds: seed i gives every
 condition the same data split and initial weights), so effects are paired by seed: the
 effect is the mean over seeds of (condition B - condition A), with a 95% confidence interval
-(Student t, `reportdata.mean_ci95`). A verdict says whether the interval excludes zero in the
-paper's direction ("agrees"), in the other ("opposite"), or not at all ("inconclusive").
+(Student t, `service.results.stats.mean_ci95`). A verdict says whether the interval excludes
+zero in the paper's direction ("agrees"), in the other ("opposite"), or not at all
+("inconclusive").
 
     python -m service.claims run N [--results DIR]         # run claim N's space(s), measure
     python -m service.claims run N --variant mnist|gpu      # its MNIST or GPU-sized space(s)
@@ -23,9 +24,11 @@ from pathlib import Path
 from service import cli
 from service.claims.registry import ClaimError, markdown, measure, run_claim
 from service.cli import Exit
+from service.results.store import write_json
 
 
 def main(argv: list[str] | None = None) -> int:
+    """CLI: run, measure or tabulate claims; bad input exits 2 with one line."""
     p = cli.parser("claims", __doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a claim's space(s), then measure")
@@ -64,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     variant = getattr(args, "variant", None)
     out = out_dir / f"claim_{args.claim:02d}{'_' + variant if variant else ''}.json"
-    from service.analysis.load import write_json_atomic
-
-    write_json_atomic(out, result)
+    write_json(out, result)
     print(markdown(result))
     print(out)
     return Exit.OK

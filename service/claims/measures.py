@@ -1,7 +1,7 @@
 """What the claims read from finished claim sweeps: trials grouped by condition and seed, paired
 effects with their 95% interval and verdict, and the per-trial measures that need a trial's
 checkpoints (eval-mode training accuracy, per-layer settling epochs, invariance). Used by
-`service.claims`, as `reportdata` is by `report`."""
+`service.claims`, as `service.report.data` is by `service.report`."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from service.report.data import FAILED, mean_ci95
+from service.results.records import Summary, TrialRecord
+from service.results.stats import mean_ci95
 from service.tune.paths import SEED_KEY
 
-Trials = dict[int, dict[str, Any]]  # seed index -> trial (with its per-epoch history)
+Trials = dict[int, TrialRecord]  # seed index -> trial (with its per-epoch history)
 
 
 class ClaimError(Exception):
@@ -23,20 +24,20 @@ class ClaimError(Exception):
 # --- reading runs ---------------------------------------------------------------------------
 
 
-def conditions(run: dict[str, Any], keys: list[str]) -> dict[tuple, Trials]:
+def conditions(run: Summary, keys: list[str]) -> dict[tuple, Trials]:
     """Finished trials grouped by the values of `keys`, then by seed index."""
     out: dict[tuple, Trials] = {}
-    for t in run["trials"]:
-        if t["status"] in FAILED or not t.get("history"):
+    for t in run.trials:
+        if t.failed or not t.history:
             continue
-        cond = tuple(t["config"].get(k) for k in keys)
-        out.setdefault(cond, {})[int(t["config"].get(SEED_KEY, 0))] = t
+        cond = tuple(t.config.get(k) for k in keys)
+        out.setdefault(cond, {})[int(t.config.get(SEED_KEY, 0))] = t
     return out
 
 
-def final(trial: dict[str, Any], key: str = "val_acc") -> float:
+def final(trial: TrialRecord, key: str = "val_acc") -> float:
     """The value of `key` at the trial's last epoch."""
-    return float(trial["history"][-1][key])
+    return float(trial.history[-1][key])
 
 
 def crossing(history: list[dict[str, Any]], key: str, level: float,
@@ -52,18 +53,6 @@ def crossing(history: list[dict[str, Any]], key: str, level: float,
             return prev_e + (e - prev_e) * (level - prev_v) / (v - prev_v)
         prev_e, prev_v = e, v
     return None
-
-
-def paired(a: Trials, b: Trials, f: Callable[[dict[str, Any]], float | None],
-           op: str = "diff") -> list[float]:
-    """Per seed present in both: f(b) - f(a) ("diff") or f(b) / f(a) ("ratio")."""
-    out = []
-    for seed in sorted(a.keys() & b.keys()):
-        fa, fb = f(a[seed]), f(b[seed])
-        if fa is None or fb is None or (op == "ratio" and fa == 0):
-            continue
-        out.append(fb - fa if op == "diff" else fb / fa)
-    return out
 
 
 def row(quantity: str, values: list[float], paper: str, expect: str | None = None,
@@ -85,11 +74,13 @@ def row(quantity: str, values: list[float], paper: str, expect: str | None = Non
             "zero": zero, "verdict": verdict, "note": note}
 
 
-def points(trial: dict[str, Any]) -> float:
+def points(trial: TrialRecord) -> float:
+    """The trial's last val_acc in percentage points."""
     return 100.0 * final(trial)
 
 
 def need(conds: dict[tuple, Trials], *wanted: tuple) -> list[Trials]:
+    """The trials of each wanted condition; ClaimError naming those the run lacks."""
     missing = [w for w in wanted if w not in conds]
     if missing:
         raise ClaimError(f"the run has no finished trials for {missing}; found "
@@ -100,16 +91,17 @@ def need(conds: dict[tuple, Trials], *wanted: tuple) -> list[Trials]:
 # --- per-trial analyses (need the checkpoints) ----------------------------------------------
 
 
-def loaded_trial(run_dir: Path, trial: dict[str, Any]):
+def loaded_trial(run_dir: Path, trial: TrialRecord):
+    """The trial's model at its last checkpoint (service.analysis); ClaimError if unloadable."""
     from service.analysis import AnalysisError, load_trial
 
     try:
-        return load_trial(run_dir, trial["trial_id"])
+        return load_trial(run_dir, trial.trial_id)
     except AnalysisError as err:
         raise ClaimError(str(err)) from None
 
 
-def train_accuracy(run_dir: Path, trial: dict[str, Any]) -> float:
+def train_accuracy(run_dir: Path, trial: TrialRecord) -> float:
     """Accuracy on the training split in eval mode (no dropout) at the last checkpoint."""
     import torch
 
@@ -133,7 +125,7 @@ def linear_cka(x, y) -> float:
     return float((k * g).sum() / (k.norm() * g.norm()).clamp_min(1e-12))
 
 
-def settle_epochs(run_dir: Path, trial: dict[str, Any], level: float = 0.9,
+def settle_epochs(run_dir: Path, trial: TrialRecord, level: float = 0.9,
                   images: int = 128) -> dict[str, float]:
     """Per conv layer, the first epoch from which its features' CKA to the last epoch's stays
     at or above `level` (on fixed validation images, every registered checkpoint)."""
@@ -163,7 +155,7 @@ def settle_epochs(run_dir: Path, trial: dict[str, Any], level: float = 0.9,
     return out
 
 
-def invariance_probs(run_dir: Path, trial: dict[str, Any], images: int = 64
+def invariance_probs(run_dir: Path, trial: TrialRecord, images: int = 64
                      ) -> dict[str, float]:
     """Mean true-class probability: untransformed, shifted by the smallest shift tried, scaled
     by the nearest scales to 1, and rotated by 90 and 180 degrees."""

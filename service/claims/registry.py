@@ -3,8 +3,9 @@
 Each claim's space trains every condition with the same seeds (budget.seeds: seed i gives every
 condition the same data split and initial weights), so effects are paired by seed: the
 effect is the mean over seeds of (condition B - condition A), with a 95% confidence interval
-(Student t, `reportdata.mean_ci95`). A verdict says whether the interval excludes zero in the
-paper's direction ("agrees"), in the other ("opposite"), or not at all ("inconclusive").
+(Student t, `service.results.stats.mean_ci95`). A verdict says whether the interval excludes
+zero in the paper's direction ("agrees"), in the other ("opposite"), or not at all
+("inconclusive").
 
     python -m service.claims run N [--results DIR]         # run claim N's space(s), measure
     python -m service.claims run N --variant mnist|gpu      # its MNIST or GPU-sized space(s)
@@ -31,14 +32,15 @@ from service.claims.measures import (
     final,
     invariance_probs,
     need,
-    paired,
     points,
     row,
     settle_epochs,
     train_accuracy,
 )
 from service.config.spaces import SHIPPED_SPACES
-from service.report.data import FAILED, load_run
+from service.results.records import Summary, TrialRecord
+from service.results.stats import paired
+from service.results.store import ResultsError, load_run
 from service.tune.paths import SEED_KEY
 
 SPACES = SHIPPED_SPACES / "claims"
@@ -46,13 +48,13 @@ SPACES = SHIPPED_SPACES / "claims"
 # --- the claims -----------------------------------------------------------------------------
 
 
-def _relu(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+def _relu(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     _, run = runs[0]
     relu, tanh = need(conditions(run, ["activation"]), ("relu",), ("tanh",))
     chance = 1.0 / 10
 
-    def to25(t: dict[str, Any]) -> float | None:
-        return crossing(t["history"], "train_acc", 0.75, chance)
+    def to25(t: TrialRecord) -> float | None:
+        return crossing(t.history, "train_acc", 0.75, chance)
 
     never = sum(to25(t) is None for t in tanh.values())
     return [
@@ -66,15 +68,15 @@ def _relu(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
     ]
 
 
-def _dropout(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+def _dropout(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     run_dir, run = runs[0]
     off, on = need(conditions(run, ["dropout"]), (0.0,), (0.5,))
 
-    def gap(t: dict[str, Any]) -> float:  # eval-mode train accuracy - val accuracy, points
+    def gap(t: TrialRecord) -> float:  # eval-mode train accuracy - val accuracy, points
         return 100.0 * (train_accuracy(run_dir, t) - final(t))
 
-    def to5(t: dict[str, Any]) -> float | None:
-        return crossing(t["history"], "train_acc", 0.95, 0.1)
+    def to5(t: TrialRecord) -> float | None:
+        return crossing(t.history, "train_acc", 0.95, 0.1)
 
     return [
         row("train - val accuracy gap, no dropout", [gap(t) for t in off.values()], "",
@@ -89,7 +91,7 @@ def _dropout(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
     ]
 
 
-def _augmentation(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+def _augmentation(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     _, run = runs[0]
     none, crop, light, both = need(conditions(run, ["crop", "lighting"]), ("none", 0.0),
                                     ("random", 0.0), ("none", 0.1), ("random", 0.1))
@@ -104,7 +106,7 @@ def _augmentation(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
 
 
 def _binary(key: str, better: Any, worse: Any, paper: str, label: str):
-    def measure(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+    def measure(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
         _, run = runs[0]
         b, a = need(conditions(run, [key]), (better,), (worse,))
         return [row(f"final val accuracy, {label}", paired(a, b, points), paper, "+",
@@ -114,7 +116,7 @@ def _binary(key: str, better: Any, worse: Any, paper: str, label: str):
     return measure
 
 
-def _conv1(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+def _conv1(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     from service.report.data import conv_health
 
     run_dir, run = runs[0]
@@ -122,10 +124,10 @@ def _conv1(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
     alex, zf, k11s2, k7s4 = need(conds, (11, 4), (7, 2), (11, 2), (7, 4))
     health: dict[str, dict[str, Any]] = {}
 
-    def h(t: dict[str, Any], key: str) -> float | None:
-        if t["trial_id"] not in health:
-            health[t["trial_id"]] = conv_health(run_dir, t["trial_id"])
-        value = health[t["trial_id"]].get(key)
+    def h(t: TrialRecord, key: str) -> float | None:
+        if t.trial_id not in health:
+            health[t.trial_id] = conv_health(run_dir, t.trial_id)
+        value = health[t.trial_id].get(key)
         return None if value is None else float(value)
 
     return [
@@ -144,7 +146,7 @@ def _conv1(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
     ]
 
 
-def _depth_width(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+def _depth_width(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     _, run = runs[0]
     conds = conditions(run, ["fc_width", "remove_layers"])
     widths = sorted({w for w, _ in conds})
@@ -170,9 +172,9 @@ def _depth_width(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
     ]
 
 
-def _evolution(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+def _evolution(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     run_dir, run = runs[0]
-    trials = [t for t in run["trials"] if t["status"] not in FAILED]
+    trials = [t for t in run.trials if not t.failed]
     settle = [settle_epochs(run_dir, t) for t in trials]
     layers = list(settle[0]) if settle else []
     rows = [row(f"epoch {layer} settles (CKA to last >= 0.9)", [s[layer] for s in settle], "",
@@ -184,9 +186,9 @@ def _evolution(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _invariance(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+def _invariance(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     run_dir, run = runs[0]
-    trials = [t for t in run["trials"] if t["status"] not in FAILED]
+    trials = [t for t in run.trials if not t.failed]
     probs = [invariance_probs(run_dir, t) for t in trials]
     if not probs:
         raise ClaimError(f"{run_dir}: no finished trial")
@@ -205,18 +207,18 @@ def _invariance(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
     ]
 
 
-def _compare(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
+def _compare(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     by_model: dict[str, Trials] = {}
     for _, run in runs:
-        family = run["spec"]["model"]["family"]
-        by_model[family] = {int(t["config"].get(SEED_KEY, 0)): t for t in run["trials"]
-                            if t["status"] not in FAILED and t.get("history")}
+        family = run.spec["model"]["family"]
+        by_model[family] = {int(t.config.get(SEED_KEY, 0)): t for t in run.trials
+                            if not t.failed and t.history}
     from service.config.spec import parse_spec
     from service.models import describe
 
     size = {}
     for _, run in runs:
-        cfg = parse_spec(run["spec"]).base_config()
+        cfg = parse_spec(run.spec).base_config()
         info = describe(cfg.model, flops=True, **cfg.model_knobs())
         size[cfg.model] = (f"{info['params']:,} params, {info['flops'] / 1e6:.1f} MFLOPs per "
                            f"image at {info['input_size'][-1]} px")
@@ -239,10 +241,12 @@ def _compare(runs: list[tuple[Path, dict]]) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Claim:
+    """A claim: its number, title, the space(s) it runs and how its rows are measured."""
+
     number: int
     title: str
     spaces: tuple[str, ...]  # file names in searchspaces/claims/
-    measure: Callable[[list[tuple[Path, dict]]], list[dict[str, Any]]]
+    measure: Callable[[list[tuple[Path, Summary]]], list[dict[str, Any]]]
 
 
 CLAIMS = {c.number: c for c in [
@@ -278,9 +282,10 @@ def measure(number: int, run_dirs: list[Path]) -> dict[str, Any]:
                          f"({', '.join(claim.spaces)}), got {len(run_dirs)}")
     runs = []
     for d in run_dirs:
-        if not (Path(d) / "summary.json").is_file():
-            raise ClaimError(f"{d}: no summary.json (not a finished sweep's directory)")
-        runs.append((Path(d), load_run(d)))
+        try:
+            runs.append((Path(d), load_run(d)))
+        except ResultsError as err:  # no summary.json, or not one
+            raise ClaimError(str(err)) from None
     return {"claim": number, "title": claim.title, "runs": [str(d) for d in run_dirs],
             "spaces": [f"searchspaces/claims/{s}" for s in claim.spaces],
             "rows": claim.measure(runs)}

@@ -4,7 +4,6 @@ with the newest earlier night. The CLI is `python -m service.schedule`."""
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shlex
 import subprocess
@@ -17,6 +16,8 @@ import yaml
 
 from service.cli import Exit
 from service.config.spec import SpecError, SweepSpec, load_spec
+from service.results.records import Summary
+from service.results.store import ResultsError, read_summary
 
 STUDY_DB = "optuna-study.db"  # the default persistent study, kept beside the nights' results
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -118,21 +119,15 @@ class Night:
     mode: str
 
 
-def best_value(summary: dict) -> float | None:
-    """The best trial's value of the sweep's metric (as service.sweep ranks trials)."""
-    best, metric = summary.get("best"), summary["spec"]["budget"]["metric"]
-    if not best:
-        return None
-    if metric in ("val_acc", "best_val_acc"):
-        return best.get("best_val_acc")
-    return best.get("final", {}).get(metric)
+def best_value(summary: Summary) -> float | None:
+    """The best trial's score (the value the sweep ranked it by); None when no trial has one."""
+    return summary.score(summary.best) if summary.best else None
 
 
 def read_night(date: str, path: Path) -> Night:
-    """A Night from a summary.json file."""
-    summary = json.loads(path.read_text())
-    budget = summary["spec"]["budget"]
-    return Night(date, path, best_value(summary), budget["metric"], budget["mode"])
+    """A Night from a summary.json file; ResultsError if it is missing or not a summary."""
+    summary = read_summary(path.parent)
+    return Night(date, path, best_value(summary), summary.metric, summary.mode)
 
 
 def previous_night(results: Path, name: str, before: str) -> Night | None:
@@ -183,7 +178,11 @@ def run_night(args: argparse.Namespace, spec: SweepSpec, results: Path) -> int:
     date = args.date or time.strftime("%Y-%m-%d")
     night_dir = results / date
     night_dir.mkdir(parents=True, exist_ok=True)
-    before = previous_night(results, spec.name, date)
+    try:
+        before = previous_night(results, spec.name, date)
+    except ResultsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return Exit.BAD_INPUT
     space = nightly_space(spec, args.space, results, night_dir)
     cmd = [sys.executable, "-m", "service.submit", space, "--results", str(night_dir), "-q"]
     if args.address:
@@ -198,7 +197,11 @@ def run_night(args: argparse.Namespace, spec: SweepSpec, results: Path) -> int:
         print(f"night {date}: service.submit exited {proc.returncode}; nothing to compare",
               file=sys.stderr)
         return proc.returncode or 1
-    now = read_night(date, summary)
+    try:
+        now = read_night(date, summary)
+    except ResultsError as err:
+        print(f"night {date}: {err}", file=sys.stderr)
+        return Exit.WRITE_FAILED
     if before is None:
         print(f"night {date}: best {now.metric} {_fmt(now.value)}; first night, nothing to "
               f"compare")

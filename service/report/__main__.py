@@ -12,9 +12,9 @@ from __future__ import annotations
 import sys
 
 from service import cli
-from service.analysis import AnalysisError
 from service.cli import Exit
 from service.report.build import build_report
+from service.results.store import ResultsError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         return Exit.BAD_INPUT
     try:
         path = build_report(args.run_dir, analyses=not args.no_analysis, images=args.images)
-    except AnalysisError as err:
+    except ResultsError as err:  # a missing or malformed run (AnalysisError is one too)
         print(f"error: {err}", file=sys.stderr)
         return Exit.BAD_INPUT
     except OSError as err:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,10 @@ from service.report.data import (
     describe_group,
     importance,
     knob_effects,
-    load_run,
-    metric_of,
     model_groups,
 )
+from service.results.records import Summary
+from service.results.store import load_run, write_bytes
 
 FILES = "report_files"
 
@@ -51,14 +50,17 @@ class Doc:
         self.files.mkdir(parents=True, exist_ok=True)
 
     def heading(self, text: str, level: int = 2) -> None:
+        """A heading of `level` (1 is the page title)."""
         self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
         self.md.append(f"{'#' * level} {text}\n")
 
     def para(self, text: str) -> None:
+        """A paragraph of plain text."""
         self.html.append(f"<p>{html.escape(text)}</p>")
         self.md.append(f"{text}\n")
 
     def table(self, head: list[str], rows: list[list[Any]]) -> None:
+        """A table; numbers shown to 4 significant digits, None as a dash."""
         cells = [[_fmt(c) for c in r] for r in rows]
         self.html.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
                          + "</tr>" + "".join(
@@ -68,9 +70,8 @@ class Doc:
             "| " + " | ".join(c.replace("|", "/") for c in r) + " |\n" for r in cells))
 
     def image(self, name: str, png: bytes, alt: str) -> None:
-        tmp = self.files / f".{name}.tmp"
-        tmp.write_bytes(png)
-        os.replace(tmp, self.files / name)
+        """A PNG: embedded in the HTML, written to report_files/ for the Markdown."""
+        write_bytes(self.files / name, png)
         data = base64.b64encode(png).decode()
         self.html.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">')
         self.md.append(f"![{alt}]({FILES}/{name})\n")
@@ -87,20 +88,19 @@ document.body.setAttribute('data-images',i.length);
 document.body.setAttribute('data-images-loaded',ok);});</script>"""
 
 
-def _trials_section(doc: Doc, summary: dict[str, Any]) -> None:
-    keys = summary["searched"]
-    metric = summary["spec"]["budget"]["metric"]
+def _trials_section(doc: Doc, summary: Summary) -> None:
+    keys, metric = summary.searched, summary.metric
     doc.heading("Trials")
     doc.table(["trial", *keys, "status", "epochs", f"best {metric}", "error"],
-              [[t["trial_id"], *(t["config"].get(k) for k in keys), t["status"], t["epochs"],
-                metric_of(t, metric), t.get("error") or ""] for t in summary["trials"]])
-    doc.image("curves.png", plots.learning_curves(summary["trials"], metric,
-                                                  summary["spec"]["budget"]["max_epochs"]),
+              [[t.trial_id, *(t.config.get(k) for k in keys), t.status, t.epochs,
+                summary.score(t), t.error or ""] for t in summary.trials])
+    doc.image("curves.png", plots.learning_curves(summary.trials, metric,
+                                                  summary.spec["budget"]["max_epochs"]),
               "learning curves")
 
 
-def _effects_section(doc: Doc, summary: dict[str, Any]) -> dict[str, Any]:
-    metric = summary["spec"]["budget"]["metric"]
+def _effects_section(doc: Doc, summary: Summary) -> dict[str, Any]:
+    metric = summary.metric
     doc.heading("Effect of each searched knob")
     effects = knob_effects(summary)
     doc.para(f"Per value (or per half of a range): trials that did not fail, their mean best "
@@ -118,15 +118,15 @@ def _effects_section(doc: Doc, summary: dict[str, Any]) -> dict[str, Any]:
         doc.image("importance.png", plots.importance(imp["importances"]), "importance")
     else:
         doc.para(f"Parameter importance not computed: {imp['error']}.")
-    if summary["searched"]:
-        values = [metric_of(t, metric) for t in summary["trials"]]
+    if summary.searched:
+        values = [summary.score(t) for t in summary.trials]
         doc.image("parallel.png", plots.parallel_coordinates(
-            summary["trials"], summary["searched"], metric, values), "parallel coordinates")
+            summary.trials, summary.searched, metric, values), "parallel coordinates")
     return {"effects": {k: e["rows"] for k, e in effects.items()}, "importance": imp}
 
 
-def _models_section(doc: Doc, summary: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
-    spec, metric = summary["spec"], summary["spec"]["budget"]["metric"]
+def _models_section(doc: Doc, summary: Summary, run_dir: Path) -> list[dict[str, Any]]:
+    spec, metric = summary.spec, summary.metric
     doc.heading("Model comparison")
     rows = []
     for g in model_groups(summary):
@@ -172,33 +172,30 @@ def build_report(run_dir: str | Path, analyses: bool = True, images: int = 64) -
     """Write RUN_DIR/report.html, report.md and report.json; returns report.html's path."""
     run_dir = Path(run_dir)
     summary = load_run(run_dir)
-    spec = summary["spec"]
+    spec, plan = summary.spec, summary.plan
     doc = Doc(run_dir)
-    doc.heading(f"Sweep report: {summary['name']}", level=1)
+    doc.heading(f"Sweep report: {summary.name}", level=1)
     if spec.get("description"):
         doc.para(spec["description"])
-    plan = summary.get("plan", {})
-    doc.para(f"{len(summary['trials'])} trials of up to {spec['budget']['max_epochs']} epochs; "
+    doc.para(f"{len(summary.trials)} trials of up to {spec['budget']['max_epochs']} epochs; "
              f"searcher {plan.get('searcher', spec['searcher']['type'])}; scheduler "
-             f"{plan.get('scheduler', spec['scheduler']['type'])}; {spec['budget']['mode']} "
-             f"{spec['budget']['metric']}; wall time {summary.get('wall_s', 0):.0f} s; "
-             f"Ray {summary.get('ray_version')}, torch {summary.get('torch_version')}.")
-    best = summary.get("best")
+             f"{plan.get('scheduler', spec['scheduler']['type'])}; {summary.mode} "
+             f"{summary.metric}; wall time {summary.wall_s or 0:.0f} s; "
+             f"Ray {summary.ray_version}, torch {summary.torch_version}.")
+    best = summary.best
     if best:
-        knobs = ", ".join(f"{k}={_fmt(best['config'].get(k))}" for k in summary["searched"])
-        doc.para(f"Best: trial {best['trial_id']} with {spec['budget']['metric']} "
-                 f"{_fmt(metric_of(best, spec['budget']['metric']))} ({knobs}).")
+        knobs = ", ".join(f"{k}={_fmt(best.config.get(k))}" for k in summary.searched)
+        doc.para(f"Best: trial {best.trial_id} with {summary.metric} "
+                 f"{_fmt(summary.score(best))} ({knobs}).")
     _trials_section(doc, summary)
     numbers = _effects_section(doc, summary)
     numbers["models"] = _models_section(doc, summary, run_dir)
     if analyses and best:
-        numbers["analysis"] = _analysis_section(doc, run_dir, best["trial_id"], images)
+        numbers["analysis"] = _analysis_section(doc, run_dir, best.trial_id, images)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>"
-            f"{html.escape(summary['name'])} report</title><style>{STYLE}</style>{CHECK}"
+            f"{html.escape(summary.name)} report</title><style>{STYLE}</style>{CHECK}"
             f"</head><body>{''.join(doc.html)}</body></html>")
     for name, text in (("report.html", page), ("report.md", "\n".join(doc.md)),
                        ("report.json", json.dumps(numbers, indent=2, default=str))):
-        tmp = run_dir / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, run_dir / name)
+        write_bytes(run_dir / name, text.encode())
     return run_dir / "report.html"

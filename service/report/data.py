@@ -3,60 +3,27 @@ importance and the model comparison, all read from what a finished sweep left on
 
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
 from typing import Any
 
-from service.analysis.load import read_summary
-from service.tune.paths import trial_dir, trial_history
-
-FAILED = ("error", "diverged")
-
-
-def load_run(run_dir: str | Path) -> dict[str, Any]:
-    """summary.json plus each trial's per-epoch history (Train snapshot and result.json)."""
-    run_dir = Path(run_dir)
-    summary = read_summary(run_dir)
-    for t in summary["trials"]:
-        t["history"] = trial_history(run_dir, t["trial_id"], trial_dir(run_dir, t["trial_id"]))
-    return summary
-
-
-def metric_of(trial: dict[str, Any], metric: str) -> float | None:
-    """A trial's score: its best val_acc, or its final value of another metric."""
-    if trial["status"] in FAILED:
-        return None
-    value = trial["best_val_acc"] if metric == "val_acc" else trial["final"].get(metric)
-    return None if value is None or not math.isfinite(value) else float(value)
-
-
-def mean_ci95(values: list[float]) -> tuple[float, float | None]:
-    """Mean and the half-width of its 95% confidence interval (Student t; None for n < 2)."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, None
-    from scipy.stats import t as student_t
-
-    half = student_t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(
-        len(values))
-    return mean, float(half)
+from service.results.records import Summary
+from service.results.stats import mean_ci95
 
 
 def _label(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def knob_effects(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def knob_effects(summary: Summary) -> dict[str, dict[str, Any]]:
     """Per searched knob: per value (choices) or per half of the range (numbers) the number of
-    trials, mean metric and 95% CI, over the trials that did not fail."""
-    spec, metric = summary["spec"], summary["spec"]["budget"]["metric"]
-    scored = [(t, metric_of(t, metric)) for t in summary["trials"]]
+    trials, mean score and 95% CI, over the trials that have a score."""
+    scored = [(t, summary.score(t)) for t in summary.trials]
     scored = [(t, v) for t, v in scored if v is not None]
     effects = {}
-    for knob in summary["searched"]:
-        dist = spec["search"][knob]
-        pairs = [(t["config"][knob], v) for t, v in scored if knob in t["config"]]
+    for knob in summary.searched:
+        dist = summary.spec["search"][knob]
+        pairs = [(t.config[knob], v) for t, v in scored if knob in t.config]
         groups: dict[str, list[float]] = {}
         if "values" in dist:
             for value in dist["values"]:
@@ -84,21 +51,19 @@ def _distribution(dist: dict[str, Any]):
     return d.FloatDistribution(dist["low"], dist["high"], log=dist.get("log", False))
 
 
-def importance(summary: dict[str, Any]) -> dict[str, Any]:
-    """Optuna's fANOVA parameter importance over the trials that did not fail, or the reason
+def importance(summary: Summary) -> dict[str, Any]:
+    """Optuna's fANOVA parameter importance over the trials that have a score, or the reason
     it cannot be computed (too few trials, nothing varied)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    spec, metric = summary["spec"], summary["spec"]["budget"]["metric"]
-    dists = {k: _distribution(spec["search"][k]) for k in summary["searched"]}
-    study = optuna.create_study(direction="maximize" if spec["budget"]["mode"] == "max"
-                                else "minimize")
-    for t in summary["trials"]:
-        value = metric_of(t, metric)
-        if value is not None and set(dists) <= set(t["config"]):
+    dists = {k: _distribution(summary.spec["search"][k]) for k in summary.searched}
+    study = optuna.create_study(direction="maximize" if summary.mode == "max" else "minimize")
+    for t in summary.trials:
+        value = summary.score(t)
+        if value is not None and set(dists) <= set(t.config):
             study.add_trial(optuna.trial.create_trial(
-                params={k: t["config"][k] for k in dists}, distributions=dists, value=value))
+                params={k: t.config[k] for k in dists}, distributions=dists, value=value))
     if len(study.trials) < 2 or not dists:
         return {"error": f"needs at least 2 scored trials and a searched knob "
                          f"(has {len(study.trials)} trials)"}
@@ -121,22 +86,22 @@ def architecture(trial: dict[str, Any], spec: dict[str, Any]) -> tuple:
     return (model, *((k, knobs[k]) for k in ARCH_KNOBS if k in knobs and k in trial["config"]))
 
 
-def model_groups(summary: dict[str, Any]) -> list[dict[str, Any]]:
+def model_groups(summary: Summary) -> list[dict[str, Any]]:
     """Trials grouped by architecture, each with its best trial and mean seconds per epoch."""
-    spec, metric = summary["spec"], summary["spec"]["budget"]["metric"]
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for t in summary["trials"]:
-        groups.setdefault(architecture(t, spec), []).append(t)
+    groups: dict[tuple, list] = {}
+    for t in summary.trials:
+        # architecture() reads a trial as summary.json holds it.
+        groups.setdefault(architecture(t.model_dump(), summary.spec), []).append(t)
     out = []
     for key, trials in groups.items():
-        scored = [(metric_of(t, metric), t) for t in trials]
+        scored = [(summary.score(t), t) for t in trials]
         scored = [(v, t) for v, t in scored if v is not None]
-        best = (max if spec["budget"]["mode"] == "max" else min)(
+        best = (max if summary.mode == "max" else min)(
             scored, key=lambda p: p[0]) if scored else (None, None)
-        epoch_s = [h["epoch_s"] for t in trials for h in t.get("history", [])
+        epoch_s = [h["epoch_s"] for t in trials for h in t.history
                    if isinstance(h.get("epoch_s"), int | float)]
         out.append({"model": key[0], "knobs": dict(key[1:]), "trials": len(trials),
-                    "best": best[0], "best_trial": best[1]["trial_id"] if best[1] else None,
+                    "best": best[0], "best_trial": best[1].trial_id if best[1] else None,
                     "epoch_s": statistics.fmean(epoch_s) if epoch_s else None})
     return out
 

@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from service.report.data import FAILED  # noqa: E402
+from service.results.records import TrialRecord  # noqa: E402
 
 
 def _png(fig) -> bytes:
@@ -24,18 +24,18 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def learning_curves(trials: list[dict[str, Any]], metric: str, max_epochs: int) -> bytes:
-    """Validation metric per epoch for every trial; stopped trials end in an x, failed in red."""
+def learning_curves(trials: list[TrialRecord], metric: str, max_epochs: int) -> bytes:
+    """The sweep's metric per epoch for every trial; stopped trials end in an x, failed in red."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for t in trials:
-        hist = [h for h in t.get("history", []) if metric in h]
+        hist = [h for h in t.history if metric in h]
         if not hist:
             continue
         x, y = [h["epoch"] for h in hist], [h[metric] for h in hist]
         style = {"completed": ("-", None, None), "stopped-early": ("--", "x", None)}.get(
-            t["status"], (":", "x", "tab:red"))
+            t.status, (":", "x", "tab:red"))
         line, = ax.plot(x, y, linestyle=style[0], color=style[2], alpha=0.85, lw=1.4,
-                        label=t["trial_id"] if len(trials) <= 12 else None)
+                        label=t.trial_id if len(trials) <= 12 else None)
         if style[1]:
             ax.plot(x[-1], y[-1], style[1], color=line.get_color(), ms=8)
     ax.set_xlim(0.8, max_epochs + 0.2)
@@ -92,14 +92,14 @@ def importance(importances: dict[str, float]) -> bytes:
     return _png(fig)
 
 
-def parallel_coordinates(trials: list[dict[str, Any]], knobs: list[str], metric: str,
+def parallel_coordinates(trials: list[TrialRecord], knobs: list[str], metric: str,
                          values: list[float | None]) -> bytes:
     """One polyline per trial across the searched knobs and the metric, coloured by the
     metric; categorical values are spread evenly on their axis."""
     cols = [*knobs, metric]
     table, ticks = [], []
     for k in knobs:
-        raw = [t["config"].get(k) for t in trials]
+        raw = [t.config.get(k) for t in trials]
         if all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
             lo, hi = min(raw), max(raw)
             table.append([(v - lo) / (hi - lo) if hi > lo else 0.5 for v in raw])
@@ -118,7 +118,7 @@ def parallel_coordinates(trials: list[dict[str, Any]], knobs: list[str], metric:
     fig, ax = plt.subplots(figsize=(1.6 * len(cols) + 2, 4))
     cmap = plt.get_cmap("viridis")
     for row, t, v in zip(data, trials, values, strict=True):
-        failed = t["status"] in FAILED or v is None
+        failed = t.failed or v is None
         ax.plot(range(len(cols)), row, color="tab:red" if failed else cmap(row[-1]),
                 alpha=0.8, lw=1.5, linestyle=":" if failed else "-")
     for i, (pos, labels) in enumerate(ticks):

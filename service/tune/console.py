@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from service.config.spec import SweepSpec
+from service.results.records import Summary
 
 
 def print_plan(plan, spec: SweepSpec, out=sys.stdout) -> None:
@@ -30,21 +31,23 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def print_table(summary: dict[str, Any]) -> None:
-    """All trials sorted by the metric, then the best configuration."""
-    keys = summary["searched"]
-    head = ["trial", *keys, "status", "epochs", "best val_acc"]
-    rows = [[t["trial_id"], *(_cell(t["config"].get(k, "")) for k in keys), t["status"],
-             str(t["epochs"]), "-" if t["best_val_acc"] is None else f"{t['best_val_acc']:.4f}"]
-            for t in summary["trials"]]
+def print_table(summary: Summary) -> None:
+    """All trials sorted by the sweep's metric, then the best configuration."""
+    keys, metric = summary.searched, summary.metric
+    head = ["trial", *keys, "status", "epochs", f"best {metric}"]
+    rows = []
+    for t in summary.trials:
+        value = summary.score(t)
+        rows.append([t.trial_id, *(_cell(t.config.get(k, "")) for k in keys), t.status,
+                     str(t.epochs), "-" if value is None else f"{value:.4f}"])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-    failed = [t for t in summary["trials"] if t["error"]]
-    for t in failed:
-        print(f"{t['trial_id']}: {t['error']}")
-    best = summary["best"]
+    for t in summary.trials:
+        if t.error:
+            print(f"{t.trial_id}: {t.error}")
+    best = summary.best
     if best:
-        knobs = " ".join(f"{k}={_cell(best['config'].get(k))}" for k in keys)
-        print(f"best: {best['trial_id']}  val_acc {best['best_val_acc']:.4f}  {knobs}")
-    print(f"wall time {summary['wall_s']:.0f}s")
+        knobs = " ".join(f"{k}={_cell(best.config.get(k))}" for k in keys)
+        print(f"best: {best.trial_id}  {metric} {summary.score(best):.4f}  {knobs}")
+    print(f"wall time {summary.wall_s or 0:.0f}s")

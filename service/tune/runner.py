@@ -98,5 +98,5 @@ def run(req: Request) -> Outcome:
               f"{req.space} --resume {req.run_id}", file=sys.stderr)
         return Outcome(Exit.INTERRUPTED, plan.experiment_dir)
     print_table(summary)
-    failed = any(t["status"] in FAILED for t in summary["trials"])
+    failed = any(t.status in FAILED for t in summary.trials)
     return Outcome(Exit.TRIALS_FAILED if failed else Exit.OK, plan.experiment_dir, summary)

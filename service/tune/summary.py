@@ -1,19 +1,17 @@
-"""summary.json from Tune's results: one record per trial, the best one, the run's facts."""
+"""summary.json from Tune's results: one `TrialRecord` per trial, ranked into a `Summary`."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import os
 import re
 from dataclasses import asdict
 from typing import Any
 
+from service.results.records import FAILED, Summary, TrialRecord
+from service.results.store import write_json
 from service.tune.paths import trial_id_of
 from service.tune.plan import SweepPlan
 
-FAILED = ("error", "diverged")
+__all__ = ["FAILED", "redact_url", "redacted_spec", "summarize", "trial_status", "write_json"]
 
 
 def trial_status(metrics: dict[str, Any], error: Exception | None, max_epochs: int) -> str:
@@ -25,34 +23,29 @@ def trial_status(metrics: dict[str, Any], error: Exception | None, max_epochs: i
     return "completed" if metrics.get("epoch", 0) >= max_epochs else "stopped-early"
 
 
-def summarize(spec, plan: SweepPlan, results, wall_s: float, searched: list[str]) -> dict:
+def trial_record(result, max_epochs: int) -> TrialRecord:
+    """A trial's record from its Tune Result: every epoch's row of its metrics_dataframe, then
+    its last reported metrics."""
+    m = result.metrics or {}
+    df = result.metrics_dataframe
+    rows = df.to_dict("records") if df is not None else []
+    if m:  # also when Tune's dataframe lags behind its last result
+        rows.append(m)
+    return TrialRecord.from_history(
+        m.get("trial_id") or trial_id_of(result.path), result.config or {},
+        trial_status(m, result.error, max_epochs), rows,
+        _first_line(result.error) if result.error else None)
+
+
+def summarize(spec, plan: SweepPlan, results, wall_s: float, searched: list[str]) -> Summary:
     """summary.json's content from a Tune ResultGrid."""
     import ray
 
-    trials = []
-    for r in results:
-        m = r.metrics or {}
-        df = r.metrics_dataframe
-        accs = df["val_acc"].dropna().tolist() if df is not None and "val_acc" in df else []
-        trials.append({
-            "trial_id": m.get("trial_id") or trial_id_of(r.path),
-            "config": {k: v for k, v in (r.config or {}).items()},
-            "status": trial_status(m, r.error, spec.budget.max_epochs),
-            "epochs": int(m.get("epoch", 0)),
-            "best_val_acc": max(accs) if accs else None,
-            "final": {k: m[k] for k in ("val_acc", "val_loss", "train_loss") if k in m},
-            "error": _first_line(r.error) if r.error else None,
-        })
-        if trials[-1]["status"] == "stopped-early":
-            trials[-1]["stopped_at"] = trials[-1]["epochs"]  # the epoch a scheduler stopped it
-    trials.sort(key=lambda t: _sort_key(t, spec.budget.metric, spec.budget.mode))
-    ok = [t for t in trials if t["status"] not in FAILED and t["best_val_acc"] is not None]
-    return {
-        "name": spec.name, "spec": redacted_spec(spec), "plan": asdict(plan),
-        "searched": searched, "trials": trials, "best": ok[0] if ok else None,
-        "wall_s": round(wall_s, 2), "ray_version": ray.__version__,
-        "torch_version": _version("torch"),  # the workers' torch; the driver never imports it
-    }
+    return Summary.ranked(
+        [trial_record(r, spec.budget.max_epochs) for r in results],
+        name=spec.name, spec=redacted_spec(spec), plan=asdict(plan), searched=searched,
+        wall_s=round(wall_s, 2), ray_version=ray.__version__,
+        torch_version=_version("torch"))  # the workers' torch; the driver never imports it
 
 
 def redact_url(url: str) -> str:
@@ -68,13 +61,6 @@ def redacted_spec(spec) -> dict:
     return dump
 
 
-def _sort_key(trial: dict, metric: str, mode: str):
-    if trial["status"] in FAILED or trial["best_val_acc"] is None:
-        return (1, 0.0)
-    value = trial["best_val_acc"] if metric == "val_acc" else trial["final"].get(metric, math.inf)
-    return (0, -value if mode == "max" else value)
-
-
 def _first_line(err: Exception) -> str:
     text = str(err).strip().splitlines()
     return next((line for line in reversed(text) if line.strip()), type(err).__name__)[:500]
@@ -87,29 +73,3 @@ def _version(package: str) -> str | None:
         return version(package)
     except PackageNotFoundError:
         return None
-
-
-def write_json(path: str, payload: dict) -> None:
-    """Write JSON atomically (temp file + rename) to a local path or a URI."""
-    data = json.dumps(payload, indent=2, default=str).encode()
-    if "://" in path:
-        import pyarrow.fs
-
-        fs, rel = pyarrow.fs.FileSystem.from_uri(path)
-        with fs.open_output_stream(rel) as f:
-            f.write(data)
-        return
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        # A full disk or a read-only directory: leave no half-written file behind.
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if err.filename is None:
-            err.filename = path
-        raise

@@ -1,0 +1,1 @@
+"""Sweep results. Imports pydantic, scipy, service.config, service.tune.paths; no torch or Ray."""

@@ -12,11 +12,14 @@ import torchvision
 from torch import nn
 
 from service.models import (
+    architecture_knobs,
     build_model,
     check_model,
     count_params,
     describe,
+    knob_names,
     list_models,
+    make_config,
     model_knobs,
 )
 from service.models.common import clip_filter_rms
@@ -258,7 +261,107 @@ def test_remove_layers_takes_out_zfnet_table3_layers(remove, convs, expected):
 def test_remove_layers_rejects_other_sets_and_towers():
     with pytest.raises(ValueError, match="remove_layers"):
         check_model("alexnet", remove_layers="5")
-    from service.models import make_config, towers
+    from service.models import towers
 
     with pytest.raises(ValueError, match="remove_layers"):
         towers.check_towers(make_config("alexnet", remove_layers="3,4"))
+
+
+def test_towers_need_even_hidden_fc_widths():
+    from service.models import towers
+
+    with pytest.raises(ValueError, match="fc_width"):
+        towers.check_towers(make_config("alexnet", fc_width=33))
+    towers.check_towers(make_config("alexnet", fc_width=34))
+
+
+# Per preset family: a value of every architecture knob other than the preset's own. Its keys
+# must be the registered architecture knobs, so a new one has to be added here and tested.
+OTHER_ARCHITECTURE = {
+    "alexnet": dict(widths=(64, 192, 384, 256, 256), width_mult=0.5, conv1_kernel=7,
+                    conv1_stride=2, conv1_padding=1, conv2_stride=2, conv2_padding=0, groups=1,
+                    fc_width=2048, lrn=False, lrn_position="after_pool", activation="tanh",
+                    pool="plain", pool_ceil=True, adaptive_pool=6, remove_layers="3,4"),
+    "lenet5": dict(activation="tanh", pool="avg", c3_table=True, output="rbf"),
+}
+
+
+def _network(name: str, **knobs) -> tuple[str, list[tuple[str, tuple[int, ...]]]]:
+    with torch.device("meta"):
+        model = build_model(name, **knobs)
+    return repr(model), [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+
+
+@pytest.mark.parametrize("name", ["alexnet", "lenet5"])
+def test_every_architecture_knob_is_a_knob_that_changes_the_network(name):
+    arch = architecture_knobs(name)
+    assert set(arch) <= set(knob_names(name))
+    assert set(arch) == set(OTHER_ARCHITECTURE[name])
+    # image_size 224: conv1's 54x54 maps pool to 26 (floor) or 27 (ceil), so pool_ceil shows.
+    base = dict(image_size=224) if name == "alexnet" else {}
+    reference = _network(name, **base)
+    for knob, value in OTHER_ARCHITECTURE[name].items():
+        assert _network(name, **base, **{knob: value}) != reference, knob
+    # How the network is fed or trained is not architecture.
+    for knob in ("num_classes", "in_channels", "image_size", "dropout", "init",
+                 "filter_rms_clip"):
+        assert knob not in arch
+
+
+
+def test_every_preset_registers_architecture_knobs_among_its_knobs():
+    for name in list_models():
+        arch = architecture_knobs(name)
+        assert arch and set(arch) <= set(knob_names(name)), name
+        make_config(name, **{k: model_knobs(name)[k] for k in arch})  # accepted as knobs
+
+
+# Claim 7's grid at one FC width, two seeds: trials that differ only in remove_layers (and in
+# how they were trained: seed, lr) are three models.
+CLAIM7_SPEC = {"model": {"family": "alexnet", "knobs": {"width_mult": 0.25}},
+               "budget": {"metric": "val_acc", "mode": "max"},
+               "search": {"remove_layers": {"type": "grid", "values": ["none", "3,4", "6,7"]}}}
+CLAIM7_CONFIGS = [{"fc_width": 128, "remove_layers": removed, "seed": seed, "lr": 0.02 + seed}
+                  for removed in ("none", "3,4", "6,7") for seed in (0, 1)]
+
+
+def test_architecture_keeps_claim7_removed_layers_apart():
+    from service.report.data import architecture
+
+    keys = [architecture({"config": c}, CLAIM7_SPEC) for c in CLAIM7_CONFIGS]
+    assert keys[0] == ("alexnet", ("fc_width", 128), ("remove_layers", "none"))
+    assert keys[0] == keys[1] and keys[2] == keys[3] and keys[4] == keys[5]  # seeds, lr
+    assert len(set(keys)) == 3
+
+
+def test_model_comparison_keeps_claim7_removed_layers_apart():
+    from service.report.data import model_groups
+    from service.results.records import Summary, TrialRecord
+
+    trials = []
+    for i, config in enumerate(CLAIM7_CONFIGS):
+        acc = 0.9 - 0.1 * (i // 2) + 0.01 * config["seed"]
+        trials.append(TrialRecord(trial_id=f"t{i}", config=config, status="completed", epochs=1,
+                                  best_val_acc=acc, highest={"val_acc": acc}))
+    groups = model_groups(Summary(name="claim07", spec=CLAIM7_SPEC, searched=["remove_layers"],
+                                  trials=trials))
+    assert len(groups) == 3  # the old hand-written list merged them into one
+    by_removed = {g["knobs"]["remove_layers"]: g for g in groups}
+    assert sorted(by_removed) == ["3,4", "6,7", "none"]
+    assert all(g["model"] == "alexnet" and g["trials"] == 2 for g in groups)
+    assert all(g["knobs"] == {"fc_width": 128, "remove_layers": r} for r, g in by_removed.items())
+    assert by_removed["none"]["best"] == pytest.approx(0.91)
+    assert by_removed["6,7"]["best"] == pytest.approx(0.71)
+
+def test_registry_and_shape_arithmetic_import_neither_torch_nor_ray():
+    # The sweep's driver validates search spaces with these and never imports torch.
+    code = (
+        "import sys\n"
+        "import service.models.alexnet_plan, service.models.lenet_plan\n"
+        "import service.models.registry, service.models.shapes\n"
+        "from service.models import architecture_knobs, check_model\n"
+        "check_model('zfnet', remove_layers='3,4'); architecture_knobs('alexnet')\n"
+        "print(sorted(m for m in ('torch', 'torchvision', 'ray') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout
+    assert out.strip() == "[]"

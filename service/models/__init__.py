@@ -15,7 +15,14 @@ from typing import Any
 
 from service.models.alexnet_plan import AlexNetConfig
 from service.models.lenet_plan import LeNetConfig
-from service.models.registry import check_model, knob_names, list_models, make_config, model_knobs
+from service.models.registry import (
+    architecture_knobs,
+    check_model,
+    knob_names,
+    list_models,
+    make_config,
+    model_knobs,
+)
 
 _LAZY = {"build_model": "build", "describe": "build", "count_params": "common",
          "AlexNet": "alexnet", "LeNet5": "lenet", "TowerAlexNet": "towers"}
@@ -27,6 +34,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["build_model", "check_model", "describe", "knob_names", "list_models", "model_knobs",
-           "make_config", "count_params", "AlexNet", "AlexNetConfig", "LeNet5", "LeNetConfig",
-           "TowerAlexNet"]
+__all__ = ["architecture_knobs", "build_model", "check_model", "describe", "knob_names",
+           "list_models", "model_knobs", "make_config", "count_params", "AlexNet",
+           "AlexNetConfig", "LeNet5", "LeNetConfig", "TowerAlexNet"]

@@ -1,52 +1,145 @@
-"""AlexNetConfig and its shape arithmetic, without torch (spec validation runs it in the driver).
+"""AlexNetConfig, AlexNet's layer table and its shape arithmetic, without torch (spec validation
+runs it in the driver).
 
-`plan()` does the shape arithmetic before any weight is allocated and raises a `ValueError`
-naming the knob at fault; `check_towers` does the same for the two-tower split.
+`CONVS` and `FCS` are AlexNet's layers, written once: `plan()` resolves them against a config
+into concrete layers (channels, kernels, map sizes) before any weight is allocated, raising a
+`ValueError` naming the knob at fault, and the torch builder (`alexnet.py`) and the two-tower
+split (`towers.py`) build from that plan. `check_towers` checks the two-tower split.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from service.models.shapes import ACTIVATIONS, conv_out, require_choice, require_int, require_number
+from service.models.shapes import (
+    ACTIVATIONS,
+    architectural,
+    conv_out,
+    require_choice,
+    require_int,
+    require_number,
+)
 
-POOLS = ("overlap", "plain")  # 3x3 stride 2 (AlexNet's overlapping pools) | 2x2 stride 2
+# pool knob -> max-pool (kernel, stride): AlexNet's overlapping 3x3/2 | the usual 2x2/2
+POOLS = {"overlap": (3, 2), "plain": (2, 2)}
+# AlexNet sec. 3.3's local response normalisation: n=5, alpha=1e-4, beta=0.75, k=2
+LRN = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
+INITS = ("kaiming", "paper", "default")
 
 
 @dataclass
 class AlexNetConfig:
-    """Knobs of the AlexNet family; defaults are AlexNet 2012 at 227x227 (exact arithmetic)."""
+    """Knobs of the AlexNet family; defaults are AlexNet 2012 at 227x227 (exact arithmetic).
+
+    Knobs made with `architectural` change the network itself; the others say how it is fed
+    (num_classes, in_channels, image_size follow the data) or trained (dropout, the RMS clip,
+    init).
+    """
 
     num_classes: int = 1000  # ImageNet
     in_channels: int = 3  # RGB; grey data is repeated to 3 channels by the data layer
     image_size: int = 227  # the paper says 224, but 227 makes conv1's 55x55 maps exact
-    widths: tuple[int, ...] = (96, 256, 384, 384, 256)  # conv1..conv5 output channels
-    width_mult: float = 1.0  # scales every conv width (e.g. 0.25 for CPU-sized sweeps)
-    conv1_kernel: int = 11  # ZFNet: 7
-    conv1_stride: int = 4  # ZFNet: 2 (stride 4 aliases layer-2 features)
-    conv1_padding: int = 0
-    conv2_stride: int = 1  # ZFNet: 2
-    conv2_padding: int = 2
-    groups: int = 2  # conv2/4/5 split into two towers, one per GPU in the paper; 1 = dense
-    fc_width: int = 4096  # FC6 and FC7 units
-    dropout: float = 0.5  # dropout probability on FC6/FC7
+    # conv1..conv5 output channels
+    widths: tuple[int, ...] = architectural((96, 256, 384, 384, 256))
+    width_mult: float = architectural(1.0)  # scales every conv width (0.25 for CPU sweeps)
+    conv1_kernel: int = architectural(11)  # ZFNet: 7
+    conv1_stride: int = architectural(4)  # ZFNet: 2 (stride 4 aliases layer-2 features)
+    conv1_padding: int = architectural(0)
+    conv2_stride: int = architectural(1)  # ZFNet: 2
+    conv2_padding: int = architectural(2)
+    # conv2/4/5 split into two towers, one per GPU in the paper; 1 = dense
+    groups: int = architectural(2)
+    fc_width: int = architectural(4096)  # FC6 and FC7 units
+    dropout: float = 0.5  # dropout probability on FC6/FC7 (acts only in training)
     dropout_position: Literal["hidden", "input"] = "hidden"  # after FC6/FC7 (paper) | before
-    lrn: bool = True  # local response normalisation after conv1 and conv2
-    lrn_position: Literal["before_pool", "after_pool"] = "before_pool"  # ZFNet: after the pools
-    activation: str = "relu"  # relu | tanh | sigmoid | scaled_tanh
-    pool: str = "overlap"  # overlap (3x3/2) | plain (2x2/2)
-    pool_ceil: bool = False  # ceil-mode pooling (ZFNet's 110 -> 55 -> 26 -> 13 arithmetic)
-    adaptive_pool: int | None = None  # torchvision's AdaptiveAvgPool2d((6, 6)); None = none
+    lrn: bool = architectural(True)  # local response normalisation after conv1 and conv2
+    # ZFNet: after the pools
+    lrn_position: Literal["before_pool", "after_pool"] = architectural("before_pool")
+    activation: str = architectural("relu")  # relu | tanh | sigmoid | scaled_tanh
+    pool: str = architectural("overlap")  # overlap (3x3/2) | plain (2x2/2)
+    # ceil-mode pooling (ZFNet's 110 -> 55 -> 26 -> 13 arithmetic)
+    pool_ceil: bool = architectural(False)
+    # torchvision's AdaptiveAvgPool2d((6, 6)); None = none
+    adaptive_pool: int | None = architectural(None)
     filter_rms_clip: float | None = None  # renormalise conv filters with RMS above this (ZFNet 0.1)
-    # kaiming: He-normal convs, N(0, 0.01) FCs (trains from scratch in a few epochs);
-    # paper: N(0, 0.01) everywhere, bias 1 in conv2/4/5 and FC6/7; default: PyTorch's own.
+    # kaiming: He-normal weights with ReLU's gain (whatever the activation; fan_out for convs,
+    # fan_in for FCs), zero biases; paper: N(0, 0.01) weights, bias 1 in conv2/4/5 and FC6/7
+    # and 0 elsewhere; default: PyTorch's own.
     init: Literal["kaiming", "paper", "default"] = "kaiming"
     # ZFNet Table 3's ablations: drop conv3+conv4 ("3,4"; conv5 then reads conv2), FC7 ("7"),
     # FC6+FC7 ("6,7"; FC8 reads the conv features) or all four ("3,4,6,7").
-    remove_layers: str = "none"
-    conv_maps: list[int] = field(default_factory=list, repr=False)  # filled by plan()
+    remove_layers: str = architectural("none")
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """One of AlexNet's conv layers. Kernel, stride and padding are a number or the knob that
+    sets it; the output width is `widths[number - 1]` after `width_mult`."""
+
+    number: int  # conv1..conv5
+    kernel: int | str
+    stride: int | str
+    padding: int | str
+    grouped: bool  # split into `groups` (the paper's towers); a dense layer reads both towers
+    lrn: bool  # followed by LRN when the `lrn` knob is on
+    pool: bool  # followed by a max pool
+    paper_bias: float  # its bias under init=paper
+
+
+@dataclass(frozen=True)
+class FcSpec:
+    """One of AlexNet's fully-connected layers; all are dense (they read both towers)."""
+
+    number: int  # FC6..FC8
+    width: str  # the knob that sets its output units
+    hidden: bool  # followed by the activation and dropout; FC8 gives the logits
+    paper_bias: float  # its bias under init=paper
+
+
+# AlexNet (Krizhevsky et al. 2012, sec. 3.5 and Fig. 2). ZFNet changes conv1 and conv2 only
+# through their knobs. The paper sets the biases of conv2, conv4, conv5 and the hidden FCs to 1
+# "to accelerate the early stages of learning by providing the ReLUs with positive inputs".
+CONVS = (
+    ConvSpec(1, "conv1_kernel", "conv1_stride", "conv1_padding", grouped=False, lrn=True,
+             pool=True, paper_bias=0.0),
+    ConvSpec(2, 5, "conv2_stride", "conv2_padding", grouped=True, lrn=True, pool=True,
+             paper_bias=1.0),
+    ConvSpec(3, 3, 1, 1, grouped=False, lrn=False, pool=False, paper_bias=0.0),
+    ConvSpec(4, 3, 1, 1, grouped=True, lrn=False, pool=False, paper_bias=1.0),
+    ConvSpec(5, 3, 1, 1, grouped=True, lrn=False, pool=True, paper_bias=1.0),
+)
+FCS = (
+    FcSpec(6, "fc_width", hidden=True, paper_bias=1.0),
+    FcSpec(7, "fc_width", hidden=True, paper_bias=1.0),
+    FcSpec(8, "num_classes", hidden=False, paper_bias=0.0),
+)
+# The `remove_layers` values: ZFNet Table 3's sets of layer numbers from the table above.
+REMOVABLE = ("none", "3,4", "7", "6,7", "3,4,6,7")
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """A conv layer of one config: its spec with the knobs and channel counts filled in."""
+
+    spec: ConvSpec
+    c_in: int
+    c_out: int
+    kernel: int
+    stride: int
+    padding: int
+    groups: int  # the `groups` knob for a grouped layer, else 1
+    map_size: int  # spatial size of its output (before its pool)
+
+
+@dataclass(frozen=True)
+class FcLayer:
+    """A fully-connected layer of one config: its spec with the sizes filled in."""
+
+    spec: FcSpec
+    d_in: int
+    d_out: int
 
 
 @dataclass(frozen=True)
@@ -54,12 +147,16 @@ class AlexNetPlan:
     """Shapes computed from a config without allocating weights."""
 
     widths: tuple[int, ...]  # conv widths after width_mult
-    conv_maps: list[int]  # spatial size after each conv layer
+    convs: tuple[ConvLayer, ...]  # the conv layers `remove_layers` keeps, in order
+    fcs: tuple[FcLayer, ...]  # the FC layers it keeps, in order
+    pool: tuple[int, int]  # max-pool kernel and stride
     final_map: int  # spatial size entering the classifier
-    fc_input: int  # flattened features entering FC6
+    fc_input: int  # flattened features entering the first FC layer
 
-
-REMOVABLE = ("none", "3,4", "7", "6,7", "3,4,6,7")  # ZFNet Table 3
+    @property
+    def conv_maps(self) -> list[int]:
+        """Spatial size after each conv layer."""
+        return [c.map_size for c in self.convs]
 
 
 def removed(cfg: AlexNetConfig) -> set[int]:
@@ -82,19 +179,19 @@ def _check_ranges(cfg: AlexNetConfig) -> None:
         require_int(name, getattr(cfg, name))
     for name in ("conv1_padding", "conv2_padding"):
         require_int(name, getattr(cfg, name), low=0)
-    if not isinstance(cfg.widths, tuple | list) or len(cfg.widths) != 5:
+    if not isinstance(cfg.widths, tuple | list) or len(cfg.widths) != len(CONVS):
         raise ValueError(f"widths={cfg.widths!r}: must be five positive conv widths")
     for i, w in enumerate(cfg.widths):
         require_int(f"widths[{i}]", w)
     require_number("width_mult", cfg.width_mult, 1e-3, 16, high_open=False)
     require_number("dropout", cfg.dropout, 0, 1, high_open=True)
     require_choice("activation", cfg.activation, ACTIVATIONS)
-    require_choice("pool", cfg.pool, POOLS)
+    require_choice("pool", cfg.pool, tuple(POOLS))
     for name in ("lrn", "pool_ceil"):
         require_choice(name, getattr(cfg, name), (True, False))
     require_choice("lrn_position", cfg.lrn_position, ("before_pool", "after_pool"))
     require_choice("dropout_position", cfg.dropout_position, ("hidden", "input"))
-    require_choice("init", cfg.init, ("kaiming", "paper", "default"))
+    require_choice("init", cfg.init, INITS)
     require_choice("remove_layers", cfg.remove_layers, REMOVABLE)
     if cfg.adaptive_pool is not None:
         require_int("adaptive_pool", cfg.adaptive_pool)
@@ -102,42 +199,61 @@ def _check_ranges(cfg: AlexNetConfig) -> None:
         require_number("filter_rms_clip", cfg.filter_rms_clip, 1e-9, math.inf, high_open=True)
 
 
+def _knob(cfg: AlexNetConfig, value: int | str) -> int:
+    """A spec's number, or the value of the knob it names."""
+    return getattr(cfg, value) if isinstance(value, str) else value
+
+
+def _channels(cfg: AlexNetConfig, widths: tuple[int, ...]) -> list[tuple[ConvSpec, int, int]]:
+    """(spec, input, output channels) of each kept conv; a layer reads the last kept one."""
+    gone, c_in, out = removed(cfg), cfg.in_channels, []
+    for spec in CONVS:
+        if spec.number in gone:
+            continue
+        c_out = widths[spec.number - 1]
+        if spec.grouped and (c_in % cfg.groups or c_out % cfg.groups):
+            raise ValueError(f"groups={cfg.groups}: does not divide conv{spec.number}'s "
+                             f"{c_in} input / {c_out} output channels")
+        out.append((spec, c_in, c_out))
+        c_in = c_out
+    return out
+
+
 def plan(cfg: AlexNetConfig) -> AlexNetPlan:
-    """Validate `cfg` and compute its feature-map sizes; raises ValueError naming the knob."""
+    """Validate `cfg` and resolve the layer table against it (channels, kernels, feature-map
+    sizes); raises ValueError naming the knob."""
     _check_ranges(cfg)
     widths = scaled_widths(cfg)
-    # conv2, conv4 and conv5 are the grouped (two-tower) layers; conv3 and the FCs are dense.
-    gone = removed(cfg)
-    grouped = {2: (widths[0], widths[1]), 4: (widths[2], widths[3]),
-               5: (widths[1] if 4 in gone else widths[3], widths[4])}
-    for layer, (c_in, c_out) in grouped.items():
-        if layer in gone:
-            continue
-        if c_in % cfg.groups or c_out % cfg.groups:
-            raise ValueError(f"groups={cfg.groups}: does not divide conv{layer}'s "
-                             f"{c_in} input / {c_out} output channels")
-    pk, ps = (3, 2) if cfg.pool == "overlap" else (2, 2)
-    steps = [  # (what, kernel, stride, padding) in order; pools after conv1, conv2 and conv5
-        ("conv1_kernel/conv1_stride", cfg.conv1_kernel, cfg.conv1_stride, cfg.conv1_padding),
-        ("pool", pk, ps, 0),
-        ("conv2_stride", 5, cfg.conv2_stride, cfg.conv2_padding),
-        ("pool", pk, ps, 0),
-        ("conv3", 3, 1, 1), ("conv4", 3, 1, 1), ("conv5", 3, 1, 1),
-        ("pool", pk, ps, 0),
-    ]
-    steps = [st for st in steps if st[0] not in {f"conv{i}" for i in gone}]
-    size, conv_maps = cfg.image_size, []
-    for what, k, s, p in steps:
-        size = conv_out(size, k, s, p, ceil=cfg.pool_ceil and what == "pool")
+    channels = _channels(cfg, widths)  # every channel check before any map-size check
+    pool = POOLS[cfg.pool]
+
+    def shrink(size: int, kernel: int, stride: int, padding: int, what: str) -> int:
+        size = conv_out(size, kernel, stride, padding, ceil=cfg.pool_ceil and what == "pool")
         if size < 1:
             raise ValueError(
                 f"image_size={cfg.image_size}: the feature map shrinks to zero at {what} "
                 f"(conv1 {cfg.conv1_kernel}x{cfg.conv1_kernel}/{cfg.conv1_stride}, "
                 f"pool={cfg.pool}); use a larger image_size or a smaller stride")
-        if what != "pool":
-            conv_maps.append(size)
+        return size
+
+    size, convs = cfg.image_size, []
+    for spec, c_in, c_out in channels:
+        k, s, p = (_knob(cfg, v) for v in (spec.kernel, spec.stride, spec.padding))
+        # The error names the knobs that shrink the map (kernel, stride), else the layer.
+        what = "/".join(v for v in (spec.kernel, spec.stride) if isinstance(v, str))
+        size = shrink(size, k, s, p, what or f"conv{spec.number}")
+        convs.append(ConvLayer(spec, c_in, c_out, k, s, p,
+                               cfg.groups if spec.grouped else 1, size))
+        if spec.pool:
+            size = shrink(size, *pool, 0, "pool")
     final = cfg.adaptive_pool or size
-    return AlexNetPlan(widths, conv_maps, final, widths[4] * final * final)
+    fc_input = convs[-1].c_out * final * final
+    gone, d_in, fcs = removed(cfg), fc_input, []
+    for fc in FCS:
+        if fc.number not in gone:
+            fcs.append(FcLayer(fc, d_in, getattr(cfg, fc.width)))
+            d_in = fcs[-1].d_out
+    return AlexNetPlan(widths, tuple(convs), tuple(fcs), pool, final, fc_input)
 
 
 TOWERS = 2  # the paper's two GPUs
@@ -154,6 +270,12 @@ def check_towers(cfg: Any) -> None:
     if cfg.groups != TOWERS:
         raise ValueError(f"model_parallel=towers: needs groups=2 (the two towers), "
                          f"got groups={cfg.groups}")
-    if cfg.fc_width % TOWERS or scaled_widths(cfg)[2] % TOWERS:
-        raise ValueError(f"model_parallel=towers: fc_width={cfg.fc_width} and conv3's width "
-                         "must be even (each tower holds half)")
+    p = plan(cfg)
+    # Each tower holds the output half of every layer but FC8 (which lives whole on tower 0).
+    odd = [f"conv{c.spec.number}'s {c.c_out} (widths, width_mult)"
+           for c in p.convs if c.c_out % TOWERS]
+    odd += [f"FC{f.spec.number}'s {f.d_out} (fc_width)"
+            for f in p.fcs if f.spec.hidden and f.d_out % TOWERS]
+    if odd:
+        raise ValueError("model_parallel=towers: each tower holds half of a layer's outputs, "
+                         f"which must be even; got {', '.join(odd)}")

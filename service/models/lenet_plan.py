@@ -5,20 +5,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from service.models.shapes import ACTIVATIONS, conv_out, require_choice, require_int, require_number
+from service.models.shapes import (
+    ACTIVATIONS,
+    architectural,
+    conv_out,
+    require_choice,
+    require_int,
+    require_number,
+)
 
 
 @dataclass
 class LeNetConfig:
-    """Knobs of LeNet-5; defaults are the modern variant at 32x32."""
+    """Knobs of LeNet-5; defaults are the modern variant at 32x32.
+
+    Knobs made with `architectural` change the network itself; num_classes, in_channels and
+    image_size follow the data, and dropout acts only in training.
+    """
 
     num_classes: int = 10
     in_channels: int = 1
     image_size: int = 32  # the paper pads MNIST's 28x28 digits to 32x32
-    activation: str = "relu"  # relu | tanh | sigmoid | scaled_tanh (the paper's)
-    pool: Literal["max", "avg", "trainable"] = "max"  # trainable = the paper's subsampling
-    c3_table: bool = False  # the paper's partial C3 connectivity instead of full
-    output: Literal["linear", "rbf"] = "linear"  # rbf = Euclidean RBF units with fixed codes
+    activation: str = architectural("relu")  # relu | tanh | sigmoid | scaled_tanh (the paper's)
+    # trainable = the paper's subsampling
+    pool: Literal["max", "avg", "trainable"] = architectural("max")
+    c3_table: bool = architectural(False)  # the paper's partial C3 connectivity instead of full
+    # rbf = Euclidean RBF units with fixed codes
+    output: Literal["linear", "rbf"] = architectural("linear")
     dropout: float = 0.0  # before F6; LeNet had none
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from service.models import alexnet_plan, lenet_plan
 from service.models.alexnet_plan import AlexNetConfig
 from service.models.lenet_plan import LeNetConfig
+from service.models.shapes import ARCHITECTURE
 
 # config class -> its shape arithmetic; the model classes (torch) are looked up by build_model
 PLANS = {LeNetConfig: lenet_plan.plan, AlexNetConfig: alexnet_plan.plan}
@@ -51,7 +52,14 @@ def _preset(name: str) -> tuple[str, type, dict[str, Any]]:
 def knob_names(name: str) -> list[str]:
     """The knobs a preset accepts (the fields of its config class)."""
     _, cfg_cls, _ = _preset(name)
-    return [f.name for f in dataclasses.fields(cfg_cls) if f.repr]
+    return [f.name for f in dataclasses.fields(cfg_cls)]
+
+
+def architecture_knobs(name: str) -> tuple[str, ...]:
+    """The knobs of a preset that make a different network (declared `architectural` in its
+    config class), as opposed to how it is trained or fed; in knob order."""
+    _, cfg_cls, _ = _preset(name)
+    return tuple(f.name for f in dataclasses.fields(cfg_cls) if f.metadata.get(ARCHITECTURE))
 
 
 def model_knobs(name: str) -> dict[str, Any]:

@@ -1,13 +1,23 @@
-"""Shape arithmetic and knob checks of the model family, without torch.
+"""Shape arithmetic, knob checks and knob declarations of the model family, without torch.
 
 Spec validation runs these in the sweep's driver, which never imports torch (its memory)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "scaled_tanh")
+
+ARCHITECTURE = "architecture"  # dataclass field metadata key; see `architectural`
+
+
+def architectural(default: Any) -> Any:
+    """A config field whose value makes a different network (its layers, their sizes or their
+    functions), as opposed to how the network is trained or fed. The report's model comparison
+    groups trials by these (`registry.architecture_knobs`); `default` must be immutable."""
+    return dataclasses.field(default=default, metadata={ARCHITECTURE: True})
 
 
 def require_int(name: str, value: Any, low: int = 1) -> None:

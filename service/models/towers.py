@@ -89,6 +89,11 @@ class TowerAlexNet(nn.Module):
         self.cfg = grouped.cfg
         self.devices = tuple(torch.device(d) for d in devices)
         self.filter_rms_clip = grouped.cfg.filter_rms_clip
+        # Which convs exchange activations, from the layer table: conv1 reads the image (whole on
+        # every tower) and a grouped conv its own tower's half; a dense conv after conv1 (conv3)
+        # reads both towers' maps.
+        self._exchange = tuple(i > 0 and not c.spec.grouped
+                               for i, c in enumerate(grouped.plan.convs))
         self.towers = nn.ModuleList(_Tower(grouped, k, d) for k, d in enumerate(self.devices))
         # FC8 reads both towers' FC7 units; it lives with tower 0, where the logits are wanted.
         self.fc8 = copy.deepcopy(grouped.classifier[-1]).to(self.devices[0])
@@ -161,13 +166,11 @@ class TowerAlexNet(nn.Module):
     def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
         # Every tower sees the whole image, as both GPUs did in the paper.
         xs = [x.to(d) for d in self.devices]
+        exchange = iter(self._exchange)
         for layers in zip(*(t.features for t in self.towers), strict=True):
             m0 = layers[0]
             if isinstance(m0, nn.Conv2d):
-                # conv1 reads the image, conv2/4/5 the tower's own half: as many channels as the
-                # tower holds. conv3 is the dense exchange: it reads both towers' conv2 maps.
-                own = m0.in_channels == xs[0].shape[1]
-                ins = xs if own else [_gather(xs, d) for d in self.devices]
+                ins = [_gather(xs, d) for d in self.devices] if next(exchange) else xs
                 xs = [m(x) for m, x in zip(layers, ins, strict=True)]
             elif isinstance(m0, nn.LocalResponseNorm):
                 xs = _lrn_with_halo(m0, xs)

@@ -75,15 +75,15 @@ def importance(summary: Summary) -> dict[str, Any]:
     return {"importances": {k: float(v) for k, v in values.items()}, "trials": len(study.trials)}
 
 
-ARCH_KNOBS = ("conv1_kernel", "conv1_stride", "conv2_stride", "groups", "fc_width", "lrn",
-              "pool", "width_mult", "widths", "activation", "c3_table", "output")
-
-
 def architecture(trial: dict[str, Any], spec: dict[str, Any]) -> tuple:
-    """What makes a trial's network a different model (not how it was trained)."""
-    model = trial["config"].get("model", spec["model"]["family"])
-    knobs = {**spec["model"].get("knobs", {}), **trial["config"]}
-    return (model, *((k, knobs[k]) for k in ARCH_KNOBS if k in knobs and k in trial["config"]))
+    """What makes a trial's network a different model (not how it was trained): its preset and
+    the values of the preset's architecture knobs that the trial's config sets (the searched
+    ones; the spec's fixed knobs are the same in every trial)."""
+    from service.models import architecture_knobs
+
+    config = trial["config"]
+    model = config.get("model", spec["model"]["family"])
+    return (model, *((k, config[k]) for k in architecture_knobs(model) if k in config))
 
 
 def model_groups(summary: Summary) -> list[dict[str, Any]]:

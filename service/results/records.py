@@ -82,7 +82,8 @@ class TrialRecord(_Record):
         rows = list(history)
         last = rows[-1] if rows else {}
         lowest, highest = extremes(rows)
-        epochs = int(last["epoch"]) if _number(last.get("epoch")) else 0
+        epoch = last.get("epoch")
+        epochs = int(epoch) if _number(epoch) and math.isfinite(epoch) else 0
         return cls(trial_id=trial_id, config=dict(config), status=status, epochs=epochs,
                    best_val_acc=highest.get("val_acc"),
                    final={k: _native(last[k]) for k in FIT_METRICS if _number(last.get(k))},

@@ -31,15 +31,18 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def print_table(summary: Summary) -> None:
     """All trials sorted by the sweep's metric, then the best configuration."""
     keys, metric = summary.searched, summary.metric
     head = ["trial", *keys, "status", "epochs", f"best {metric}"]
     rows = []
     for t in summary.trials:
-        value = summary.score(t)
         rows.append([t.trial_id, *(_cell(t.config.get(k, "")) for k in keys), t.status,
-                     str(t.epochs), "-" if value is None else f"{value:.4f}"])
+                     str(t.epochs), _score(summary.score(t))])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
@@ -49,5 +52,5 @@ def print_table(summary: Summary) -> None:
     best = summary.best
     if best:
         knobs = " ".join(f"{k}={_cell(best.config.get(k))}" for k in keys)
-        print(f"best: {best.trial_id}  {metric} {summary.score(best):.4f}  {knobs}")
+        print(f"best: {best.trial_id}  {metric} {_score(summary.score(best))}  {knobs}")
     print(f"wall time {summary.wall_s or 0:.0f}s")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from service.config.spec import MAX_FILE_BYTES, SpecError, SweepSpec, load_spec
+from service.config.blocks import MAX_FILE_BYTES
+from service.config.spec import SpecError, SweepSpec, load_spec
 from service.models import check_model
 from service.tune.search import tune_param_space
 

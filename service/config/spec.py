@@ -31,10 +31,8 @@ from pydantic import (
 
 from service.config.blocks import (
     MAX_CORNERS,
-    MAX_FILE_BYTES,
     NOT_IN_TRAIN,
     NOT_SEARCHABLE,
-    PRUNER_SETTINGS,
     STORAGE_SCHEMES,
     AshaScheduler,
     Budget,
@@ -54,7 +52,6 @@ from service.config.blocks import (
     _pruner_problems,
     _Strict,
     default_mode,
-    make_pruner,
 )
 from service.config.data import AugmentConfig, DataConfig
 from service.config.train import TrainConfig
@@ -354,6 +351,3 @@ def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
     """Read and validate a sweep spec file; raises SpecError, one line per problem."""
     return parse_spec(read_yaml(Path(path), str(path)), str(path))
 
-
-__all__ = ["MAX_FILE_BYTES", "PRUNER_SETTINGS", "SpecError", "SweepSpec", "load_spec",
-           "make_pruner", "parse_spec"]

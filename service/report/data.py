@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from service.models import architecture_knobs
 from service.results.records import Summary
 from service.results.stats import mean_ci95
 
@@ -79,8 +80,6 @@ def architecture(trial: dict[str, Any], spec: dict[str, Any]) -> tuple:
     """What makes a trial's network a different model (not how it was trained): its preset and
     the values of the preset's architecture knobs that the trial's config sets (the searched
     ones; the spec's fixed knobs are the same in every trial)."""
-    from service.models import architecture_knobs
-
     config = trial["config"]
     model = config.get("model", spec["model"]["family"])
     return (model, *((k, config[k]) for k in architecture_knobs(model) if k in config))

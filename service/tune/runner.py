@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from service.cli import Exit
 from service.config.spec import SweepSpec
+from service.results.records import FAILED, Summary
 from service.tune.console import print_plan, print_table
 from service.tune.plan import plan_sweep
 from service.tune.runtime import local_resources, start_ray
@@ -33,7 +34,7 @@ class Outcome:
 
     code: int
     experiment_dir: str | None = None
-    summary: dict | None = None
+    summary: Summary | None = None
 
 
 def dry_run(req: Request) -> int:
@@ -56,7 +57,6 @@ def run(req: Request) -> Outcome:
     import ray
 
     from service.tune.progress import Progress
-    from service.tune.summary import FAILED
     from service.tune.sweep import run_sweep
 
     spec = req.spec

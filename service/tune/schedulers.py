@@ -20,11 +20,7 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from service.config.spec import make_pruner
 from service.tune.paths import trial_history
-
-__all__ = ["OptunaPrunerScheduler", "PrunedAwareOptunaSearch", "RestorableASHA", "make_pruner",
-           "restored_results"]
 
 STUDY_NAME = "tune-pruner"  # HyperbandPruner picks a trial's bracket from the study's name
 

@@ -9,14 +9,13 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator, Repeater
 
-from service.config.blocks import FloatRange, Values
+from service.config.blocks import FloatRange, Values, make_pruner
 from service.config.spec import SweepSpec
 from service.tune.paths import SEED_KEY
 from service.tune.schedulers import (
     OptunaPrunerScheduler,
     PrunedAwareOptunaSearch,
     RestorableASHA,
-    make_pruner,
 )
 
 

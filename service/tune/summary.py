@@ -6,12 +6,9 @@ import re
 from dataclasses import asdict
 from typing import Any
 
-from service.results.records import FAILED, Summary, TrialRecord
-from service.results.store import write_json
+from service.results.records import Summary, TrialRecord
 from service.tune.paths import trial_id_of
 from service.tune.plan import SweepPlan
-
-__all__ = ["FAILED", "redact_url", "redacted_spec", "summarize", "trial_status", "write_json"]
 
 
 def trial_status(metrics: dict[str, Any], error: Exception | None, max_epochs: int) -> str:

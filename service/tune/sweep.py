@@ -11,10 +11,12 @@ from typing import Any
 
 from ray import tune
 
+from service.results.records import Summary
+from service.results.store import write_json
 from service.tune.paths import ledger_path, read_ledger, trial_id_of
 from service.tune.plan import SweepPlan
 from service.tune.search import make_scheduler, make_searcher, param_space
-from service.tune.summary import summarize, write_json
+from service.tune.summary import summarize
 from service.tune.trial import run_trial
 
 DRIVER_RESOURCES = {"CPU": 0, "memory": 50 * 2**20}  # the trial driver only waits on Train
@@ -100,7 +102,7 @@ def interrupted(spec, plan: SweepPlan, results, progress) -> bool:
     return len(results) < expected and spec.budget.time_budget_s is None
 
 
-def run_sweep(spec, plan: SweepPlan, progress, resume: bool = False) -> dict | None:
+def run_sweep(spec, plan: SweepPlan, progress, resume: bool = False) -> Summary | None:
     """Run (or resume) the sweep and write summary.json; returns the summary, or None when
     the run was interrupted (Tune saved its state; nothing is summarised until it finishes)."""
     start = time.perf_counter()

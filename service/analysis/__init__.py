@@ -5,11 +5,11 @@ RUN_DIR/analysis/<trial_id>/; the pieces are importable on their own (see docs/a
 """
 
 from service.analysis.load import (
-           AnalysisError,
-           LoadedTrial,
-           load_trial,
-           read_summary,
-           trial_checkpoints,
+    AnalysisError,
+    LoadedTrial,
+    load_trial,
+    read_summary,
+    trial_checkpoints,
 )
 from service.analysis.run import analyze_model, analyze_trial
 

@@ -1,19 +1,6 @@
-"""The papers' claims, measured on finished claim sweeps (`searchspaces/claims/`).
-
-Each claim's space trains every condition with the same seeds (budget.seeds: seed i gives every
-condition the same data split and initial weights), so effects are paired by seed: the
-effect is the mean over seeds of (condition B - condition A), with a 95% confidence interval
-(Student t, `service.results.stats.mean_ci95`). A verdict says whether the interval excludes
-zero in the paper's direction ("agrees"), in the other ("opposite"), or not at all
-("inconclusive").
-
-    python -m service.claims run N [--results DIR]         # run claim N's space(s), measure
-    python -m service.claims run N --variant mnist|gpu      # its MNIST or GPU-sized space(s)
-    python -m service.claims measure N RUN_DIR [RUN_DIR..]  # measure finished sweeps
-    python -m service.claims table [DIR]                    # markdown rows of DIR/claim_*.json
-
-Exit codes: 0 measured, 2 bad input (unknown claim, missing run), 3 a sweep failed.
-"""
+"""The ten claims of the three papers and how each is measured from its finished sweeps
+(paired by seed; the statistics in service.results.stats); `python -m service.claims` is the
+CLI (service/claims/__main__.py)."""
 
 from __future__ import annotations
 

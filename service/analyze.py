@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from pathlib import Path
 
 from service import cli
 from service.cli import Exit
@@ -42,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
         result = analyze_trial(args.run_dir, args.trial, args.images or DEFAULT_IMAGES, args.out)
     except (AnalysisError, DataError) as err:
         return cli.say_problems([f"error: {err}"])
-    from pathlib import Path
-
     out = Path(args.out) if args.out else Path(args.run_dir) / "analysis" / result["trial_id"]
     skipped = [k for k, v in result.items() if isinstance(v, dict) and "skipped" in v]
     print(f"trial {result['trial_id']} ({result['model']}, epoch {result['epoch']}): "

@@ -14,8 +14,12 @@ import sys
 
 from service import cli
 from service.cli import Exit
+from service.config.data import DataError, check_available
+from service.config.schema import spec_schema
 from service.config.spaces import DEFAULT_SPACE, resolve_space
 from service.config.spec import SpecError, SweepSpec, load_spec, parse_spec
+from service.tune import runner
+from service.tune.runtime import check_writable, find_run, new_run_id, remote_address
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,6 +69,7 @@ def write_report(experiment_dir: str, quiet: bool) -> None:
         print(f"report: results are remote; run python -m service.report on a local copy "
               f"of {experiment_dir}", file=sys.stderr)
         return
+    # The report imports torch (the analyses): only after the sweep, never in its driver.
     from service.report.build import build_report
 
     try:
@@ -81,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     """Validate, plan, run; exit codes as in service.cli.Exit (0, 2, 3, 4, 130)."""
     args = parse_args(argv)
     if args.schema:
-        from service.config.schema import spec_schema
-
         print(json.dumps(spec_schema(), indent=2))
         return Exit.OK
     space = resolve_space(args.space)
@@ -90,14 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         spec = with_overrides(load_spec(space), args, space)
     except SpecError as err:
         return cli.say_problems(err.problems)
-    from service.tune import runner
-    from service.tune.runtime import check_writable, find_run, new_run_id, remote_address
-
     address = remote_address(args.address)
     if address is None:
         # On this machine the data must be here; a cluster's workers have their own disks.
-        from service.config.data import DataError, check_available
-
         try:
             check_available(spec.data)
         except DataError as err:

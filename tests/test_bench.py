@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_throughput_quick_prints_a_row_per_preset_and_a_headline():
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--quick"],
                           capture_output=True, text=True, timeout=300)
@@ -29,6 +32,7 @@ def run_quick(script: str, timeout: int = 600) -> tuple[list[str], dict[str, flo
     return lines, {k: float(v) for k, v in (pair.split("=") for pair in lines[-1].split())}
 
 
+@pytest.mark.slow
 def test_overhead_quick_times_plain_fit_and_a_one_trial_sweep():
     lines, h = run_quick("overhead.py")
     for key in ("fit_over_plain", "sweep_over_plain", "fit_over_plain_run",
@@ -43,6 +47,7 @@ def test_overhead_quick_times_plain_fit_and_a_one_trial_sweep():
     assert len(accs) == 2 and accs[0] == accs[1], pair
 
 
+@pytest.mark.slow
 def test_search_efficiency_quick_compares_every_strategy_with_the_grid():
     lines, h = run_quick("search_efficiency.py")
     assert h["seeds"] == 2 and 0 < h["grid_best"] <= 1
@@ -55,6 +60,7 @@ def test_search_efficiency_quick_compares_every_strategy_with_the_grid():
     assert any(line.startswith("tpe-asha ") for line in lines)
 
 
+@pytest.mark.slow
 def test_default_sweep_quick_reports_wall_time_and_peak_memory():
     _, h = run_quick("default_sweep.py")
     assert h["trials"] == 2 and 0 < h["best_val_acc"] <= 1
@@ -81,6 +87,7 @@ def test_search_table_averages_training_seeds():
     assert one["val_acc"] == a and "val_acc_per_seed" not in one  # seed 0 alone, as before
 
 
+@pytest.mark.slow
 def test_gpu_check_script_runs_its_benchmarks(tmp_path: Path):
     # The prepared GPU command, in its quick mode on CPU: every benchmark runs, outputs land.
     import os

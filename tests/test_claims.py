@@ -105,6 +105,7 @@ def test_evolution_and_invariance_measures_on_a_real_sweep(alexnet_run):
     assert rows[-1]["n"] == len([t for t in run.trials if t.status not in ("error", "diverged")])
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
     cases = [
         (["measure", "11", str(tmp_path)], "claim 11: no such claim"),

@@ -78,6 +78,7 @@ def test_describe_agrees_with_built_model(name):
     assert info["flops"] > 2 * info["params"] * 0.5  # every weight is used at least once
 
 
+@pytest.mark.slow
 def test_models_cli_json_lists_every_preset():
     out = subprocess.run([sys.executable, "-m", "service.models", "--json"], check=True,
                          capture_output=True, text=True).stdout

@@ -36,6 +36,7 @@ def report_dir(alexnet_run, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_report_tables_match_the_summary(report_dir):
     summary = json.loads((report_dir / "summary.json").read_text())
     md = (report_dir / "report.md").read_text()
@@ -63,6 +64,7 @@ def test_report_tables_match_the_summary(report_dir):
     assert (report_dir / "analysis" / summary["best"]["trial_id"] / "analysis.json").is_file()
 
 
+@pytest.mark.slow
 def test_report_html_stands_alone(report_dir):
     page = (report_dir / "report.html").read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
@@ -73,6 +75,7 @@ def test_report_html_stands_alone(report_dir):
         assert (report_dir / name).stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     browser = chromium()
     if browser is None:
@@ -95,6 +98,7 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     assert colours[1] - colours[0] > 100  # something was drawn, not a blank page
 
 
+@pytest.mark.slow
 def test_report_of_a_missing_or_malformed_run_exits_2(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "summary.json").write_text('{"name": "x", "spec": {}, "trials": [{}]}')

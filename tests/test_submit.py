@@ -245,6 +245,7 @@ def test_two_embedded_sweeps_on_one_machine_both_finish(tmp_path):
         assert out.strip().splitlines()[-1].endswith("summary.json")
 
 
+@pytest.mark.slow
 def test_a_relative_data_root_is_found_by_the_workers(tmp_path):
     # Ray Train runs each worker in the trial's directory: a data.root relative to where
     # submit runs must reach the workers as an absolute path.

@@ -105,6 +105,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_lenet5_on_digits_reaches_97_percent():
     proc = run_cli("--model", "lenet5", "--dataset", "digits", "--epochs", "10")
     assert proc.returncode == 0, proc.stderr
@@ -114,6 +115,7 @@ def test_cli_lenet5_on_digits_reaches_97_percent():
     assert val_acc >= 0.97
 
 
+@pytest.mark.slow
 def test_cli_zfnet_with_knobs_runs_three_epochs():
     proc = run_cli("--model", "zfnet", "--epochs", "2", "width_mult=0.125", "image_size=99",
                    "fc_width=64", "lrn=false")
@@ -121,6 +123,7 @@ def test_cli_zfnet_with_knobs_runs_three_epochs():
     assert len([ln for ln in proc.stdout.splitlines() if ln.startswith("epoch")]) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, needle", [
     (["--model", "alexnet", "conv1_stride=0"], "conv1_stride"),
     (["--model", "lenet5", "image_size=28"], "image_size=28"),

@@ -10,6 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from service.analysis import AnalysisError, load_trial
+from service.analysis.invariance import invariance
+from service.analysis.layers import all_stage_maps
+from service.analysis.load import load_weights, val_images
 from service.results.records import Summary, TrialRecord
 from service.results.stats import mean_ci95
 from service.tune.paths import SEED_KEY
@@ -93,8 +99,6 @@ def need(conds: dict[tuple, Trials], *wanted: tuple) -> list[Trials]:
 
 def loaded_trial(run_dir: Path, trial: TrialRecord):
     """The trial's model at its last checkpoint (service.analysis); ClaimError if unloadable."""
-    from service.analysis import AnalysisError, load_trial
-
     try:
         return load_trial(run_dir, trial.trial_id)
     except AnalysisError as err:
@@ -103,8 +107,6 @@ def loaded_trial(run_dir: Path, trial: TrialRecord):
 
 def train_accuracy(run_dir: Path, trial: TrialRecord) -> float:
     """Accuracy on the training split in eval mode (no dropout) at the last checkpoint."""
-    import torch
-
     loaded = loaded_trial(run_dir, trial)
     loader = torch.utils.data.DataLoader(loaded.datasets.train, batch_size=256)
     right = total = 0
@@ -129,11 +131,6 @@ def settle_epochs(run_dir: Path, trial: TrialRecord, level: float = 0.9,
                   images: int = 128) -> dict[str, float]:
     """Per conv layer, the first epoch from which its features' CKA to the last epoch's stays
     at or above `level` (on fixed validation images, every registered checkpoint)."""
-    import torch
-
-    from service.analysis.layers import all_stage_maps
-    from service.analysis.load import load_weights, val_images
-
     loaded = loaded_trial(run_dir, trial)
     x, _ = val_images(loaded.datasets, images)
     with torch.no_grad():
@@ -159,9 +156,6 @@ def invariance_probs(run_dir: Path, trial: TrialRecord, images: int = 64
                      ) -> dict[str, float]:
     """Mean true-class probability: untransformed, shifted by the smallest shift tried, scaled
     by the nearest scales to 1, and rotated by 90 and 180 degrees."""
-    from service.analysis.invariance import invariance
-    from service.analysis.load import val_images
-
     loaded = loaded_trial(run_dir, trial)
     x, y = val_images(loaded.datasets, images)
     res = invariance(loaded.model, x, y, loaded.datasets, n_images=images)["sweeps"]

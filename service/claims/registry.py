@@ -25,6 +25,9 @@ from service.claims.measures import (
     train_accuracy,
 )
 from service.config.spaces import SHIPPED_SPACES
+from service.config.spec import parse_spec
+from service.models import describe
+from service.report.data import conv_health
 from service.results.records import Summary, TrialRecord
 from service.results.stats import paired
 from service.results.store import ResultsError, load_run
@@ -104,8 +107,6 @@ def _binary(key: str, better: Any, worse: Any, paper: str, label: str):
 
 
 def _conv1(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
-    from service.report.data import conv_health
-
     run_dir, run = runs[0]
     conds = conditions(run, ["conv1_kernel", "conv1_stride"])
     alex, zf, k11s2, k7s4 = need(conds, (11, 4), (7, 2), (11, 2), (7, 4))
@@ -200,9 +201,6 @@ def _compare(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
         family = run.spec["model"]["family"]
         by_model[family] = {int(t.config.get(SEED_KEY, 0)): t for t in run.trials
                             if not t.failed and t.history}
-    from service.config.spec import parse_spec
-    from service.models import describe
-
     size = {}
     for _, run in runs:
         cfg = parse_spec(run.spec).base_config()

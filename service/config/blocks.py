@@ -8,6 +8,7 @@ import json
 import warnings
 from typing import Annotated, Any, Literal
 
+import optuna
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -253,8 +254,6 @@ class OptunaScheduler(Pruner):
 def make_pruner(cfg: Pruner, max_epochs: int) -> Any:
     """The `optuna.pruners.BasePruner` that `cfg` describes; settings left out keep Optuna's
     defaults, except hyperband's `max_resource`, which is `max_epochs`."""
-    import optuna  # lazily: specs are loaded and checked without Optuna
-
     given = {k: v for k, v in cfg.model_dump().items()
              if k not in ("type", "pruner", "wrapped") and v is not None}
     if cfg.pruner == "patient":

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from service.models.alexnet import AlexNet
 from service.models.common import count_params
@@ -39,8 +40,6 @@ def describe(name: str, flops: bool = False, **knobs: Any) -> dict[str, Any]:
         "conv_maps": list(plan.conv_maps),
     }
     if flops:
-        from torch.utils.flop_counter import FlopCounterMode
-
         x = torch.empty(1, cfg.in_channels, cfg.image_size, cfg.image_size, device="meta")
         with FlopCounterMode(display=False) as counter:
             model.eval()(x)

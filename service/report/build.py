@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.analysis import AnalysisError
+from service.analysis import AnalysisError, analyze_trial
 from service.report import plots
 from service.report.data import (
     conv_health,
@@ -148,8 +148,6 @@ def _models_section(doc: Doc, summary: Summary, run_dir: Path) -> list[dict[str,
 
 
 def _analysis_section(doc: Doc, run_dir: Path, trial_id: str, images: int) -> dict[str, Any]:
-    from service.analysis import analyze_trial
-
     doc.heading(f"Analyses of the best trial ({trial_id})")
     try:
         result = analyze_trial(run_dir, trial_id, images=images)

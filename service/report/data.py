@@ -7,7 +7,14 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from service.models import architecture_knobs
+import optuna
+import optuna.distributions as d
+
+from service.analysis import AnalysisError, load_trial
+from service.analysis.aliasing import aliasing_stats
+from service.analysis.filters import filter_stats
+from service.analysis.load import val_images
+from service.models import architecture_knobs, describe, model_knobs
 from service.results.records import Summary
 from service.results.stats import mean_ci95
 
@@ -43,8 +50,6 @@ def knob_effects(summary: Summary) -> dict[str, dict[str, Any]]:
 
 
 def _distribution(dist: dict[str, Any]):
-    import optuna.distributions as d
-
     if "values" in dist:
         return d.CategoricalDistribution(list(dist["values"]))
     if dist["type"] == "int":
@@ -55,8 +60,6 @@ def _distribution(dist: dict[str, Any]):
 def importance(summary: Summary) -> dict[str, Any]:
     """Optuna's fANOVA parameter importance over the trials that have a score, or the reason
     it cannot be computed (too few trials, nothing varied)."""
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     dists = {k: _distribution(summary.spec["search"][k]) for k in summary.searched}
     study = optuna.create_study(direction="maximize" if summary.mode == "max" else "minimize")
@@ -107,8 +110,6 @@ def model_groups(summary: Summary) -> list[dict[str, Any]]:
 
 def describe_group(group: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     """Parameters, FLOPs per image and conv1 kernel/stride of a group's architecture."""
-    from service.models import describe, model_knobs
-
     knobs = {**spec["model"].get("knobs", {}), **group["knobs"]}
     if spec["data"].get("image_size"):
         knobs["image_size"] = spec["data"]["image_size"]
@@ -123,11 +124,6 @@ def describe_group(group: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any
 
 def conv_health(run_dir: Path, trial_id: str, images: int = 64) -> dict[str, Any]:
     """Dead conv1 filters and layer-2 aliasing of a trial's last checkpoint."""
-    from service.analysis import AnalysisError, load_trial
-    from service.analysis.aliasing import aliasing_stats
-    from service.analysis.filters import filter_stats
-    from service.analysis.load import val_images
-
     try:
         loaded = load_trial(run_dir, trial_id)
     except AnalysisError as err:

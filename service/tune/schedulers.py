@@ -10,6 +10,7 @@ The study only carries intermediate values: its sampler is never asked for param
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -189,15 +190,11 @@ class OptunaPrunerScheduler(FIFOScheduler):
 
     def save(self, checkpoint_path: str) -> None:
         """Pickle the whole scheduler, study included."""
-        import pickle
-
         with open(checkpoint_path, "wb") as f:
             pickle.dump(self.__dict__, f)
 
     def restore(self, checkpoint_path: str) -> None:
         """Load what `save` wrote."""
-        import pickle
-
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from service.results.records import Summary, TrialRecord
@@ -36,12 +37,10 @@ def trial_record(result, max_epochs: int) -> TrialRecord:
 
 def summarize(spec, plan: SweepPlan, results, wall_s: float, searched: list[str]) -> Summary:
     """summary.json's content from a Tune ResultGrid."""
-    import ray
-
     return Summary.ranked(
         [trial_record(r, spec.budget.max_epochs) for r in results],
         name=spec.name, spec=redacted_spec(spec), plan=asdict(plan), searched=searched,
-        wall_s=round(wall_s, 2), ray_version=ray.__version__,
+        wall_s=round(wall_s, 2), ray_version=_version("ray"),
         torch_version=_version("torch"))  # the workers' torch; the driver never imports it
 
 
@@ -64,8 +63,6 @@ def _first_line(err: Exception) -> str:
 
 
 def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(package)
     except PackageNotFoundError:

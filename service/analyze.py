@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="validation images searched for top activations (default 64)")
     parser.add_argument("--out", help="write here instead of RUN_DIR/analysis/<trial_id>/")
     args = parser.parse_args(argv)
-
+    # The analyses import torch (seconds): after the arguments, so --help and a bad flag answer
+    # at once.
     from service.analysis import AnalysisError, analyze_trial
     from service.analysis.run import ANALYSIS_JSON, DEFAULT_IMAGES
     from service.config.data import DataError

@@ -54,7 +54,7 @@ def local_resources(via_ray: bool = False) -> dict[str, float]:
     CUDA_VISIBLE_DEVICES), so that the driver never holds torch (bench/default_sweep.py)."""
     gpus = None
     if via_ray:
-        try:
+        try:  # a private Ray API (docs/architecture.md); imported only for a real run
             from ray._private.accelerators import get_accelerator_manager_for_resource
 
             manager = get_accelerator_manager_for_resource("GPU")
@@ -64,7 +64,7 @@ def local_resources(via_ray: bool = False) -> dict[str, float]:
                 gpus = min(gpus, len(visible))
         except (ImportError, AttributeError):  # a Ray without that private module
             gpus = None
-    if gpus is None:
+    if gpus is None:  # the dry run: it must not import Ray
         import torch
 
         gpus = torch.cuda.device_count()
@@ -76,12 +76,12 @@ def start_ray(address: str | None, verbose: bool) -> bool:
     if not verbose:
         # Tune's boxed tables and Optuna's per-trial lines drown our own progress lines.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-        import optuna
+        import optuna  # this module is imported by the dry run too: Ray and Optuna only here
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # Pending trials cut off by Ctrl-C have no results yet; Tune warns about each.
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    import ray
+    import ray  # the dry run imports this module and must not import Ray
 
     address = address or os.environ.get("RAY_ADDRESS")
     port = None

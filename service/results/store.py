@@ -26,7 +26,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     sees half a file; on failure the old file is left whole and the OSError names `path`."""
     path = os.fspath(path)
     if "://" in path:
-        import pyarrow.fs  # only for URIs: a local write needs none of its ~0.1 GiB
+        import pyarrow.fs  # only for URIs: a local write needs none of its ~50 MiB
 
         # Object stores publish an object only when its upload completes: atomic as it is.
         fs, rel = pyarrow.fs.FileSystem.from_uri(path)

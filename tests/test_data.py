@@ -26,11 +26,11 @@ from service.config.data import (
 from service.training.data import (
     Lighting,
     build_datasets,
-    load_idx_pair,
     pca_lighting_basis,
     split_indices,
     tensor_datasets,
 )
+from service.training.datafiles import load_idx_pair
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MNIST_T10K_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

@@ -10,13 +10,11 @@ to float [0, 1] -> resize -> grey<->RGB -> [train only: crop, flip, jitter, PCA 
 - mnist, fashion_mnist, cifar10, cifar100: torchvision's classes read the official files (test
   split = validation); the decoded uint8 arrays stay in memory, cached per process.
 - imagefolder: class-per-folder tree; `root/train` + `root/val` if both exist, else split.
+The files themselves are read by service.training.datafiles.
 """
 
 import functools
-import gzip
 import math
-import pickle
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +32,8 @@ from service.config.data import (
     DataConfig,
     DataError,
     check_available,
-    t10k_paths,
-    torchvision_files,
 )
+from service.training.datafiles import load_t10k, load_torchvision
 
 # Published per-channel statistics of the training sets, in [0, 1] units.
 _MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -46,8 +43,6 @@ _MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet
 }
-_TORCHVISION: dict[str, type] = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST,
-                                 "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
 _GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # the weights v2.Grayscale uses
 _LIGHTING_SAMPLE = 256  # train images for the PCA basis: plenty for a 3x3 covariance
 
@@ -168,39 +163,6 @@ def split_indices(labels: Any, val_fraction: float, seed: int) -> tuple[np.ndarr
     return np.sort(tr), np.sort(va)
 
 
-def load_idx_pair(images_path: str | Path, labels_path: str | Path) -> tuple[torch.Tensor, ...]:
-    """Read an IDX image file and its label file (plain or .gz), e.g. MNIST's t10k pair.
-
-    Returns `(images uint8 (N, rows, cols), labels int64 (N,))`; raises DataError on a missing
-    file, a wrong magic number (2051 images / 2049 labels), truncation or a count mismatch.
-    """
-    dims, payload = _read_idx(Path(images_path), 2051)
-    images = torch.frombuffer(bytearray(payload), dtype=torch.uint8).view(*dims)
-    (n,), payload = _read_idx(Path(labels_path), 2049)
-    labels = torch.frombuffer(bytearray(payload), dtype=torch.uint8).long()
-    if n != dims[0]:
-        raise DataError(f"{images_path} has {dims[0]} images but {labels_path} has {n} labels")
-    return images, labels
-
-
-def _read_idx(path: Path, magic: int) -> tuple[tuple[int, ...], bytes]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as e:
-        raise DataError(f"cannot read IDX file {path}: {e}") from e
-    found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
-    if found != magic:
-        raise DataError(f"{path}: magic number {found}, expected {magic} (not an IDX file?)")
-    ndim = magic & 0xFF  # low byte = number of dimensions; 0x08 above it = unsigned bytes
-    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    payload = data[4 + 4 * ndim :]
-    if len(payload) != math.prod(dims):
-        raise DataError(f"{path}: {len(payload)} data bytes, header says {math.prod(dims)}")
-    return dims, payload
-
-
 def _adapt_stats(stats: tuple, in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean/std for the produced channels. RGB->grey uses the grey weights for the std too,
     exact when the channels are perfectly correlated and a close upper bound for real photos."""
@@ -308,39 +270,6 @@ def _check_shape_args(size: int, in_channels: int) -> None:
         raise DataError(f"image_size={size}: must be a positive number of pixels")
 
 
-@functools.lru_cache(maxsize=2)
-def _load_torchvision(name: str, root: str, download: bool) -> tuple[torch.Tensor, Any, int]:
-    """Decode the official train + test splits once per process: (images uint8 (N, C, H, W),
-    labels, number of train images); the test images come last and serve as validation."""
-    where, files = torchvision_files(name, Path(root))
-    try:
-        splits = [_TORCHVISION[name](root, train=t, download=download) for t in (True, False)]
-    except (RuntimeError, OSError) as e:  # torchvision: "Dataset not found ..."; network errors
-        missing = [f for f in files if not (where / f).is_file()]
-        if download:
-            msg = (f"could not download {name} into {where} ({' '.join(str(e).split())}); "
-                   f"without internet, copy the unpacked files {', '.join(files)} there")
-        elif missing:
-            msg = (f"{name} not found: no {where / missing[0]} (torchvision needs {len(files)}"
-                   f" files in {where}). Set `data.download: true` to download it, or point "
-                   f"`data.root` at the folder that contains {where.relative_to(root)}/")
-        else:
-            msg = (f"{name} files in {where} fail torchvision's integrity check (corrupted or not"
-                   f" the official files): set `data.download: true` to download them again")
-        raise DataError(msg) from e
-    except (AssertionError, ValueError, TypeError, EOFError, pickle.UnpicklingError) as e:
-        raise DataError(f"{name} files in {where} are unreadable ({e!r})") from e
-    x = torch.cat([torch.as_tensor(np.asarray(ds.data)) for ds in splits])
-    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)  # MNIST is NHW, CIFAR NHWC
-    y = torch.cat([torch.as_tensor(ds.targets).long() for ds in splits])
-    return x.contiguous(), y, len(splits[0])
-
-
-@functools.lru_cache(maxsize=2)
-def _load_t10k(root: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return load_idx_pair(*t10k_paths(Path(root)))
-
-
 def _imagefolder(cfg: DataConfig, root: Path, size: int, in_channels: int, seed: int) -> Datasets:
     if cfg.download:
         raise DataError("data.download is not supported for imagefolder: put the tree at "
@@ -406,12 +335,12 @@ def build_datasets(
         return _imagefolder(cfg, root, size, in_channels, seed)
     if name == "mnist_test":
         check_available(cfg)
-        images, labels = _load_t10k(str(root))
+        images, labels = load_t10k(str(root))
         tr, va = split_indices(labels.numpy(), cfg.val_fraction, seed)
         mean, std = _MEAN_STD["mnist"]
         return tensor_datasets(images, labels, tr, va, image_size=size, in_channels=in_channels,
                                num_classes=10, augmentation=aug, mean=mean, std=std, seed=seed)
-    images, labels, n_train = _load_torchvision(name, str(root), cfg.download)
+    images, labels, n_train = load_torchvision(name, str(root), cfg.download)
     mean, std = _MEAN_STD[name]
     return tensor_datasets(images, labels, torch.arange(n_train),
                            torch.arange(n_train, len(images)), image_size=size,

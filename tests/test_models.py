@@ -335,6 +335,24 @@ def test_architecture_keeps_claim7_removed_layers_apart():
     assert len(set(keys)) == 3
 
 
+def test_searched_widths_group_and_describe() -> None:
+    # A list-valued knob (widths) was an unhashable group key.
+    from service.report.data import architecture, describe_group, model_groups
+    from service.results.records import Summary, TrialRecord
+
+    spec = {**CLAIM7_SPEC, "data": {"dataset": "digits", "image_size": 67}}
+    narrow, wide = [24, 64, 96, 96, 64], [48, 128, 192, 192, 128]
+    trials = [TrialRecord(trial_id=f"t{i}", config={"widths": w, "seed": i}, status="completed",
+                          epochs=1, best_val_acc=0.5, highest={"val_acc": 0.5})
+              for i, w in enumerate([narrow, narrow, wide])]
+    assert architecture({"config": {"widths": narrow}}, spec) == (
+        "alexnet", ("widths", tuple(narrow)))
+    groups = model_groups(Summary(name="w", spec=spec, searched=["widths"], trials=trials))
+    assert sorted(g["trials"] for g in groups) == [1, 2]
+    params = {g["knobs"]["widths"]: describe_group(g, spec)["params"] for g in groups}
+    assert params[tuple(wide)] > params[tuple(narrow)]
+
+
 def test_model_comparison_keeps_claim7_removed_layers_apart():
     from service.report.data import model_groups
     from service.results.records import Summary, TrialRecord

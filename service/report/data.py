@@ -85,7 +85,9 @@ def architecture(trial: dict[str, Any], spec: dict[str, Any]) -> tuple:
     ones; the spec's fixed knobs are the same in every trial)."""
     config = trial["config"]
     model = config.get("model", spec["model"]["family"])
-    return (model, *((k, config[k]) for k in architecture_knobs(model) if k in config))
+    # A searched list (widths) is a tuple here: the key must be hashable to group by it.
+    return (model, *((k, tuple(config[k]) if isinstance(config[k], list) else config[k])
+                     for k in architecture_knobs(model) if k in config))
 
 
 def model_groups(summary: Summary) -> list[dict[str, Any]]:

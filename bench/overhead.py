@@ -52,7 +52,8 @@ from ray.tune import Callback  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from service.config.spec import parse_spec  # noqa: E402
-from service.training.loop import CHECKPOINT_FILE, TrainConfig, fit, prepare  # noqa: E402
+from service.config.train import TrainConfig  # noqa: E402
+from service.training.loop import CHECKPOINT_FILE, fit, prepare  # noqa: E402
 from service.tune.plan import plan_sweep  # noqa: E402
 from service.tune.progress import Progress  # noqa: E402
 from service.tune.runtime import start_ray  # noqa: E402

@@ -72,7 +72,8 @@ def build_table(grid: dict[str, list], epochs: int, train_seeds: int = 1) -> dic
     curve is their per-epoch mean, so that training noise does not pick the grid's best."""
     import torch
 
-    from service.training.loop import TrainConfig, fit, prepare
+    from service.config.train import TrainConfig
+    from service.training.loop import fit, prepare
 
     torch.set_num_threads(1)  # one thread: the machine is shared, and runs stay comparable
     base = TrainConfig.model_validate({**BASE, "epochs": epochs})

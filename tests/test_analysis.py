@@ -341,7 +341,8 @@ def test_cli(run_copy, tmp_path):
 
 def _lenet_run(root: Path) -> Path:
     """A run directory laid out as a sweep leaves it, for one LeNet-5 trial of 2 epochs."""
-    from service.training.loop import TrainConfig, fit
+    from service.config.train import TrainConfig
+    from service.training.loop import fit
 
     run, trial = root / "lenet-run", "lenet_00000"
     train_dir = run / f"train_{trial}"

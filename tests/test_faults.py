@@ -18,7 +18,8 @@ import pytest
 import torch
 import yaml
 
-from service.training.loop import CHECKPOINT_FILE, TrainConfig
+from service.config.train import TrainConfig
+from service.training.loop import CHECKPOINT_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 

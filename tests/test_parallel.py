@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.training.loop import CHECKPOINT_FILE, TrainConfig, fit
+from service.config.train import TrainConfig
+from service.training.loop import CHECKPOINT_FILE, fit
 from service.training.parallel import per_worker_batch, world
 
 

@@ -178,7 +178,8 @@ def test_summarize_a_real_sweep_by_train_acc(alexnet_run):
 
 
 def test_final_keeps_every_number_fit_reports():
-    from service.training.loop import TrainConfig, fit
+    from service.config.train import TrainConfig
+    from service.training.loop import fit
 
     reports: list[dict[str, Any]] = []
     fit(TrainConfig(model="lenet5", epochs=2, num_threads=1), lambda m, _: reports.append(m))

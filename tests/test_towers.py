@@ -10,10 +10,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from service.config.train import TrainConfig
 from service.models import build_model, count_params
 from service.models.towers import TowerAlexNet, tower_devices
 from service.training.data import tensor_datasets
-from service.training.loop import CHECKPOINT_FILE, TrainConfig, fit, load_checkpoint
+from service.training.loop import CHECKPOINT_FILE, fit, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(image_size=67, width_mult=0.25, fc_width=64, num_classes=10, dropout=0.0)

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from service.config.train import TrainConfig
 from service.training.data import split_indices, tensor_datasets
 from service.training.datafiles import load_idx_pair
-from service.training.loop import CHECKPOINT_FILE, TrainConfig, fit, load_checkpoint
+from service.training.loop import CHECKPOINT_FILE, fit, load_checkpoint
 
 REQUIRED = {"epoch", "train_loss", "val_loss", "val_acc", "lr", "epoch_s", "images_per_s",
             "status"}

@@ -18,11 +18,12 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from service.config.train import TrainConfig
 from service.results import store
 from service.results.records import Summary
 from service.results.store import ResultsError
 from service.training.data import Datasets
-from service.training.loop import TrainConfig, load_checkpoint, prepare
+from service.training.loop import load_checkpoint, prepare
 from service.tune.paths import TRAIN_SNAPSHOT, train_run_dir
 
 

@@ -1,4 +1,5 @@
-"""Model registry: LeNet-5, AlexNet and ZFNet as named presets over two configurable classes.
+"""Model registry: LeNet-5, AlexNet and ZFNet as named presets over two configurable classes;
+imports torch for the builders only, never Ray.
 
 `build_model("zfnet", width_mult=0.25, image_size=67)` validates the knobs by shape arithmetic
 before allocating any weight; a bad combination raises a ValueError that names the knob.

@@ -1,1 +1,2 @@
-"""Sweep results. Imports pydantic, scipy, service.config, service.tune.paths; no torch or Ray."""
+"""Sweep results and their statistics. Imports pydantic, numpy, scipy, service.config,
+service.tune.paths; no torch or Ray."""

@@ -21,11 +21,11 @@ from service.analysis.deconv import project, unpool
 from service.analysis.filters import dead_by_data, filter_stats, frequency_shares
 from service.analysis.invariance import invariance, sweeps
 from service.analysis.layers import conv_stages, receptive_field
-from service.analysis.load import read_summary, trial_checkpoints
+from service.analysis.load import trial_checkpoints
 from service.analysis.occlusion import captum_drop, occlusion_maps
 from service.models import build_model
 from service.results.records import Summary, TrialRecord
-from service.results.store import write_json
+from service.results.store import read_summary, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

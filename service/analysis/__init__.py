@@ -10,10 +10,9 @@ from service.analysis.load import (
     AnalysisError,
     LoadedTrial,
     load_trial,
-    read_summary,
     trial_checkpoints,
 )
 from service.analysis.run import analyze_model, analyze_trial
 
 __all__ = ["AnalysisError", "LoadedTrial", "analyze_model", "analyze_trial", "load_trial",
-           "read_summary", "trial_checkpoints"]
+           "trial_checkpoints"]

@@ -44,14 +44,6 @@ class LoadedTrial:
     checkpoints: list[tuple[int, Path]]  # every registered (epoch, dir), sorted by epoch
 
 
-def read_summary(run_dir: str | os.PathLike) -> Summary:
-    """summary.json of a run directory; AnalysisError naming the path if missing or unreadable."""
-    try:
-        return store.read_summary(run_dir)
-    except ResultsError as err:
-        raise AnalysisError(str(err)) from None
-
-
 def trial_checkpoints(run_dir: str | os.PathLike, trial_id: str) -> list[tuple[int, Path]]:
     """(epoch, checkpoint dir) of every checkpoint Ray Train registered for a trial, by epoch."""
     trial_dir = Path(train_run_dir(run_dir, trial_id))
@@ -97,7 +89,11 @@ def load_weights(model: nn.Module, checkpoint_dir: Path) -> dict[str, Any]:
 def load_trial(run_dir: str | os.PathLike, trial: str = "best",
                epoch: int | None = None) -> LoadedTrial:
     """A trial's model at `epoch` (default: its last registered checkpoint), config and data."""
-    trial_id = resolve_trial(read_summary(run_dir), trial)
+    try:  # callers catch AnalysisError for everything that stops one trial's analysis
+        summary = store.read_summary(run_dir)
+    except ResultsError as err:
+        raise AnalysisError(str(err)) from None
+    trial_id = resolve_trial(summary, trial)
     checkpoints = trial_checkpoints(run_dir, trial_id)
     if not checkpoints:
         raise AnalysisError(f"trial {trial_id}: Ray Train registered no checkpoint")

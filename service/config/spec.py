@@ -8,11 +8,7 @@ searched value and the corners of the space are built by shape arithmetic
 
 from __future__ import annotations
 
-import difflib
-import itertools
-import math
 import os
-import random
 import re
 from pathlib import Path
 from typing import Any, get_args
@@ -29,10 +25,9 @@ from pydantic import (
     model_validator,
 )
 
+from service.config.ablation import Ablation, ablation_problems
 from service.config.blocks import (
-    MAX_CORNERS,
     NOT_IN_TRAIN,
-    NOT_SEARCHABLE,
     STORAGE_SCHEMES,
     AshaScheduler,
     Budget,
@@ -53,7 +48,16 @@ from service.config.blocks import (
     _Strict,
     default_mode,
 )
-from service.config.data import AugmentConfig, DataConfig
+from service.config.checks import (
+    build_error,
+    dotted,
+    fixed_settings,
+    key_problems,
+    simplify,
+    unknown,
+    value_problems,
+)
+from service.config.data import DataConfig
 from service.config.train import TrainConfig
 from service.config.yamlfile import read_yaml
 from service.models import knob_names, list_models
@@ -90,6 +94,7 @@ class SweepSpec(_Strict):
     model: ModelSpec
     train: TrainSettings = Field(default_factory=TrainSettings)  # type: ignore[valid-type]
     search: dict[str, Distribution] = Field(default_factory=dict)
+    ablation: Ablation | None = None  # instead of search: do components matter?
     budget: Budget = Field(default_factory=Budget)
     searcher: Searcher = Field(default_factory=Searcher)
     scheduler: Scheduler = Field(default_factory=AshaScheduler)
@@ -158,136 +163,40 @@ def _cross_problems(spec: SweepSpec) -> list[str]:
         problems.append(_line("scheduler.grace_period", grace,
                               f"must be at most budget.max_epochs ({spec.budget.max_epochs})"))
     knobs = knob_names(spec.model.family)
-    bad_knobs = [_line(f"model.knobs.{k}", v, _unknown(k, knobs, "not a knob of the preset"))
+    bad_knobs = [_line(f"model.knobs.{k}", v, unknown(k, knobs, "not a knob of the preset"))
                  for k, v in spec.model.knobs.items() if k not in knobs]
-    keys, key_problems = _search_keys(spec)
-    problems += bad_knobs + key_problems
-    if bad_knobs:
-        return problems  # the base cannot be built; every value check would repeat that
-    try:
-        base = spec.base_config()
-    except (ValidationError, ValueError, TypeError) as err:  # check_model may raise TypeError
-        return problems + [_base_problem(spec, err)]
-    ok: dict[str, list[Any]] = {}
-    for key in keys:  # every value alone, then the corners of those that passed
-        dist, ok[key] = spec.search[key], []
-        points = ([(f"values[{i}]", v) for i, v in enumerate(dist.values)]
-                  if isinstance(dist, Values) else [("low", dist.low), ("high", dist.high)])
-        for suffix, value in points:
-            why = _failure(base, {key: value})
-            if why is None:
-                ok[key].append(value)
-            else:
-                problems.append(_line(f"search.{key}.{suffix}", value, _simplify(why, key, value)))
-    return problems + _corner_problems(base, ok)
-
-
-def _unknown(key: str, allowed: list[str], what: str) -> str:
-    close = [a for a in allowed if len(key) > 3 and a.startswith(key)][:1] or (  # grace →
-        difflib.get_close_matches(key, allowed, n=1))  # grace_period, not brackets
-    return f"{what}{f' (did you mean {close[0]!r}?)' if close else ''}; allowed: " + (
-        ", ".join(allowed))
-
-
-def _search_keys(spec: SweepSpec) -> tuple[list[str], list[str]]:
-    """The searched keys fit for value checks, and the problems of the others."""
     presets = [spec.model.family]
     if isinstance(spec.search.get("model"), Values):
         presets += [v for v in spec.search["model"].values if v in list_models()]
-    groups = {"training": [k for k in TrainConfig.model_fields if k not in NOT_IN_TRAIN[1:]],
-              "data": [k for k in DataConfig.model_fields if k != "augmentation"],
-              "augmentation": list(AugmentConfig.model_fields),
-              "model knobs": sorted({k for p in presets for k in knob_names(p)}
-                                    - set(DataConfig.model_fields))}  # image_size goes to data
-    allowed = [k for names in groups.values() for k in names]
-    fixed = {**{k: "model.knobs" for k in spec.model.knobs},
-             **{k: "train" for k in spec.train.model_fields_set},
-             **{k: "data" for k in spec.data.model_fields_set - {"augmentation"}},
-             **{k: "data.augmentation" for k in spec.data.augmentation.model_fields_set}}
-    keys, problems = [], []
-    for key in spec.search:
-        if key in NOT_SEARCHABLE:
-            problems.append(_line(f"search.{key}", "<key>", NOT_SEARCHABLE[key]))
-        elif key not in allowed:
-            listing = "; ".join(f"{group}: {', '.join(names)}" for group, names in groups.items())
-            why = _unknown(key, allowed, "unknown key").split("; allowed:")[0]
-            problems.append(_line(f"search.{key}", "<key>", f"{why}; {listing}"))
-        elif key in fixed:
-            problems.append(_line(f"search.{key}", "<key>", f"also fixed in {fixed[key]}.{key}; "
-                                  "a setting is either fixed or searched"))
-        else:
-            keys.append(key)
-    return keys, problems
-
-
-def _build_error(err: Exception) -> str:
-    """Why a TrainConfig could not be built, on one line."""
-    if not isinstance(err, ValidationError):
-        return str(err)
-    return "; ".join((f"{_dotted(e['loc'])}: " if e["loc"] else "")
-                     + e["msg"].removeprefix("Value error, ") for e in err.errors())
-
-
-def _simplify(why: str, key: str, value: Any) -> str:
-    """"conv1_kernel='x': must be …" about the value at hand → "conv1_kernel must be …"."""
-    rest = why.removeprefix(f"{key}={value!r}: ")
-    if rest == why:
-        return why
-    return f"{key} {rest}" if rest.startswith("must") else f"{key}: {rest}"
+    keys, key_problems_ = key_problems("search", list(spec.search), presets,
+                                       fixed_settings(spec))
+    problems += bad_knobs + key_problems_
+    base = None
+    if not bad_knobs:  # else the base cannot be built; every value check would repeat that
+        try:
+            base = spec.base_config()
+        except (ValidationError, ValueError, TypeError) as err:  # check_model: TypeError
+            problems.append(_base_problem(spec, err))
+    if spec.ablation is not None:
+        problems += ablation_problems(spec, base)
+    if base is None:
+        return problems
+    return problems + value_problems(base, "search", {k: spec.search[k] for k in keys})
 
 
 def _base_problem(spec: SweepSpec, err: Exception) -> str:
-    why = _build_error(err)
+    why = build_error(err)
     blamed = re.match(r"(?:knobs\.)?(\w+)=", why)
     name = blamed.group(1) if blamed else ""
     # Point at the fixed setting the model blames, where the spec sets it.
     for block, values in (("model.knobs", spec.model.knobs),
                           ("data", spec.data.model_dump(include=spec.data.model_fields_set))):
         if name in values:
-            return _line(f"{block}.{name}", values[name], _simplify(why, name, values[name]))
+            return _line(f"{block}.{name}", values[name], simplify(why, name, values[name]))
     return _line("model", spec.model.family, f"the fixed settings do not build: {why}")
 
 
-def _failure(base: TrainConfig, overrides: dict[str, Any]) -> str | None:
-    """Why `base.with_overrides(overrides)` fails, or None when it builds."""
-    try:
-        base.with_overrides(overrides)
-    except (ValidationError, ValueError, TypeError) as err:
-        return _build_error(err)
-    return None
-
-
-def _corner_problems(base: TrainConfig, ok: dict[str, list[Any]]) -> list[str]:
-    """Combinations of searched values (both ends of ranges) that the model cannot build."""
-    keys = [k for k, values in ok.items() if values]
-    if len(keys) < 2:
-        return []  # single values were checked one by one already
-    if math.prod(len(ok[k]) for k in keys) <= MAX_CORNERS:
-        combos: Any = itertools.product(*(ok[k] for k in keys))
-    else:
-        # Too many to build all: the single-key variations were checked one by one above; add
-        # a seeded sample of MAX_CORNERS combinations (the same sample on every run).
-        rng = random.Random(0)
-        combos = ([rng.choice(ok[k]) for k in keys] for _ in range(MAX_CORNERS))
-    failing: list[dict[str, Any]] = []
-    for values in combos:
-        combo = dict(zip(keys, values, strict=True))
-        if any(f.items() <= combo.items() for f in failing) or _failure(base, combo) is None:
-            continue
-        for k in list(combo):  # back to the base value while it still fails: the least cause
-            smaller = {kk: v for kk, v in combo.items() if kk != k}
-            if _failure(base, smaller) is not None:
-                combo = smaller
-        failing.append(combo)
-    return [_line("search", "<" + ", ".join(f"{k}={v!r}" for k, v in c.items()) + ">",
-                  f"this combination cannot be built: {_failure(base, c)}") for c in failing]
-
-
 # --- pydantic errors -> problem lines -------------------------------------------------------
-
-
-def _dotted(parts: Any) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
 
 
 def _tags(members: Any) -> dict[str, type[BaseModel]]:
@@ -295,15 +204,17 @@ def _tags(members: Any) -> dict[str, type[BaseModel]]:
 
 
 # Where pydantic puts a union's tag into `loc` (after search.<key>, after scheduler).
-_UNIONS = {"search": (2, _tags([Values, IntRange, FloatRange])),
-           "scheduler": (1, _tags([AshaScheduler, HyperBandScheduler, MedianScheduler,
-                                   NoScheduler, OptunaScheduler]))}
+_DISTRIBUTIONS = _tags([Values, IntRange, FloatRange])
+_UNIONS = {("search",): (2, _DISTRIBUTIONS), ("ablation", "tune", "space"): (4, _DISTRIBUTIONS),
+           ("scheduler",): (1, _tags([AshaScheduler, HyperBandScheduler, MedianScheduler,
+                                      NoScheduler, OptunaScheduler]))}
 
 
 def _walk(loc: tuple[Any, ...]) -> tuple[str, Any, dict[str, Any]]:
     """The path to show for a pydantic `loc` (union tags left out: they are not fields), the
     model class found there (None if none) and the tags of the union there, if any."""
-    tag_at, tags = _UNIONS.get(loc[0], (-1, {})) if loc else (-1, {})
+    tag_at, tags = next(((at, tags) for prefix, (at, tags) in _UNIONS.items()
+                         if tuple(loc[:len(prefix)]) == prefix), (-1, {}))
     node: Any = SweepSpec
     shown = []
     for i, part in enumerate(loc):
@@ -313,7 +224,9 @@ def _walk(loc: tuple[Any, ...]) -> tuple[str, Any, dict[str, Any]]:
         shown.append(part)
         field = getattr(node, "model_fields", {}).get(part) if isinstance(part, str) else None
         node = field.annotation if field else None
-    return _dotted(shown), node, tags if len(loc) == tag_at else {}
+        if get_args(node) and type(None) in get_args(node):  # `X | None`: the model X
+            node = next(a for a in get_args(node) if a is not type(None))
+    return dotted(shown), node, tags if len(loc) == tag_at else {}
 
 
 def _pydantic_problems(err: ValidationError) -> list[str]:
@@ -325,7 +238,7 @@ def _pydantic_problems(err: ValidationError) -> list[str]:
             value, msg = "<missing>", "required"
         elif e["type"] == "extra_forbidden":
             parent = _walk(e["loc"][:-1])[1]  # the model that has no such field
-            msg = _unknown(str(e["loc"][-1]), list(getattr(parent, "model_fields", [])),
+            msg = unknown(str(e["loc"][-1]), list(getattr(parent, "model_fields", [])),
                            "unknown field")
         elif e["type"] in ("union_tag_invalid", "union_tag_not_found"):
             value = value.get("type", "<missing>") if isinstance(value, dict) else value

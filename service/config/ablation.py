@@ -1,0 +1,174 @@
+"""The `ablation:` block of a spec: a baseline, named arms that change it, paired seeds and
+optional equal tuning per arm; and its checks against the rest of the spec.
+
+Every (arm, seed) becomes one trial of the full budget. `design: factorial` crosses the arms'
+changes: every non-empty combination of arms is a cell of its own (named `a+b`), compared with
+the baseline, and the main effects and two-way interactions are estimated from all cells."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any, Literal
+
+from pydantic import Field, JsonValue, field_validator
+
+from service.config.blocks import Distribution, _line, _Strict
+from service.config.checks import failure, fixed_settings, key_problems, simplify, value_problems
+
+BASELINE = "baseline"
+MAX_FACTORS = 6  # a factorial design of k arms trains 2^k cells per seed
+NAME = r"^[A-Za-z0-9_.-]+$"
+
+
+class AblationTune(_Strict):
+    """Equal tuning: the baseline and every arm searched over `space` at seed 0 with `trials`
+    trials each (the spec's searcher and scheduler); each then trains its best with all seeds."""
+
+    space: dict[str, Distribution] = Field(min_length=1)
+    trials: int = Field(ge=1, le=1000)
+
+
+class Ablation(_Strict):
+    """Which components matter: the baseline against each arm, paired by seed."""
+
+    baseline: dict[str, JsonValue] = Field(default_factory=dict)  # keys a `search` may name
+    arms: dict[str, dict[str, JsonValue]] = Field(min_length=1)  # name -> changes to baseline
+    design: Literal["one-at-a-time", "factorial"] = "one-at-a-time"
+    seeds: int = 4  # seeds 0..seeds-1, each trained by the baseline and every arm
+    tune: AblationTune | None = None
+    alpha: float = Field(0.05, gt=0, lt=0.5)  # family-wise, Holm across the arms
+
+    @field_validator("arms")
+    @classmethod
+    def _names(cls, arms: dict[str, Any]) -> dict[str, Any]:
+        for name in arms:
+            if name == BASELINE or "+" in name or not re.match(NAME, name):
+                raise ValueError(f"arm name {name!r}: letters, digits, _ . - only, and not "
+                                 f"{BASELINE!r}")
+        return arms
+
+    @field_validator("seeds")
+    @classmethod
+    def _two(cls, seeds: int) -> int:
+        if not 2 <= seeds <= 1000:
+            raise ValueError("paired statistics need at least 2 seeds (at most 1000)")
+        return seeds
+
+    def cells(self) -> dict[str, dict[str, Any]]:
+        """Every compared configuration, baseline first: name -> its settings (the baseline's
+        with the arm's changes; in a factorial design every combination of arms)."""
+        out = {BASELINE: dict(self.baseline)}
+        names = list(self.arms)
+        if self.design == "one-at-a-time":
+            combos = [(n,) for n in names]
+        else:
+            combos = [c for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)]
+        for combo in combos:
+            settings = dict(self.baseline)
+            for name in combo:
+                settings.update(self.arms[name])
+            out["+".join(combo)] = settings
+        return out
+
+
+def ablation_problems(spec: Any, base: Any) -> list[str]:
+    """The ablation block against the rest of the spec (`base`: the spec's base TrainConfig,
+    None when it does not build). One line per problem."""
+    abl = spec.ablation
+    problems = []
+    if spec.search:
+        problems.append(_line("ablation", "<block>", "a study has either search: (which "
+                              "configuration is best) or ablation: (do components matter), "
+                              "not both"))
+    given = spec.model_fields_set
+    if "seeds" in spec.budget.model_fields_set:
+        problems.append(_line("budget.seeds", spec.budget.seeds, "an ablation's seeds are "
+                              "ablation.seeds"))
+    if "num_samples" in spec.budget.model_fields_set:
+        problems.append(_line("budget.num_samples", spec.budget.num_samples,
+                              "an ablation's tuning budget is ablation.tune.trials"))
+    if "scheduler" in given and spec.scheduler.type != "none" and abl.tune is None:
+        problems.append(_line("scheduler.type", spec.scheduler.type, "the compared runs all "
+                              "train budget.max_epochs (a run cut short measures the schedule, "
+                              "not the arm); a scheduler may only stop ablation.tune's trials"))
+    if abl.tune is not None and spec.searcher.type == "grid":
+        problems.append(_line("searcher.type", "grid", "ablation.tune draws tune.trials trials "
+                              "per arm: use optuna-tpe or random"))
+    if abl.design == "factorial" and len(abl.arms) > MAX_FACTORS:
+        problems.append(_line("ablation.arms", f"<{len(abl.arms)} arms>", f"a factorial design "
+                              f"trains 2^k cells per seed; at most {MAX_FACTORS} arms"))
+    presets = [spec.model.family]
+    fixed = fixed_settings(spec)
+    _, bad = key_problems("ablation.baseline", list(abl.baseline), presets, fixed,
+                          "set it in one place (the baseline or the fixed blocks)")
+    problems += bad
+    arm_keys: dict[str, list[str]] = {}
+    for name, changes in abl.arms.items():
+        ok, bad = key_problems(f"ablation.arms.{name}", list(changes), presets, fixed, None)
+        arm_keys[name] = ok
+        problems += bad
+        if not changes:
+            problems.append(_line(f"ablation.arms.{name}", "{}", "an arm changes at least one "
+                                  "setting of the baseline"))
+    if abl.tune is not None:
+        tuned, bad = key_problems("ablation.tune.space", list(abl.tune.space), presets, fixed,
+                                  None)  # a fixed value is the one tuning replaces
+        problems += bad
+        for key in tuned:
+            setters = [n for n, keys in arm_keys.items() if key in keys]
+            if key in abl.baseline or setters:
+                where = "ablation.baseline" if key in abl.baseline else f"arm {setters[0]}"
+                problems.append(_line(f"ablation.tune.space.{key}", "<key>", f"{where} sets it "
+                                      "too; a setting is either compared or tuned"))
+            if spec.searcher.type == "optuna-tpe" and abl.tune.space[key].type == "grid":
+                problems.append(_line(f"ablation.tune.space.{key}.type", "grid",
+                                      "Optuna's searcher cannot grid search; use type: choice"))
+    if abl.design == "factorial":
+        for a, b in itertools.combinations(abl.arms, 2):
+            shared = sorted(set(abl.arms[a]) & set(abl.arms[b]))
+            if shared:
+                problems.append(_line(f"ablation.arms.{b}", f"<{', '.join(shared)}>",
+                                      f"arm {a} changes {', '.join(shared)} too; a factorial "
+                                      "design crosses arms that change different settings"))
+    if base is None or any(p.startswith(("ablation.baseline", "ablation.tune")) for p in problems):
+        return problems  # the builds below would fail for the reasons above
+    clean = [n for n in abl.arms if not any(p.startswith(f"ablation.arms.{n}") for p in problems)]
+    return problems + _build_problems(abl, base, clean, check_cells=len(clean) == len(abl.arms))
+
+
+def _build_problems(abl: Ablation, base: Any, arms: list[str], check_cells: bool) -> list[str]:
+    """Each of `arms` must build at the data's size and differ from the baseline; then (when
+    `check_cells`) every factorial cell must build and tuning's values with every cell."""
+    why = failure(base, abl.baseline)
+    if why is not None:
+        key = next(iter(abl.baseline), "")
+        return [_line("ablation.baseline", f"<{', '.join(abl.baseline)}>",
+                      simplify(why, key, abl.baseline.get(key)))]
+    problems = []
+    baseline = base.with_overrides(abl.baseline)
+    for name in arms:
+        changes = abl.arms[name]
+        why = failure(baseline, changes)
+        if why is not None:
+            problems.append(_line(f"ablation.arms.{name}", changes,
+                                  f"the model cannot be built: {why}"))
+        elif baseline.with_overrides(changes) == baseline:
+            problems.append(_line(f"ablation.arms.{name}", changes, "changes nothing: the "
+                                  "baseline already has these settings"))
+    if problems or not check_cells:
+        return problems
+    cells = abl.cells()
+    for name, settings in cells.items():
+        if name != BASELINE and name not in abl.arms:
+            why = failure(base, settings)
+            if why is not None:
+                problems.append(_line("ablation.arms", f"<{name}>", f"this combination of "
+                                      f"arms cannot be built: {why}"))
+    if abl.tune is not None and not problems:
+        for settings in cells.values():
+            problems += value_problems(base.with_overrides(settings),
+                                       "ablation.tune.space", abl.tune.space)
+            if problems:  # the same value fails for most cells: say it once
+                break
+    return problems

@@ -124,11 +124,24 @@ def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def compare(name: str, baseline: Mapping[Any, float | None], arm: Mapping[Any, float | None],
-            mode: Mode = "max", alpha: float = 0.05, unit: str = "") -> ArmResult:
-    """One arm against the baseline, unadjusted (p_adjusted = p); see `analyse_study` for Holm."""
+            mode: Mode = "max", alpha: float = 0.05, unit: str = "", scale: float = 1.0
+            ) -> ArmResult:
+    """One arm against the baseline, unadjusted (p_adjusted = p); see `analyse_study` for Holm.
+    `unit` and `scale` only shape the reason's text (effect * scale + unit)."""
+    return _tested(name, pair(baseline, arm), mode, alpha, unit, scale)
+
+
+def contrast(name: str, values: Mapping[Any, float | None], mode: Mode = "max",
+             alpha: float = 0.05, unit: str = "", scale: float = 1.0) -> ArmResult:
+    """A per-seed contrast (e.g. a factorial main effect) tested against zero, like an arm's
+    differences: baseline 0 and arm = the contrast on every seed."""
+    return compare(name, {s: 0.0 for s in values}, values, mode, alpha, unit, scale)
+
+
+def _tested(name: str, rows: list[dict[str, Any]], mode: Mode, alpha: float, unit: str,
+            scale: float) -> ArmResult:
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', not {mode!r}")
-    rows = pair(baseline, arm)
     d = np.array([r["diff"] for r in rows])
     n = len(d)
     effect = float(d.mean())
@@ -138,8 +151,8 @@ def compare(name: str, baseline: Mapping[Any, float | None], arm: Mapping[Any, f
     if np.ptp(d) == 0:  # every seed moved by the same amount: no spread to test or resample
         p = d_z = mde_ = None
         ci = boot = (effect, effect)
-        notes.append(f"every seed's difference is {effect:+.4g}: no spread, so the t-test, "
-                     f"d_z, MDE and bootstrap are undefined (intervals have width 0)")
+        notes.append(f"every seed's difference is {effect * scale:+.4g}{unit}: no spread, so "
+                     f"the t-test, d_z, MDE and bootstrap are undefined (intervals have width 0)")
     else:
         p = float(stats.ttest_1samp(d, 0.0).pvalue)
         ci = stats.t.interval(1 - alpha, n - 1, loc=effect, scale=sd / math.sqrt(n))
@@ -164,10 +177,10 @@ def compare(name: str, baseline: Mapping[Any, float | None], arm: Mapping[Any, f
         boot_high=float(boot[1]), p=p, p_perm=p_perm, p_adjusted=p, d_z=d_z,
         win_share=float(np.mean(sign * d > 0)), mde=mde_, verdict="not resolved", reason="",
         per_seed=rows, mode=mode, alpha=alpha, notes=tuple(notes))
-    return _judged(result, unit)
+    return _judged(result, unit, scale)
 
 
-def verdict(result: ArmResult, unit: str = "") -> tuple[Verdict, str]:
+def verdict(result: ArmResult, unit: str = "", scale: float = 1.0) -> tuple[Verdict, str]:
     """"helps"/"hurts" when the adjusted t-test p < alpha (direction from the mode), else "not
     resolved"; with a one-line reason giving the effect, its CI, n and the MDE."""
     p = result.p_adjusted
@@ -176,27 +189,32 @@ def verdict(result: ArmResult, unit: str = "") -> tuple[Verdict, str]:
         label: Verdict = "helps" if better else "hurts"
     else:
         label = "not resolved"
-    half = (result.ci_high - result.ci_low) / 2
-    text = f"{label}: {result.effect:+.2f} ± {half:.2f}{unit}, {result.n} seeds"
+    half = (result.ci_high - result.ci_low) / 2 * scale
+    text = f"{label}: {result.effect * scale:+.2f} ± {half:.2f}{unit}, {result.n} seeds"
     if result.mde is not None:
-        text += f" detect ≥ {result.mde:.2f}{unit}"
+        text += f" detect ≥ {result.mde * scale:.2f}{unit}"
     text += f", p_holm {p:.3g}" if p is not None else ", no spread (t-test undefined)"
     return label, "; ".join([text, *result.notes])
 
 
-def _judged(result: ArmResult, unit: str) -> ArmResult:
-    label, reason = verdict(result, unit)
+def _judged(result: ArmResult, unit: str, scale: float = 1.0) -> ArmResult:
+    label, reason = verdict(result, unit, scale)
     return dataclasses.replace(result, verdict=label, reason=reason)
 
 
 def analyse_study(baseline: Mapping[Any, float | None],
                   arms: Mapping[str, Mapping[Any, float | None]], mode: Mode = "max",
-                  alpha: float = 0.05, unit: str = "") -> list[ArmResult]:
+                  alpha: float = 0.05, unit: str = "", scale: float = 1.0) -> list[ArmResult]:
     """Every arm against the baseline, Holm-adjusted across the arms; in the arms' order."""
-    results = [compare(name, baseline, values, mode, alpha, unit)
-               for name, values in arms.items()]
+    return adjusted([compare(name, baseline, values, mode, alpha, unit, scale)
+                     for name, values in arms.items()], unit, scale)
+
+
+def adjusted(results: Sequence[ArmResult], unit: str = "", scale: float = 1.0
+             ) -> list[ArmResult]:
+    """The results with p_adjusted by Holm across them (one family) and verdicts to match."""
     # An arm without spread has no t-test p; it still counts in the family (as p = 1), so the
     # others are not adjusted less because one arm could not be tested.
-    adjusted = holm([r.p if r.p is not None else 1.0 for r in results])
-    return [_judged(dataclasses.replace(r, p_adjusted=a if r.p is not None else None), unit)
-            for r, a in zip(results, adjusted, strict=True)]
+    holm_p = holm([r.p if r.p is not None else 1.0 for r in results])
+    return [_judged(dataclasses.replace(r, p_adjusted=a if r.p is not None else None), unit,
+                    scale) for r, a in zip(results, holm_p, strict=True)]

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from service.report.build import Doc, _effects_section
 from service.report.data import knob_effects
 from service.results.records import Summary, TrialRecord
 from service.results.stats import mean_ci95
+from service.results.store import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,10 +47,17 @@ def test_report_tables_match_the_summary(report_dir):
     numbers = json.loads((report_dir / "report.json").read_text())
     assert set(numbers["effects"]) == set(summary["searched"]) == {"conv1_kernel",
                                                                    "conv1_stride"}
-    # The stride-2 mean is the mean of the stride-2 trials' best accuracies.
-    stride2 = [t["best_val_acc"] for t in summary["trials"] if t["config"]["conv1_stride"] == 2]
+    # The stride-2 mean is the mean of the stride-2 trials' val_acc at the epoch of the rule.
+    basis = numbers["effects_basis"]
+    left = {t["trial_id"] for t in basis["left_out"]}
+    stride2 = [row["val_acc"] for t in load_run(report_dir).trials
+               if t.config["conv1_stride"] == 2 and t.trial_id not in left
+               for row in t.history if row["epoch"] == basis["epoch"]]
+    if basis["rule"] == "completed":
+        assert basis["epoch"] == summary["spec"]["budget"]["max_epochs"]
+        assert left == {t["trial_id"] for t in summary["trials"] if t["status"] != "completed"}
     (row,) = [r for r in numbers["effects"]["conv1_stride"] if r["value"] == "2"]
-    assert row["n"] == 2 and row["mean"] == pytest.approx(sum(stride2) / 2)
+    assert row["n"] == len(stride2) and row["mean"] == pytest.approx(sum(stride2) / len(stride2))
     imp = numbers["importance"]["importances"]
     assert set(imp) == {"conv1_kernel", "conv1_stride"} and sum(imp.values()) == pytest.approx(1)
     models = numbers["models"]
@@ -110,28 +119,89 @@ def test_report_of_a_missing_or_malformed_run_exits_2(tmp_path):
         assert "Traceback" not in proc.stderr
 
 
-def test_ci95_and_effects_on_hand_made_trials():
+def test_ci95_of_two_values_is_t_based():
     mean, half = mean_ci95([0.5, 0.7])
     assert mean == pytest.approx(0.6)
     assert half == pytest.approx(12.706 * 0.1414214 / 2 ** 0.5, rel=1e-3)  # t(0.975, 1 dof)
     assert mean_ci95([0.9]) == (0.9, None)
-    def trial(i: int, lrn: bool, dropout: float, status: str, accs: list[float]) -> TrialRecord:
-        return TrialRecord.from_history(f"t{i}", {"lrn": lrn, "dropout": dropout}, status,
-                                        [{"epoch": e + 1, "val_acc": a} for e, a in
-                                         enumerate(accs)])
 
-    summary = Summary.ranked([
-        trial(0, True, 0.1, "completed", [0.5, 0.9, 0.85]),  # counts with its best, 0.9
-        trial(1, True, 0.4, "completed", [0.8]),
-        trial(2, False, 0.2, "diverged", [0.1]),
-        trial(3, False, 0.3, "stopped-early", [0.6]),
-    ], name="hand-made", searched=["lrn", "dropout"],
-        spec={"budget": {"metric": "val_acc", "mode": "max"},
-              "search": {"lrn": {"type": "choice", "values": [True, False]},
-                         "dropout": {"type": "float", "low": 0.0, "high": 0.5}}})
+
+def trial(name: str, lrn: bool, dropout: float, status: str, accs: list[float]) -> TrialRecord:
+    """A trial record with its per-epoch history attached, as store.load_run attaches it."""
+    rows = [{"epoch": e + 1, "val_acc": a} for e, a in enumerate(accs)]
+    record = TrialRecord.from_history(name, {"lrn": lrn, "dropout": dropout}, status, rows)
+    record.history = rows
+    return record
+
+
+SPACE = {"budget": {"metric": "val_acc", "mode": "max", "max_epochs": 4},
+         "searcher": {"type": "optuna-tpe"},
+         "search": {"lrn": {"type": "choice", "values": [True, False]},
+                    "dropout": {"type": "float", "low": 0.0, "high": 0.5}}}
+
+
+def summary_of(trials: list[TrialRecord]) -> Summary:
+    return Summary.ranked(trials, name="hand-made", searched=["lrn", "dropout"], spec=SPACE)
+
+
+def test_knob_effects_compare_finished_trials_at_the_final_epoch(tmp_path):
+    completed = [  # 4 epochs each; c1's final value (0.94) is below its best (0.95)
+        trial("c0", True, 0.1, "completed", [0.6, 0.8, 0.9, 0.92]),
+        trial("c1", True, 0.4, "completed", [0.5, 0.7, 0.95, 0.94]),
+        trial("c2", False, 0.2, "completed", [0.6, 0.85, 0.9, 0.96]),
+        trial("c3", False, 0.3, "completed", [0.55, 0.8, 0.93, 0.90]),
+        trial("c4", True, 0.45, "completed", [0.5, 0.7, 0.85, 0.88]),
+    ]
+    cut = [trial("s0", False, 0.35, "stopped-early", [0.2, 0.3]),  # ASHA cut them at epoch 2
+           trial("s1", False, 0.15, "stopped-early", [0.25, 0.35]),
+           trial("d0", True, 0.05, "diverged", [0.1])]
+    summary = summary_of(completed + cut)
     effects = knob_effects(summary)
-    by_value = {r["value"]: r for r in effects["lrn"]["rows"]}
-    assert by_value["True"]["n"] == 2 and by_value["True"]["mean"] == pytest.approx(0.85)
-    assert by_value["False"]["n"] == 1 and by_value["False"]["ci95"] is None  # diverged: out
-    halves = effects["dropout"]["rows"]
-    assert [r["n"] for r in halves] == [2, 1]  # split at the median dropout 0.3
+    assert effects["rule"] == "completed" and effects["epoch"] == 4 and effects["trials"] == 5
+    assert {t["trial_id"]: t["why"] for t in effects["left_out"]} == {
+        "s0": "stopped early at epoch 2", "s1": "stopped early at epoch 2", "d0": "diverged"}
+    final = {t.trial_id: t.history[-1]["val_acc"] for t in completed}
+    lrn = {r["value"]: r for r in effects["knobs"]["lrn"]["rows"]}
+    on = [final["c0"], final["c1"], final["c4"]]
+    assert lrn["True"]["n"] == 3
+    assert (lrn["True"]["mean"], lrn["True"]["ci95"]) == pytest.approx(mean_ci95(on))
+    # Like for like, lrn=False means 0.93 over 2 trials; the old pooled mean of every trial's
+    # best value (0.96, 0.93, 0.3, 0.35) was 0.635 over 4.
+    assert lrn["False"]["n"] == 2 and lrn["False"]["mean"] == pytest.approx(0.93)
+    assert lrn["False"]["ci95"] is None  # no interval from two values
+    dropout = effects["knobs"]["dropout"]["rows"]  # split at the completed trials' median 0.3
+    assert [(r["value"], r["n"]) for r in dropout] == [("<= 0.3", 3), ("> 0.3", 2)]
+    assert dropout[0]["mean"] == pytest.approx((0.92 + 0.96 + 0.90) / 3)
+    assert dropout[1]["ci95"] is None and dropout[1]["mean"] == pytest.approx((0.94 + 0.88) / 2)
+
+    # The report's section shows n, a dash instead of an interval below 3 trials, the rule and
+    # the ablation block that would measure the knobs (baseline: the best trial, c2; the other
+    # dropout value is the middle of the half of the range that 0.2 is not in).
+    doc = Doc(tmp_path)
+    numbers = _effects_section(doc, summary)
+    md = "\n".join(doc.md)
+    assert "| lrn | False | 2 | 0.93 | — |" in md
+    assert "| lrn | True | 3 | 0.9133 |" in md
+    assert "final epoch (4)" in md and "3 trial(s) left out: 2 stopped early at epoch 2; " \
+        "1 diverged." in md
+    example = ("ablation: {baseline: {lrn: false, dropout: 0.2}, arms: {with_lrn: {lrn: true}, "
+               "dropout_0.375: {dropout: 0.375}}, seeds: 4}")
+    assert numbers["ablation_example"] == example and f"```\n{example}\n```" in md
+    assert "TPE picks each configuration" in md
+    assert numbers["effects_basis"]["rule"] == "completed"
+
+
+def test_knob_effects_fall_back_to_the_last_common_epoch():
+    summary = summary_of([
+        trial("c0", True, 0.1, "completed", [0.6, 0.8, 0.9, 0.92]),
+        trial("s0", False, 0.3, "stopped-early", [0.5, 0.7, 0.75]),
+        trial("s1", False, 0.2, "stopped-early", [0.4, 0.6]),
+        trial("s2", True, 0.4, "stopped-early", [0.3, 0.65]),
+        trial("e0", True, 0.2, "error", []),
+    ])
+    effects = knob_effects(summary)
+    assert effects["rule"] == "common-epoch" and effects["epoch"] == 2
+    assert effects["left_out"] == [{"trial_id": "e0", "status": "error", "why": "error"}]
+    lrn = {r["value"]: r for r in effects["knobs"]["lrn"]["rows"]}
+    assert lrn["True"]["n"] == 2 and lrn["True"]["mean"] == pytest.approx((0.8 + 0.65) / 2)
+    assert lrn["False"]["n"] == 2 and lrn["False"]["mean"] == pytest.approx((0.7 + 0.6) / 2)

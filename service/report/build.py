@@ -18,6 +18,7 @@ from typing import Any
 from service.analysis import AnalysisError, analyze_trial
 from service.report import plots
 from service.report.data import (
+    ablation_example,
     conv_health,
     describe_group,
     importance,
@@ -69,6 +70,11 @@ class Doc:
         self.md.append("| " + " | ".join(head) + " |\n|" + " --- |" * len(head) + "\n" + "".join(
             "| " + " | ".join(c.replace("|", "/") for c in r) + " |\n" for r in cells))
 
+    def code(self, text: str) -> None:
+        """A block of code (YAML, commands), verbatim."""
+        self.html.append(f"<pre><code>{html.escape(text)}</code></pre>")
+        self.md.append(f"```\n{text}\n```\n")
+
     def image(self, name: str, png: bytes, alt: str) -> None:
         """A PNG: embedded in the HTML, written to report_files/ for the Markdown."""
         write_bytes(self.files / name, png)
@@ -99,18 +105,49 @@ def _trials_section(doc: Doc, summary: Summary) -> None:
               "learning curves")
 
 
+def _left_out(left: list[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for t in left:
+        counts[t["why"]] = counts.get(t["why"], 0) + 1
+    if not left:
+        return "No trial was left out."
+    return (f"{len(left)} trial(s) left out: "
+            + "; ".join(f"{n} {why}" for why, n in counts.items()) + ".")
+
+
 def _effects_section(doc: Doc, summary: Summary) -> dict[str, Any]:
     metric = summary.metric
-    doc.heading("Effect of each searched knob")
+    doc.heading("Per-value means of each searched knob")
     effects = knob_effects(summary)
-    doc.para(f"Per value (or per half of a range): trials that did not fail, their mean best "
-             f"{metric} and the 95% confidence interval (Student t). Trials stopped early "
-             "count with the best value they reached.")
-    doc.table(["knob", "value", "trials", f"mean {metric}", "± 95% CI"],
-              [[k, r["value"], r["n"], r["mean"], r["ci95"]] for k, e in effects.items()
-               for r in e["rows"]])
-    if effects:
-        doc.image("effects.png", plots.knob_effects(effects, metric), "knob effects")
+    knobs, epoch = effects["knobs"], effects["epoch"]
+    if effects["rule"] == "completed":
+        rule = (f"the {effects['trials']} trials that completed the budget, each at its "
+                f"{metric} at the final epoch ({epoch})")
+    else:
+        rule = (f"fewer than 2 trials completed the budget, so every trial that did not fail, "
+                f"each at its {metric} at epoch {epoch}, the last epoch all of them reached "
+                f"({effects['trials']} trials)")
+    doc.para(f"Per value (or per half of a range): {rule}; the mean and, from 3 trials on, its "
+             f"95% confidence interval (Student t). {_left_out(effects['left_out'])} A trial "
+             "stopped early is never pooled with finished ones: its value measures the "
+             "schedule, not the configuration.")
+    doc.table(["knob", "value", "n", f"mean {metric} at epoch {epoch}", "± 95% CI"],
+              [[k, r["value"], r["n"], r["mean"], "—" if r["ci95"] is None else r["ci95"]]
+               for k, e in knobs.items() for r in e["rows"]])
+    searcher = summary.spec.get("searcher", {}).get("type", "")
+    why = ("TPE picks each configuration from the earlier results, so the knobs are "
+           "confounded" if searcher == "optuna-tpe" else
+           "the other knobs vary at the same time, so the knobs are confounded")
+    example = ablation_example(summary)
+    doc.para(f"These per-value means are associations under the searcher's sampling, not "
+             f"effects: {why}. To measure a knob's effect, run an ablation study (every arm "
+             "trained with the same seeds and compared paired by seed)"
+             + (", e.g. with this `ablation:` block (baseline: the best trial's values; one "
+                "arm per knob, set to another value; 4 seeds):" if example else "."))
+    if example:
+        doc.code(example)
+    if knobs:
+        doc.image("effects.png", plots.knob_effects(knobs, metric, epoch), "knob effects")
     imp = importance(summary)
     if "importances" in imp:
         doc.para(f"Optuna's fANOVA parameter importance over {imp['trials']} trials:")
@@ -122,7 +159,9 @@ def _effects_section(doc: Doc, summary: Summary) -> dict[str, Any]:
         values = [summary.score(t) for t in summary.trials]
         doc.image("parallel.png", plots.parallel_coordinates(
             summary.trials, summary.searched, metric, values), "parallel coordinates")
-    return {"effects": {k: e["rows"] for k, e in effects.items()}, "importance": imp}
+    return {"effects": {k: e["rows"] for k, e in knobs.items()},
+            "effects_basis": {k: effects[k] for k in ("rule", "epoch", "trials", "left_out")},
+            "ablation_example": example, "importance": imp}
 
 
 def _models_section(doc: Doc, summary: Summary, run_dir: Path) -> list[dict[str, Any]]:

@@ -3,32 +3,101 @@ importance and the model comparison, all read from what a finished sweep left on
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Any
 
 import optuna
 import optuna.distributions as d
+import yaml
 
 from service.analysis import AnalysisError, load_trial
 from service.analysis.aliasing import aliasing_stats
 from service.analysis.filters import filter_stats
 from service.analysis.load import val_images
 from service.models import architecture_knobs, describe, model_knobs
-from service.results.records import Summary
+from service.results.records import Summary, TrialRecord
 from service.results.stats import mean_ci95
+
+MIN_CI_N = 3  # fewer values get no interval: n is shown instead
 
 
 def _label(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def knob_effects(summary: Summary) -> dict[str, dict[str, Any]]:
-    """Per searched knob: per value (choices) or per half of the range (numbers) the number of
-    trials, mean score and 95% CI, over the trials that have a score."""
-    scored = [(t, summary.score(t)) for t in summary.trials]
-    scored = [(t, v) for t, v in scored if v is not None]
-    effects = {}
+def value_at(trial: TrialRecord, metric: str, epoch: int) -> float | None:
+    """`trial`'s value of `metric` at `epoch` (its per-epoch history, or its final result when
+    that is the epoch); None when it has no finite value there."""
+    value = None
+    rows = [r for r in trial.history if (_epoch(r) or 0) <= epoch]
+    at = [r for r in rows if _epoch(r) == epoch]
+    if at:
+        value = at[-1].get(metric)
+        if value is None and metric == "best_val_acc":  # fit's running maximum of val_acc
+            accs = [r["val_acc"] for r in rows if _finite(r.get("val_acc"))]
+            value = max(accs) if accs else None
+    elif not trial.history and _epoch(trial.final) == epoch:
+        value = trial.final.get(metric)
+        if value is None and metric == "best_val_acc":
+            value = trial.best_val_acc
+    return float(value) if _finite(value) else None
+
+
+def _epoch(row: dict[str, Any]) -> int | None:
+    e = row.get("epoch")
+    return int(e) if _finite(e) else None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _reached(trial: TrialRecord) -> int:
+    epochs = [e for e in map(_epoch, trial.history) if e is not None]
+    return max(epochs) if epochs else trial.epochs
+
+
+def _why(trial: TrialRecord, metric: str, epoch: int | None) -> str:
+    if trial.status == "stopped-early":
+        return f"stopped early at epoch {trial.stopped_at or trial.epochs}"
+    if trial.failed:
+        return trial.status
+    return f"no {metric} at epoch {epoch}"
+
+
+def comparable(summary: Summary) -> dict[str, Any]:
+    """The trials whose values can be compared, each at the same epoch: the completed trials at
+    the budget's last epoch when at least 2 have a value there, else every trial that did not
+    fail at the last epoch all of them reached. `rule` says which ("completed", "common-epoch"),
+    `values` maps trial id to value and `left_out` lists the others with the reason."""
+    metric = summary.metric
+    max_epochs = summary.spec.get("budget", {}).get("max_epochs") or max(
+        (t.epochs for t in summary.trials), default=0)
+    done = [t for t in summary.trials if t.status == "completed"]
+    values = {t.trial_id: value_at(t, metric, max_epochs) for t in done}
+    values = {k: v for k, v in values.items() if v is not None}
+    rule, epoch = "completed", max_epochs
+    if len(values) < 2:
+        pool = [t for t in summary.trials if not t.failed]
+        rule, epoch = "common-epoch", min((_reached(t) for t in pool), default=None)
+        values = {t.trial_id: value_at(t, metric, epoch) for t in pool} if pool else {}
+        values = {k: v for k, v in values.items() if v is not None}
+    left_out = [{"trial_id": t.trial_id, "status": t.status, "why": _why(t, metric, epoch)}
+                for t in summary.trials if t.trial_id not in values]
+    return {"rule": rule, "epoch": epoch, "values": values, "left_out": left_out}
+
+
+def knob_effects(summary: Summary) -> dict[str, Any]:
+    """Per searched knob, per value (choices) or per half of the range (numbers): the number of
+    comparable trials (`comparable`: each at the same epoch), their mean and the half-width of
+    its 95% CI (None when n < 3: an interval from two values means nothing). Returns the rule,
+    the epoch, the trials left out and `knobs`: {knob: {kind, rows, points}}."""
+    basis = comparable(summary)
+    scored = [(t, basis["values"][t.trial_id]) for t in summary.trials
+              if t.trial_id in basis["values"]]
+    knobs = {}
     for knob in summary.searched:
         dist = summary.spec["search"][knob]
         pairs = [(t.config[knob], v) for t, v in scored if knob in t.config]
@@ -42,11 +111,60 @@ def knob_effects(summary: Summary) -> dict[str, dict[str, Any]]:
             groups[f"> {_label(cut)}"] = [v for k, v in pairs if k > cut]
         rows = []
         for label, values in groups.items():
-            mean, half = mean_ci95(values) if values else (None, None)
+            mean = statistics.fmean(values) if values else None
+            half = mean_ci95(values)[1] if len(values) >= MIN_CI_N else None
             rows.append({"value": label, "n": len(values), "mean": mean, "ci95": half})
-        effects[knob] = {"kind": "choice" if "values" in dist else "range", "rows": rows,
-                         "points": pairs}
-    return effects
+        knobs[knob] = {"kind": "choice" if "values" in dist else "range", "rows": rows,
+                       "points": pairs}
+    return {**{k: basis[k] for k in ("rule", "epoch", "left_out")},
+            "trials": len(basis["values"]), "knobs": knobs}
+
+
+def _other_value(dist: dict[str, Any], best: Any) -> Any:
+    """A value of the knob's space other than `best`: the first other choice, or the middle of
+    the half of the range that `best` is not in."""
+    if "values" in dist:
+        return next((v for v in dist["values"] if v != best), None)
+    low, high, log = dist["low"], dist["high"], dist.get("log", False)
+    def middle(a: float, b: float) -> float:
+        return math.sqrt(a * b) if log else (a + b) / 2
+    mid = middle(low, high)
+    value = middle(mid, high) if best <= mid else middle(low, mid)
+    if dist["type"] == "int":
+        step = dist.get("step", 1)
+        return min(high, max(low, low + round((value - low) / step) * step))
+    return float(f"{value:.3g}")
+
+
+def _arm_name(knob: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{'with' if value else 'no'}_{knob}"
+    return f"{knob}_{_label(value)}"
+
+
+def ablation_example(summary: Summary, seeds: int = 4) -> str | None:
+    """The `ablation:` block (YAML, one line) that measures each searched knob's effect: the
+    baseline at the best trial's values, one arm per knob with another value of it; None when
+    no trial has a score or nothing is searched."""
+    best = summary.best
+    if best is None or not summary.searched:
+        return None
+    baseline, arms = {}, {}
+    for knob in summary.searched:
+        value = best.config.get(knob)
+        if value is None:
+            continue
+        if isinstance(value, float):
+            value = float(f"{value:.4g}")
+        baseline[knob] = value
+        other = _other_value(summary.spec["search"][knob], value)
+        if other is not None:
+            arms[_arm_name(knob, other)] = {knob: other}
+    if not arms:
+        return None
+    block = yaml.safe_dump({"baseline": baseline, "arms": arms, "seeds": seeds},
+                           default_flow_style=True, sort_keys=False, width=1_000_000)
+    return "ablation: " + block.strip()
 
 
 def _distribution(dist: dict[str, Any]):

@@ -48,9 +48,9 @@ def learning_curves(trials: list[TrialRecord], metric: str, max_epochs: int) -> 
     return _png(fig)
 
 
-def knob_effects(effects: dict[str, dict[str, Any]], metric: str) -> bytes:
-    """One panel per knob: mean metric with its 95% CI per value (or per half of a range),
-    over the individual trials as dots."""
+def knob_effects(effects: dict[str, dict[str, Any]], metric: str, epoch: int | None) -> bytes:
+    """One panel per knob: mean metric at `epoch` with its 95% CI (from 3 trials on) per value
+    (or per half of a range), over the individual trials as dots."""
     n = max(len(effects), 1)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
     for ax, (knob, eff) in zip(axes[0], effects.items(), strict=False):
@@ -59,12 +59,11 @@ def knob_effects(effects: dict[str, dict[str, Any]], metric: str) -> bytes:
         means = [r["mean"] if r["mean"] is not None else np.nan for r in rows]
         errs = [r["ci95"] or 0.0 for r in rows]
         ax.errorbar(xs, means, yerr=errs, fmt="o", capsize=5, color="tab:blue", zorder=3)
-        labels = [r["value"] for r in rows]
         if eff["kind"] == "choice":
             for x, r in zip(xs, rows, strict=True):
                 pts = [v for k, v in eff["points"] if _same(k, r["value"])]
                 ax.scatter(np.full(len(pts), x) + 0.12, pts, s=10, color="grey", alpha=0.6)
-        ax.set_xticks(xs, labels, rotation=30, fontsize=8)
+        ax.set_xticks(xs, [f"{r['value']}\nn={r['n']}" for r in rows], rotation=30, fontsize=8)
         pts = [v for _, v in eff["points"]]
         if pts:  # a CI from two trials can be wider than the metric's range: keep the data
             lo, hi = min(pts), max(pts)
@@ -73,7 +72,8 @@ def knob_effects(effects: dict[str, dict[str, Any]], metric: str) -> bytes:
         ax.set_title(knob, fontsize=10)
         ax.set_ylabel(metric, fontsize=8)
         ax.grid(alpha=0.3)
-    fig.suptitle("effect of each searched knob (mean, 95% CI; dots: trials)", fontsize=10)
+    fig.suptitle(f"{metric} at epoch {epoch} per value (mean, 95% CI when n ≥ 3; dots: "
+                 "trials)", fontsize=10)
     fig.tight_layout()
     return _png(fig)
 

@@ -88,7 +88,7 @@ def test_a_large_real_effect_at_four_seeds_hurts() -> None:
     assert hurt.name == "no-dropout" and hurt.verdict == "hurts"
     assert hurt.p_adjusted < 0.05 and hurt.p_adjusted == pytest.approx(min(1, 2 * hurt.p))
     assert hurt.win_share == 0 and hurt.ci_high < 0
-    assert hurt.reason.startswith(f"hurts: {hurt.effect:+.2f} ± ")
+    assert hurt.reason.startswith(f"hurts — {hurt.effect:+.2f} ± ")
     assert "4 seeds detect ≥" in hurt.reason
     assert unresolved.verdict == "not resolved"
     # For a metric to minimise (a loss), the same fall helps.

@@ -190,10 +190,10 @@ def verdict(result: ArmResult, unit: str = "", scale: float = 1.0) -> tuple[Verd
     else:
         label = "not resolved"
     half = (result.ci_high - result.ci_low) / 2 * scale
-    text = f"{label}: {result.effect * scale:+.2f} ± {half:.2f}{unit}, {result.n} seeds"
+    text = f"{label} — {result.effect * scale:+.2f} ± {half:.2f}{unit}; {result.n} seeds"
     if result.mde is not None:
         text += f" detect ≥ {result.mde * scale:.2f}{unit}"
-    text += f", p_holm {p:.3g}" if p is not None else ", no spread (t-test undefined)"
+    text += f" (Holm p = {p:.3g})" if p is not None else " (no spread: t-test undefined)"
     return label, "; ".join([text, *result.notes])
 
 

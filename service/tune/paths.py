@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 SEED_KEY = "__trial_index__"  # set by Tune's Repeater when budget.seeds > 1
+ARM_KEY = "arm"  # an ablation's compared runs: which cell (baseline, arm, combination)
+TUNING_DIR = "tuning"  # an ablation's tuning sweeps: RUN/tuning/<cell>/, one per cell
+ABLATION = "ablation.json"  # an ablation's statistics (service.results.ablation)
 TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's registered checkpoints
 SUMMARY = "summary.json"  # our record of a finished sweep (service.results)
 TRIAL_PREFIX = "run_trial"  # Tune names a trial's directory after its trainable, run_trial

@@ -24,6 +24,7 @@ class SweepPlan:
     metric: str
     mode: str
     max_epochs: int
+    tuning_trials: int = 0  # an ablation's tuning trials before its compared runs (all cells)
 
 
 def trial_resources(spec) -> dict[str, float]:
@@ -65,6 +66,8 @@ def plan_sweep(spec, results: str, cluster: dict[str, float] | None, run_id: str
     yet reached) concurrency is left at 0, to be sized when the sweep starts."""
     searcher = spec.searcher.type + (f" (seed={spec.searcher.seed})" if
                                      getattr(spec.searcher, "seed", None) is not None else "")
+    abl = spec.ablation
+    tuning = len(abl.cells()) * abl.tune.trials if abl and abl.tune else 0
     return SweepPlan(
         name=spec.name, experiment_dir=join_storage(results, spec.name, run_id),
         trials=expected_trials(spec),
@@ -72,11 +75,14 @@ def plan_sweep(spec, results: str, cluster: dict[str, float] | None, run_id: str
         trial_resources=trial_resources(spec), workers_per_trial=spec.resources.workers_per_trial,
         cluster={k: (cluster or {}).get(k, 0.0) for k in ("CPU", "GPU")}, searcher=searcher,
         scheduler=describe_scheduler(spec), metric=spec.budget.metric, mode=spec.budget.mode,
-        max_epochs=spec.budget.max_epochs)
+        max_epochs=spec.budget.max_epochs, tuning_trials=tuning)
 
 
 def expected_trials(spec) -> int:
-    """How many trials the sweep makes: a grid enumerates its values (times any repeats)."""
+    """How many trials the sweep makes: a grid enumerates its values (times any repeats); an
+    ablation trains every cell with every seed (its tuning trials come on top)."""
+    if spec.ablation is not None:
+        return len(spec.ablation.cells()) * spec.ablation.seeds
     grid = 1
     for dist in spec.search.values():
         values = getattr(dist, "values", None)

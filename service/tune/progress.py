@@ -10,7 +10,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from service.tune.paths import read_ledger
+from service.tune.paths import SEED_KEY, read_ledger
 
 
 def _fmt_s(seconds: float) -> str:
@@ -23,6 +23,7 @@ def _fmt_config(config: dict[str, Any], keys: list[str]) -> str:
     for k in keys:
         if k in config:
             v = config[k]
+            k = "seed" if k == SEED_KEY else k
             parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
     return " ".join(parts)
 

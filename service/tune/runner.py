@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from service.cli import Exit
 from service.config.spec import SweepSpec
 from service.results.records import FAILED, Summary
-from service.tune.console import print_plan, print_table
+from service.tune.console import print_ablation, print_plan, print_table
 from service.tune.plan import plan_sweep
 from service.tune.runtime import local_resources, start_ray
 
@@ -35,6 +35,7 @@ class Outcome:
     code: int
     experiment_dir: str | None = None
     summary: Summary | None = None
+    ablation: dict | None = None  # ablation.json's content, for an ablation study
 
 
 def dry_run(req: Request) -> int:
@@ -78,9 +79,22 @@ def run(req: Request) -> Outcome:
             return Outcome(Exit.BAD_INPUT)
         if not req.quiet:
             print_plan(plan, spec)
-        progress = Progress(plan.trials, plan.max_epochs, list(spec.search), quiet=req.quiet,
-                            verbose=req.verbose)
-        summary = run_sweep(spec, plan, progress, resume=req.resume)
+        study = None
+        if spec.ablation is not None:
+            from service.tune.ablation import run_ablation
+
+            def progress_for(total: int, searched: list[str], label: str) -> Progress:
+                if not req.quiet:
+                    print(f"{label}: {total} trials", flush=True)
+                return Progress(total, plan.max_epochs, searched, quiet=req.quiet,
+                                verbose=req.verbose)
+
+            done = run_ablation(spec, plan, progress_for, resume=req.resume)
+            summary, study = done if done is not None else (None, None)
+        else:
+            progress = Progress(plan.trials, plan.max_epochs, list(spec.search),
+                                quiet=req.quiet, verbose=req.verbose)
+            summary = run_sweep(spec, plan, progress, resume=req.resume)
     except KeyboardInterrupt:
         summary = None
     except OSError as err:  # e.g. the disk filled up while the summary was written
@@ -97,6 +111,9 @@ def run(req: Request) -> Outcome:
         print(f"interrupted; finished trials are kept. Continue with: python -m service.submit "
               f"{req.space} --resume {req.run_id}", file=sys.stderr)
         return Outcome(Exit.INTERRUPTED, plan.experiment_dir)
-    print_table(summary)
+    print_table(summary, best=study is None)  # an ablation compares; it does not pick
+    if study is not None:
+        print_ablation(study)
     failed = any(t.status in FAILED for t in summary.trials)
-    return Outcome(Exit.TRIALS_FAILED if failed else Exit.OK, plan.experiment_dir, summary)
+    return Outcome(Exit.TRIALS_FAILED if failed else Exit.OK, plan.experiment_dir, summary,
+                   study)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.abc
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,42 @@ from service.tune.trial import run_trial
 DRIVER_RESOURCES = {"CPU": 0, "memory": 50 * 2**20}  # the trial driver only waits on Train
 
 
-def _trainable(spec, ledger: Path | None = None):
+@dataclass
+class Phase:
+    """What one Tuner runs: the trials' base TrainConfig (as JSON), Tune's param space, the
+    searcher and scheduler, and what the trials' configs name (`searched`)."""
+
+    base: dict[str, Any]
+    param_space: dict[str, Any]
+    searcher: Any
+    scheduler: Any
+    num_samples: int
+    searched: list[str]
+    limit_concurrency: bool  # TuneConfig.max_concurrent_trials (a generator limits itself)
+    expected: int  # trials made when the phase ends normally (0: the grid may be smaller)
+    arms: dict[str, dict[str, Any]] | None = field(default=None)  # an ablation's cells
+
+
+def sweep_phase(spec, plan: SweepPlan) -> Phase:
+    """An ordinary sweep's single phase, from its `search` block."""
+    num_samples = spec.budget.num_samples
+    if spec.searcher.type == "optuna-tpe":
+        num_samples *= spec.budget.seeds
+    elif spec.searcher.type == "grid":
+        num_samples = 1  # the grid itself enumerates the trials
+    return Phase(base=spec.base_config().model_dump(mode="json"), param_space=param_space(spec),
+                 searcher=make_searcher(spec, plan.max_concurrent_trials),
+                 scheduler=make_scheduler(spec), num_samples=num_samples,
+                 searched=list(spec.search), limit_concurrency=spec.searcher.type == "optuna-tpe",
+                 # Optuna and random searchers make exactly `trials`; a grid may be smaller.
+                 expected=plan.trials if spec.searcher.type != "grid" else 0)
+
+
+def _trainable(spec, phase: Phase, ledger: Path | None = None):
     # Plain JSON, not the spec: the trial driver then never imports torch (service.tune.trial).
-    trainable = tune.with_parameters(run_trial, base=spec.base_config().model_dump(mode="json"),
+    trainable = tune.with_parameters(run_trial, base=phase.base,
                                      resources=spec.resources.model_dump(mode="json"),
-                                     ledger=str(ledger) if ledger else None)
+                                     ledger=str(ledger) if ledger else None, arms=phase.arms)
     return tune.with_resources(trainable, DRIVER_RESOURCES)
 
 
@@ -54,37 +86,30 @@ def import_tensorboardx_without_torch() -> None:
         sys.meta_path.remove(blocker)
 
 
-def build_tuner(spec, plan: SweepPlan, progress, resume: bool = False):
+def build_tuner(spec, plan: SweepPlan, progress, resume: bool = False,
+                phase: Phase | None = None):
     """A fresh Tuner for `plan`, or the interrupted one restored from its directory."""
     import_tensorboardx_without_torch()
-
+    phase = phase or sweep_phase(spec, plan)
+    trainable = _trainable(spec, phase, ledger_path(plan.experiment_dir))
     if resume:
-        return tune.Tuner.restore(plan.experiment_dir,
-                                  trainable=_trainable(spec, ledger_path(plan.experiment_dir)),
-                                  param_space=param_space(spec), resume_unfinished=True,
+        return tune.Tuner.restore(plan.experiment_dir, trainable=trainable,
+                                  param_space=phase.param_space, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
-    num_samples = spec.budget.num_samples
-    if spec.searcher.type == "optuna-tpe":
-        num_samples *= spec.budget.seeds
-    elif spec.searcher.type == "grid":
-        num_samples = 1  # the grid itself enumerates the trials
     tune_config = tune.TuneConfig(
-        metric=spec.budget.metric, mode=spec.budget.mode,
-        search_alg=make_searcher(spec, plan.max_concurrent_trials),
-        scheduler=make_scheduler(spec), num_samples=num_samples,
+        metric=spec.budget.metric, mode=spec.budget.mode, search_alg=phase.searcher,
+        scheduler=phase.scheduler, num_samples=phase.num_samples,
         # A ready-made generator (grid/random) takes the limit itself; Tune would warn here.
-        max_concurrent_trials=(plan.max_concurrent_trials
-                               if spec.searcher.type == "optuna-tpe" else None),
+        max_concurrent_trials=plan.max_concurrent_trials if phase.limit_concurrency else None,
         time_budget_s=spec.budget.time_budget_s)
     storage, name = plan.experiment_dir.rsplit("/", 1)
     run_config = tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[progress],
                                 failure_config=tune.FailureConfig(max_failures=0))
-    return tune.Tuner(_trainable(spec, ledger_path(plan.experiment_dir)),
-                      param_space=param_space(spec), tune_config=tune_config,
+    return tune.Tuner(trainable, param_space=phase.param_space, tune_config=tune_config,
                       run_config=run_config)
 
 
-def interrupted(spec, plan: SweepPlan, results, progress) -> bool:
+def interrupted(spec, phase: Phase, results, progress) -> bool:
     """True when Tune returned early (Ctrl-C): trials left unfinished or never made.
 
     Tune marks trials it stops on Ctrl-C as terminated, like finished ones, so the progress
@@ -96,24 +121,25 @@ def interrupted(spec, plan: SweepPlan, results, progress) -> bool:
     ids = {(r.metrics or {}).get("trial_id") or trial_id_of(r.path) for r in results}
     if ids - finished:
         return True
-    # Optuna and random searchers make exactly `trials`; a grid may be smaller, a time budget
-    # may legitimately end the sweep early.
-    expected = plan.trials if spec.searcher.type != "grid" else 0
-    return len(results) < expected and spec.budget.time_budget_s is None
+    # A time budget may legitimately end the sweep early.
+    return len(results) < phase.expected and spec.budget.time_budget_s is None
 
 
-def run_sweep(spec, plan: SweepPlan, progress, resume: bool = False) -> Summary | None:
-    """Run (or resume) the sweep and write summary.json; returns the summary, or None when
-    the run was interrupted (Tune saved its state; nothing is summarised until it finishes)."""
+def run_sweep(spec, plan: SweepPlan, progress, resume: bool = False,
+              phase: Phase | None = None) -> Summary | None:
+    """Run (or resume) the sweep (or one `phase` of an ablation) and write summary.json;
+    returns the summary, or None when the run was interrupted (Tune saved its state; nothing
+    is summarised until it finishes)."""
     start = time.perf_counter()
     ledger = ledger_path(plan.experiment_dir)
     if ledger is not None:
         ledger.parent.mkdir(parents=True, exist_ok=True)
         progress.use_ledger(ledger)
-    tuner = build_tuner(spec, plan, progress, resume=resume)
+    phase = phase or sweep_phase(spec, plan)
+    tuner = build_tuner(spec, plan, progress, resume=resume, phase=phase)
     results = tuner.fit()
-    if interrupted(spec, plan, results, progress):
+    if interrupted(spec, phase, results, progress):
         return None
-    summary = summarize(spec, plan, results, time.perf_counter() - start, list(spec.search))
+    summary = summarize(spec, plan, results, time.perf_counter() - start, phase.searched)
     write_json(f"{plan.experiment_dir}/summary.json", summary)
     return summary

@@ -23,6 +23,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from service.config.train import TrainConfig
 from service.tune.paths import (
+    ARM_KEY,
     SEED_KEY,
     finished_before,
     last_registered_metrics,
@@ -55,6 +56,18 @@ def trial_train_config(base: dict[str, Any], sampled: dict[str, Any]) -> TrainCo
     return cfg
 
 
+def with_arm(config: dict[str, Any], arms: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """An ablation's trial config {arm: name, seed key: i} as the arm's settings and the seed
+    key; any other config is returned as it is."""
+    config = dict(config)
+    name = config.pop(ARM_KEY, None)
+    if name is None:
+        return config
+    if not arms or name not in arms:
+        raise ValueError(f"trial config names arm {name!r}, which the study does not have")
+    return {**arms[name], **config}
+
+
 def make_trainer(config: dict[str, Any], scaling_config, run_config):
     """The Ray Train run of one trial: `train_worker` on each worker of `scaling_config`.
 
@@ -65,10 +78,12 @@ def make_trainer(config: dict[str, Any], scaling_config, run_config):
 
 
 def run_trial(config: dict[str, Any], base: dict[str, Any] | None = None,
-              resources: dict[str, Any] | None = None, ledger: str | None = None) -> None:
+              resources: dict[str, Any] | None = None, ledger: str | None = None,
+              arms: dict[str, dict[str, Any]] | None = None) -> None:
     """Tune function trainable: one Ray Train run for one sampled configuration.
 
-    `base` is the spec's base TrainConfig and `resources` its resources block, both as JSON.
+    `base` is the spec's base TrainConfig and `resources` its resources block, both as JSON;
+    `arms` an ablation's settings per cell, which its trial configs name (`with_arm`).
     A trial that an earlier, killed driver saw finish (in `ledger`) but whose end Tune had not
     yet saved is re-queued by `Tuner.restore`; it reports its recorded result and returns,
     so no epoch is trained twice and a scheduler's stop is not undone."""
@@ -92,7 +107,7 @@ def run_trial(config: dict[str, Any], base: dict[str, Any] | None = None,
     if gpus > 0:
         per_worker["GPU"] = gpus
     trainer = make_trainer(
-        loop_config(base or {}, config, backend),
+        loop_config(base or {}, with_arm(config, arms), backend),
         ScalingConfig(num_workers=res.get("workers_per_trial", 1), use_gpu=gpus > 0,
                       resources_per_worker=per_worker),
         RunConfig(

@@ -1,0 +1,176 @@
+"""An ablation study on Ray Tune: optional equal tuning of every cell, then every (cell, seed)
+trained for the full budget, then ablation.json (service.results.ablation).
+
+A cell is the baseline, an arm, or in a factorial design a combination of arms. With
+`ablation.tune` each cell is first searched at seed 0 over `tune.space` with `tune.trials`
+trials, in its own Tune experiment under RUN/tuning/<cell>/ (the spec's searcher and scheduler;
+the scheduler may stop tuning trials). The compared runs are one Tune experiment in RUN itself:
+a grid over cells x seeds, no scheduler, so every run trains budget.max_epochs epochs. Seed i
+is the trial seed train.seed + i for every cell: the same split, data order, augmentation draws
+and (where the architectures agree) initial weights.
+
+Every phase resumes on its own: a finished one (summary.json written) is read back, an
+interrupted one is restored by Tune, a missing one starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search import BasicVariantGenerator
+
+from service.results import ablation as stats
+from service.results.records import Summary
+from service.results.store import ResultsError, read_summary, write_json
+from service.tune.paths import ABLATION, ARM_KEY, SEED_KEY, SUMMARY, TUNING_DIR
+from service.tune.plan import SweepPlan, join_storage
+from service.tune.sweep import Phase, run_sweep, sweep_phase
+
+
+def tuning_spec(spec, cell: str):
+    """The sweep that tunes one cell: `tune.space` searched with `tune.trials` trials, one seed."""
+    abl = spec.ablation
+    searcher = spec.searcher
+    if searcher.storage:  # one Optuna study per cell, never one mixing the cells' trials
+        searcher = searcher.model_copy(
+            update={"study_name": f"{searcher.study_name or spec.name}-{cell}"})
+    budget = spec.budget.model_copy(update={"num_samples": abl.tune.trials, "seeds": 1})
+    return spec.model_copy(update={"search": dict(abl.tune.space), "ablation": None,
+                                   "budget": budget, "searcher": searcher})
+
+
+def tuning_plan(plan: SweepPlan, spec, cell: str) -> SweepPlan:
+    return dataclasses.replace(plan, name=f"{plan.name}/{TUNING_DIR}/{cell}",
+                               experiment_dir=join_storage(plan.experiment_dir, TUNING_DIR, cell),
+                               trials=spec.ablation.tune.trials, tuning_trials=0)
+
+
+def compare_phase(spec, plan: SweepPlan, tuned: dict[str, dict[str, Any]]) -> Phase:
+    """Every cell with every seed, the full budget each (a grid, no scheduler)."""
+    abl = spec.ablation
+    arms = {cell: {**settings, **tuned.get(cell, {})} for cell, settings in abl.cells().items()}
+    return Phase(base=spec.base_config().model_dump(mode="json"),
+                 # Tune varies the last key fastest: seed 0 of every cell runs first, so that a
+                 # study cut short still holds whole pairs.
+                 param_space={SEED_KEY: tune.grid_search(list(range(abl.seeds))),
+                              ARM_KEY: tune.grid_search(list(arms))},
+                 searcher=BasicVariantGenerator(random_state=0,
+                                                max_concurrent=plan.max_concurrent_trials),
+                 scheduler=FIFOScheduler(), num_samples=1, searched=[ARM_KEY, SEED_KEY],
+                 limit_concurrency=False, expected=len(arms) * abl.seeds, arms=arms)
+
+
+def _finished(experiment_dir: str) -> Summary | None:
+    if "://" in experiment_dir or not (Path(experiment_dir) / SUMMARY).exists():
+        return None
+    try:
+        return read_summary(experiment_dir)
+    except ResultsError:
+        return None  # a summary cut short by a crash: the phase is run (restored) again
+
+
+def _restorable(experiment_dir: str, resume: bool) -> bool:
+    return resume and tune.Tuner.can_restore(experiment_dir)
+
+
+def best_settings(summary: Summary, keys: list[str]) -> dict[str, Any]:
+    """The tuned values: the best trial's, among those that ran the full budget if any did."""
+    completed = [t for t in summary.trials if t.status == "completed"]
+    pool = completed or [t for t in summary.trials if not t.failed]
+    scored = [(summary.score(t), t) for t in pool]
+    scored = [(s, t) for s, t in scored if s is not None]
+    if not scored:
+        raise RuntimeError(f"tuning {summary.name}: no trial has a value of {summary.metric}")
+    sign = 1 if summary.mode == "max" else -1
+    best = max(scored, key=lambda st: sign * st[0])[1]
+    return {k: best.config[k] for k in keys if k in best.config}
+
+
+def run_tuning(spec, plan: SweepPlan, progress_for, resume: bool
+               ) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]]] | None:
+    """Tune every cell in turn; their tuned settings and tuning scores, or None if interrupted."""
+    tuned, scores = {}, {}
+    base = spec.base_config()
+    for cell, settings in spec.ablation.cells().items():
+        t_spec, t_plan = tuning_spec(spec, cell), tuning_plan(plan, spec, cell)
+        summary = _finished(t_plan.experiment_dir)
+        if summary is None:
+            phase = sweep_phase(t_spec, t_plan)
+            phase.base = base.with_overrides(settings).model_dump(mode="json")
+            progress = progress_for(t_plan.trials, list(t_spec.search), f"tuning {cell}")
+            summary = run_sweep(t_spec, t_plan, progress,
+                                _restorable(t_plan.experiment_dir, resume), phase)
+            if summary is None:
+                return None
+        tuned[cell] = best_settings(summary, list(t_spec.search))
+        scores[cell] = [s for t in summary.trials if (s := summary.score(t)) is not None]
+    return tuned, scores
+
+
+def per_seed_values(spec, summary: Summary) -> tuple[dict[str, dict[int, float | None]],
+                                                      list[dict[str, Any]]]:
+    """values[cell][seed]: the metric at the last epoch of the full budget; and the runs left
+    out (failed, diverged, or short of the budget) with why."""
+    metric, epochs = spec.budget.metric, spec.budget.max_epochs
+    cells = list(spec.ablation.cells())
+    values: dict[str, dict[int, float | None]] = {c: {} for c in cells}
+    excluded = []
+    for t in summary.trials:
+        cell, seed = t.config.get(ARM_KEY), t.config.get(SEED_KEY)
+        if cell not in values or seed is None:
+            continue
+        value = t.final.get(metric) if metric != "best_val_acc" else t.best_val_acc
+        if t.status == "completed" and t.epochs >= epochs and value is not None:
+            values[cell][int(seed)] = float(value)
+        else:
+            values[cell][int(seed)] = None
+            why = t.error or (f"diverged at epoch {t.epochs}" if t.status == "diverged"
+                              else f"reached epoch {t.epochs} of {epochs}")
+            excluded.append({"arm": cell, "seed": int(seed), "status": t.status, "why": why})
+    return values, excluded
+
+
+def ablation_json(spec, plan: SweepPlan, summary: Summary, tuned: dict[str, dict[str, Any]],
+                  scores: dict[str, list[float]] | None) -> dict[str, Any]:
+    abl = spec.ablation
+    values, excluded = per_seed_values(spec, summary)
+    cells = {c: {**s, **tuned.get(c, {})} for c, s in abl.cells().items()}
+    return stats.study(
+        name=spec.name, run_id=plan.experiment_dir.rstrip("/").rsplit("/", 1)[-1],
+        metric=spec.budget.metric, mode=spec.budget.mode, alpha=abl.alpha, design=abl.design,
+        epochs=spec.budget.max_epochs, seeds=list(range(abl.seeds)), cells=cells,
+        changes={name: dict(c) for name, c in abl.arms.items()}, values=values,
+        tuned=tuned if abl.tune else None, tuning=scores,
+        tuning_space=({k: v.model_dump(mode="json") for k, v in abl.tune.space.items()}
+                      if abl.tune else None),
+        tuning_trials=abl.tune.trials if abl.tune else None, excluded=excluded)
+
+
+def run_ablation(spec, plan: SweepPlan, progress_for, resume: bool = False
+                 ) -> tuple[Summary, dict[str, Any]] | None:
+    """Tune (if asked), compare, and write summary.json and ablation.json into the run
+    directory; None when interrupted. `progress_for(total, searched, label)` makes each phase's
+    progress callback."""
+    tuned: dict[str, dict[str, Any]] = {}
+    scores = None
+    if spec.ablation.tune is not None:
+        done = run_tuning(spec, plan, progress_for, resume)
+        if done is None:
+            return None
+        tuned, scores = done
+    summary = _finished(plan.experiment_dir)
+    if summary is None:
+        phase = compare_phase(spec, plan, tuned)
+        progress = progress_for(plan.trials, phase.searched, "compare")
+        summary = run_sweep(spec, plan, progress, _restorable(plan.experiment_dir, resume), phase)
+        if summary is None:
+            return None
+    study = ablation_json(spec, plan, summary, tuned, scores)
+    write_json(f"{plan.experiment_dir}/{ABLATION}", study)
+    return summary, study
+
+

@@ -4,7 +4,8 @@ embedded) and report.md (figures beside it in report_files/).
 The trials table, learning curves, each searched knob's effect (mean and 95% CI, Optuna's
 fANOVA importance), parallel coordinates, a model comparison (params, FLOPs, conv1, best
 metric, time per epoch, dead conv1 filters, layer-2 aliasing) and the best trial's ZFNet
-analyses (service.analysis).
+analyses (service.analysis). When the run is an ablation study (it holds ablation.json), its
+Ablation section (service.report.ablation) opens the report.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from service.analysis import AnalysisError, analyze_trial
-from service.report import plots
+from service.report import ablation, plots
 from service.report.data import (
     ablation_example,
     conv_health,
@@ -118,6 +119,9 @@ def _left_out(left: list[dict[str, Any]]) -> str:
 def _effects_section(doc: Doc, summary: Summary) -> dict[str, Any]:
     metric = summary.metric
     doc.heading("Per-value means of each searched knob")
+    if not summary.searched:
+        doc.para("No knob was searched.")
+        return {"effects": {}}
     effects = knob_effects(summary)
     knobs, epoch = effects["knobs"], effects["epoch"]
     if effects["rule"] == "completed":
@@ -142,8 +146,9 @@ def _effects_section(doc: Doc, summary: Summary) -> dict[str, Any]:
     doc.para(f"These per-value means are associations under the searcher's sampling, not "
              f"effects: {why}. To measure a knob's effect, run an ablation study (every arm "
              "trained with the same seeds and compared paired by seed)"
-             + (", e.g. with this `ablation:` block (baseline: the best trial's values; one "
-                "arm per knob, set to another value; 4 seeds):" if example else "."))
+             + (", e.g. a copy of this search space with `search:`, `scheduler:` and "
+                "`budget.num_samples` replaced by this block (baseline: the best trial's "
+                "values; one arm per knob, set to another value; 4 seeds):" if example else "."))
     if example:
         doc.code(example)
     if knobs:
@@ -212,6 +217,9 @@ def build_report(run_dir: str | Path, analyses: bool = True, images: int = 64) -
     spec, plan = summary.spec, summary.plan
     doc = Doc(run_dir)
     doc.heading(f"Sweep report: {summary.name}", level=1)
+    study = ablation.section(doc, run_dir)  # an ablation study's results open the report
+    if study is not None:
+        doc.heading("The study's runs")
     if spec.get("description"):
         doc.para(spec["description"])
     doc.para(f"{len(summary.trials)} trials of up to {spec['budget']['max_epochs']} epochs; "
@@ -227,6 +235,8 @@ def build_report(run_dir: str | Path, analyses: bool = True, images: int = 64) -
     _trials_section(doc, summary)
     numbers = _effects_section(doc, summary)
     numbers["models"] = _models_section(doc, summary, run_dir)
+    if study is not None:
+        numbers["ablation"] = study
     if analyses and best:
         numbers["analysis"] = _analysis_section(doc, run_dir, best.trial_id, images)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>"

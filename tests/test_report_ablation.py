@@ -1,0 +1,235 @@
+"""The report's Ablation section on ablation.json files built with the real paired statistics
+(service.results.paired) from fixed per-seed values: figures, table, sentences, tuning, and no
+section for an ordinary sweep."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from service.report.ablation import Display
+from service.report.build import build_report
+from service.results import paired
+from service.results.records import Summary, TrialRecord
+from service.results.store import write_json
+
+SEEDS = [0, 1, 2, 3, 4, 5]
+BASE = {0: 0.95, 1: 0.94, 2: 0.96, 3: 0.95, 4: 0.93, 5: 0.955}
+VALUES = {
+    "no_lrn": {0: 0.945, 1: 0.95, 2: 0.94, 3: 0.955, 4: 0.925, 5: 0.96},  # noise around 0
+    "tiny_lr": {0: 0.22, 1: 0.23, 2: 0.24, 3: 0.21, 4: 0.20, 5: None},  # seed 5 failed
+    "same": dict(BASE),  # changes nothing: every difference is exactly 0
+}
+CHANGES = {"no_lrn": {"lrn": False}, "tiny_lr": {"lr": 1e-5}, "same": {"fc_width": 128}}
+SETTINGS = {"lrn": True, "lr": 0.02, "fc_width": 128}
+SPACE = {"name": "abl", "data": {"dataset": "digits", "image_size": 67},
+         "model": {"family": "alexnet", "knobs": {"width_mult": 0.25}},
+         "budget": {"max_epochs": 4, "metric": "val_acc", "mode": "max"},
+         "searcher": {"type": "optuna-tpe"}, "scheduler": {"type": "none"}}
+
+
+def _row(result: paired.ArmResult, **extra: Any) -> dict[str, Any]:
+    return {**json.loads(json.dumps(dataclasses.asdict(result))), **extra}
+
+
+def expected_best(values: list[float]) -> list[float]:
+    """E[max of k draws without replacement] for k = 1..N (the tuning curve)."""
+    v = sorted(values)
+    n = len(v)
+    return [sum(x * math.comb(i, k - 1) for i, x in enumerate(v) if i >= k - 1) / math.comb(n, k)
+            for k in range(1, n + 1)]
+
+
+WIDE = {s: BASE[s] + 0.004 + 0.001 * s for s in SEEDS}
+BOTH = {s: BASE[s] - 0.01 + 0.002 * (s % 2) for s in SEEDS}  # no_lrn and wide together
+CELLS = {"no_lrn": VALUES["no_lrn"], "wide": WIDE, "no_lrn+wide": BOTH}
+CELL_CHANGES = {"no_lrn": {"lrn": False}, "wide": {"fc_width": 256},
+                "no_lrn+wide": {"lrn": False, "fc_width": 256}}
+
+
+def study(factorial: bool = False, tuning: bool = False) -> dict[str, Any]:
+    """ablation.json's content, its numbers from paired.analyse_study on the values above (a
+    2x2 factorial design's cells and per-seed contrasts when `factorial`)."""
+    values, changes = (CELLS, CELL_CHANGES) if factorial else (VALUES, CHANGES)
+    results = paired.analyse_study(BASE, values, "max", 0.05, " pts", 100.0)
+    data: dict[str, Any] = {
+        "name": "lrn-and-lr", "run_id": "2026-12-01_10-00-00", "metric": "val_acc",
+        "mode": "max", "alpha": 0.05, "design": "one-at-a-time", "epochs": 4, "seeds": SEEDS,
+        "scale": 100.0, "unit": " pts",
+        "baseline": {"settings": SETTINGS, "per_seed": {str(s): v for s, v in BASE.items()},
+                     "tuned": None},
+        "arms": [_row(r, changes=changes[r.name], settings={**SETTINGS, **changes[r.name]},
+                      tuned=None) for r in results],
+        "factorial": None, "tuning": None,
+        "excluded": [] if factorial else [{"arm": "tiny_lr", "seed": 5, "status": "error",
+                                           "why": "RuntimeError: CUDA out of memory"}]}
+    if factorial:  # per-seed contrasts, tested against zero as one family
+        contrasts = {
+            "no_lrn": {s: (CELLS["no_lrn"][s] + BOTH[s] - BASE[s] - WIDE[s]) / 2 for s in SEEDS},
+            "wide": {s: (WIDE[s] + BOTH[s] - BASE[s] - CELLS["no_lrn"][s]) / 2 for s in SEEDS},
+            "no_lrn×wide": {s: (BOTH[s] - WIDE[s]) - (CELLS["no_lrn"][s] - BASE[s])
+                            for s in SEEDS}}
+        family = paired.adjusted([paired.contrast(k, v, "max", 0.05, " pts", 100.0)
+                                  for k, v in contrasts.items()], " pts", 100.0)
+        data["design"] = "factorial"
+        data["factorial"] = {"main_effects": [_row(r) for r in family if "×" not in r.name],
+                             "interactions": [_row(r) for r in family if "×" in r.name]}
+    if tuning:
+        values = {"baseline": [0.91, 0.85, 0.95, 0.60, 0.93, 0.88, 0.94, 0.90],
+                  "no_lrn": [0.90, 0.70, 0.92, 0.89, 0.94, 0.50, 0.91, 0.93]}
+        best = {"baseline": {"lr": 0.03}, "no_lrn": {"lr": 0.05}}
+        data["tuning"] = {"trials": 8, "space": {"lr": {"type": "float", "low": 0.001,
+                                                        "high": 0.1, "log": True}},
+                          "arms": {k: {"best": best[k], "values": v,
+                                       "expected_best": expected_best(v)}
+                                   for k, v in values.items()}}
+        data["baseline"]["tuned"] = best["baseline"]
+        data["arms"][0]["tuned"] = best["no_lrn"]
+    return data
+
+
+def run_dir(tmp_path: Path, ablation: dict[str, Any] | None) -> Path:
+    """A run directory: summary.json of the study's runs (one per arm and seed) and, when
+    given, ablation.json."""
+    trials = []
+    cells = CELLS if ablation and ablation["design"] == "factorial" else VALUES
+    for arm, values in {"baseline": BASE, **cells}.items():
+        for seed, value in values.items():
+            status = "completed" if value is not None else "error"
+            rows = [{"epoch": e, "val_acc": value - 0.1 * (4 - e)} for e in range(1, 5)
+                    ] if value is not None else []
+            trials.append(TrialRecord.from_history(f"{arm}-{seed}", {"arm": arm, "seed": seed},
+                                                   status, rows))
+    run = tmp_path / "run"
+    write_json(run / "summary.json", Summary.ranked(trials, name="abl", spec=SPACE))
+    if ablation is not None:
+        write_json(run / "ablation.json", ablation)
+    return run
+
+
+def table(md: str, first: str) -> dict[str, list[str]]:
+    """The Markdown table whose header starts with `first`: row name -> its cells."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first} |"))
+    head = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(head, cells, strict=True))
+    return rows
+
+
+def test_numbers_are_written_for_a_reader():
+    show = Display(study())
+    assert show.signed(-0.0032, 1) == "−0.32 pts" and show.signed(0.0141) == "+1.4 pts"
+    assert show.signed(-0.00001) == "0.0 pts"  # no signed zero
+    assert show.size(0.0131) == "1.3 pts" and show.size(None) == "—"
+    assert show.p(0.05914) == "0.059" and show.p(0.0031) == "0.0031"
+    assert show.p(0.0004) == "<0.001" and show.p(None) == "—" and show.p(0.62) == "0.62"
+    assert show.p(0.0496) == "0.0496"  # two digits would round it up to alpha, 0.05
+    assert show.value(0.9517) == "95.17"
+
+
+def test_the_report_opens_with_the_ablation_section(tmp_path):
+    data = study()
+    run = run_dir(tmp_path, data)
+    build_report(run, analyses=False)
+    md = (run / "report.md").read_text()
+    assert md.index("## Ablation") < md.index("## Trials")
+    rows = table(md, "arm")
+    assert list(rows) == ["no_lrn", "tiny_lr", "same"]
+    results = {r["name"]: r for r in data["arms"]}
+
+    # tiny_lr: five seeds pair (seed 5 failed); every seed lost about 72.5 points.
+    tiny = rows["tiny_lr"]
+    d = [VALUES["tiny_lr"][s] - BASE[s] for s in range(5)]
+    mean, sd = sum(d) / 5, math.sqrt(sum((x - sum(d) / 5) ** 2 for x in d) / 4)
+    half = 2.776 * sd / math.sqrt(5)  # t(0.975, 4 dof)
+    assert tiny["n"] == "5" and tiny["verdict"] == "hurts" and tiny["changes"] == "lr=1e-05"
+    assert tiny["effect [t CI]"].startswith(f"−{abs(mean) * 100:.2f} pts [−")
+    assert tiny["p Holm"] == "<0.001" and tiny["wins"] == "0/5" and tiny["d_z"].startswith("−")
+    assert tiny["baseline mean (×100)"] == f"{sum(BASE[s] for s in range(5)) / 5 * 100:.2f}"
+    assert re.search(rf"tiny_lr: hurts — −{abs(mean) * 100:.1f} ± {half * 100:.1f} pts "
+                     r"\(Holm p < 0\.001, 5 seeds\)\.", md)
+
+    # no_lrn: noise around zero, not resolved, with the smallest effect 6 seeds detect.
+    nolrn = results["no_lrn"]
+    assert rows["no_lrn"]["verdict"] == "not resolved" == nolrn["verdict"]
+    assert rows["no_lrn"]["MDE"] == f"{nolrn['mde'] * 100:.2f} pts"
+    assert rows["no_lrn"]["p"] == f"{nolrn['p']:.2g}"
+    k = round(nolrn["win_share"] * 6)
+    assert rows["no_lrn"]["wins"] == f"{k}/6" and k == 3
+    assert (f"no_lrn: not resolved — {nolrn['effect'] * 100:+.1f}".replace("-", "−")
+            + f" ± {(nolrn['ci_high'] - nolrn['ci_low']) * 50:.1f} pts (Holm p = "
+            f"{nolrn['p_adjusted']:.2g}); 6 seeds detect ≥ {nolrn['mde'] * 100:.1f} pts.") in md
+
+    # same: no spread, so no p, d_z or MDE; a dash, never "None" or "nan".
+    same = rows["same"]
+    assert [same[c] for c in ("p", "p Holm", "d_z", "MDE")] == ["—"] * 4
+    assert same["effect [t CI]"] == "0.00 pts [0.00, 0.00]" and same["verdict"] == "not resolved"
+    assert "same: not resolved — every one of the 6 seeds moved by 0.0 pts." in md
+    ablation_part = md[md.index("## Ablation"):md.index("## The study's runs")]
+    assert not re.search(r"None|nan|\d\.\d{5}", ablation_part)  # no raw floats
+
+    # the runs left out, and the figures in both versions of the page
+    assert table(md, "arm | seed")["tiny_lr"] == {
+        "arm": "tiny_lr", "seed": "5", "status": "error",
+        "why": "RuntimeError: CUDA out of memory"}
+    for name in ("ablation_forest.png", "ablation_seeds.png"):
+        assert (run / "report_files" / name).stat().st_size > 5000
+    page = (run / "report.html").read_text()
+    assert page.index("<h2>Ablation</h2>") < page.index("<h2>Trials</h2>")
+    assert 'alt="forest plot of the arms&#x27; effects"' in page
+    numbers = json.loads((run / "report.json").read_text())["ablation"]
+    assert numbers["arms"] == data["arms"]
+    assert [(s["group"], s["name"]) for s in numbers["sentences"]] == [
+        ("arms", name) for name in VALUES]
+
+
+def test_factorial_effects_and_equal_tuning(tmp_path):
+    data = study(factorial=True, tuning=True)
+    run = run_dir(tmp_path, data)
+    build_report(run, analyses=False)
+    md = (run / "report.md").read_text()
+    assert md.index("### Main effects") < md.index("### Interactions") < md.index("## Trials")
+    assert list(table(md, "arm")) == ["no_lrn", "wide", "no_lrn+wide"]
+    main = table(md, "main effect")
+    assert list(main) == ["no_lrn", "wide"] and main["wide"]["changes"] == "fc_width=256"
+    (inter,) = data["factorial"]["interactions"]
+    row = table(md, "interaction")["no_lrn×wide"]
+    assert row["changes"] == "lrn=False × fc_width=256"
+    assert row["baseline mean (×100)"] == "—"  # a contrast against zero has no means
+    assert row["verdict"] == inter["verdict"] and row["n"] == "6"
+    # The arm no_lrn and the main effect no_lrn each get their own sentence.
+    effect = data["factorial"]["main_effects"][0]
+    assert md.count("\nno_lrn: ") == 1 and f"\nMain effect of no_lrn: {effect['verdict']} — " in md
+    assert f"\nInteraction no_lrn×wide: {inter['verdict']} — " in md
+    numbers = json.loads((run / "report.json").read_text())["ablation"]
+    assert [s["group"] for s in numbers["sentences"]] == ["arms"] * 3 + ["main effects"] * 2 + [
+        "interactions"]
+
+    assert "Every arm had the same tuning budget of 8 trials over lr;" in md
+    tuned = table(md, "arm | tuned settings")
+    assert tuned["baseline"]["tuned settings"] == "lr=0.03"
+    assert tuned["no_lrn"]["best val_acc (×100)"] == "94.000"  # expected best of 8: the best
+    assert (run / "report_files" / "ablation_tuning.png").stat().st_size > 5000
+    assert "tuned: lr=0.03" in md  # the baseline's tuned settings in the introduction
+
+
+def test_no_ablation_json_no_section_and_a_broken_one_says_why(tmp_path):
+    run = run_dir(tmp_path, None)
+    build_report(run, analyses=False)
+    md = (run / "report.md").read_text()
+    assert "Ablation" not in md and "ablation" not in json.loads(
+        (run / "report.json").read_text())
+    (run / "ablation.json").write_text('{"arms": [{"name": "x"}]}')
+    build_report(run, analyses=False)
+    md = (run / "report.md").read_text()
+    assert md.index("## Ablation") < md.index("## Trials")
+    assert "ablation.json: row 0 lacks n, effect, ci_low, ci_high, verdict" in md

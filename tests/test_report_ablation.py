@@ -13,9 +13,11 @@ from typing import Any
 
 from service.report.ablation import Display
 from service.report.build import build_report
+from service.results import ablation as results_ablation
 from service.results import paired
 from service.results.records import Summary, TrialRecord
 from service.results.store import write_json
+from service.tune.paths import ARM_KEY, SEED_KEY
 
 SEEDS = [0, 1, 2, 3, 4, 5]
 BASE = {0: 0.95, 1: 0.94, 2: 0.96, 3: 0.95, 4: 0.93, 5: 0.955}
@@ -29,7 +31,9 @@ SETTINGS = {"lrn": True, "lr": 0.02, "fc_width": 128}
 SPACE = {"name": "abl", "data": {"dataset": "digits", "image_size": 67},
          "model": {"family": "alexnet", "knobs": {"width_mult": 0.25}},
          "budget": {"max_epochs": 4, "metric": "val_acc", "mode": "max"},
-         "searcher": {"type": "optuna-tpe"}, "scheduler": {"type": "none"}}
+         "searcher": {"type": "optuna-tpe"}, "scheduler": {"type": "none"},
+         "ablation": {"baseline": {"lrn": True}, "arms": {"no_lrn": {"lrn": False}},
+                      "seeds": 6}}
 
 
 def _row(result: paired.ArmResult, **extra: Any) -> dict[str, Any]:
@@ -102,10 +106,12 @@ def run_dir(tmp_path: Path, ablation: dict[str, Any] | None) -> Path:
             status = "completed" if value is not None else "error"
             rows = [{"epoch": e, "val_acc": value - 0.1 * (4 - e)} for e in range(1, 5)
                     ] if value is not None else []
-            trials.append(TrialRecord.from_history(f"{arm}-{seed}", {"arm": arm, "seed": seed},
-                                                   status, rows))
+            trials.append(TrialRecord.from_history(
+                f"{arm}-{seed}", {ARM_KEY: arm, SEED_KEY: seed}, status, rows))
     run = tmp_path / "run"
-    write_json(run / "summary.json", Summary.ranked(trials, name="abl", spec=SPACE))
+    # As an ablation's compare phase records it: runs told apart by cell and seed, no search.
+    write_json(run / "summary.json", Summary.ranked(trials, name="abl", spec=SPACE,
+                                                    searched=[ARM_KEY, SEED_KEY]))
     if ablation is not None:
         write_json(run / "ablation.json", ablation)
     return run
@@ -233,3 +239,20 @@ def test_no_ablation_json_no_section_and_a_broken_one_says_why(tmp_path):
     md = (run / "report.md").read_text()
     assert md.index("## Ablation") < md.index("## Trials")
     assert "ablation.json: row 0 lacks n, effect, ci_low, ci_high, verdict" in md
+
+
+def test_the_section_reads_what_results_ablation_writes(tmp_path):
+    # ablation.json as the study's own writer builds it, from the same per-seed values.
+    cells = {"baseline": SETTINGS, **{k: {**SETTINGS, **c} for k, c in CHANGES.items()}}
+    data = results_ablation.study(
+        name="lrn-and-lr", run_id="r1", metric="val_acc", mode="max", alpha=0.05,
+        design="one-at-a-time", epochs=4, seeds=SEEDS, cells=cells, changes=CHANGES,
+        values={"baseline": BASE, **VALUES}, excluded=study()["excluded"])
+    assert [a["name"] for a in data["arms"]] == [a["name"] for a in study()["arms"]]
+    run = run_dir(tmp_path, data)
+    build_report(run, analyses=False)
+    md = (run / "report.md").read_text()
+    rows = table(md, "arm")
+    assert [r["verdict"] for r in rows.values()] == ["not resolved", "hurts", "not resolved"]
+    assert rows["tiny_lr"]["n"] == "5" and rows["same"]["p"] == "—"
+    assert "No knob was searched." in md  # cell and seed are no searched knobs

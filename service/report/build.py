@@ -25,6 +25,7 @@ from service.report.data import (
     importance,
     knob_effects,
     model_groups,
+    searched_knobs,
 )
 from service.results.records import Summary
 from service.results.store import load_run, write_bytes
@@ -119,7 +120,7 @@ def _left_out(left: list[dict[str, Any]]) -> str:
 def _effects_section(doc: Doc, summary: Summary) -> dict[str, Any]:
     metric = summary.metric
     doc.heading("Per-value means of each searched knob")
-    if not summary.searched:
+    if not searched_knobs(summary):
         doc.para("No knob was searched.")
         return {"effects": {}}
     effects = knob_effects(summary)

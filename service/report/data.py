@@ -27,6 +27,13 @@ def _label(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def searched_knobs(summary: Summary) -> list[str]:
+    """The knobs the spec's `search:` drew; an ablation study's runs are also told apart by
+    their cell and seed (summary.searched), which no search space describes."""
+    space = summary.spec.get("search") or {}
+    return [k for k in summary.searched if k in space]
+
+
 def value_at(trial: TrialRecord, metric: str, epoch: int) -> float | None:
     """`trial`'s value of `metric` at `epoch` (its per-epoch history, or its final result when
     that is the epoch); None when it has no finite value there."""
@@ -98,7 +105,7 @@ def knob_effects(summary: Summary) -> dict[str, Any]:
     scored = [(t, basis["values"][t.trial_id]) for t in summary.trials
               if t.trial_id in basis["values"]]
     knobs = {}
-    for knob in summary.searched:
+    for knob in searched_knobs(summary):
         dist = summary.spec["search"][knob]
         pairs = [(t.config[knob], v) for t, v in scored if knob in t.config]
         groups: dict[str, list[float]] = {}
@@ -147,10 +154,10 @@ def ablation_example(summary: Summary, seeds: int = 4) -> str | None:
     baseline at the best trial's values, one arm per knob with another value of it; None when
     no trial has a score or nothing is searched."""
     best = summary.best
-    if best is None or not summary.searched:
+    if best is None or not searched_knobs(summary):
         return None
     baseline, arms = {}, {}
-    for knob in summary.searched:
+    for knob in searched_knobs(summary):
         value = best.config.get(knob)
         if value is None:
             continue
@@ -179,7 +186,7 @@ def importance(summary: Summary) -> dict[str, Any]:
     """Optuna's fANOVA parameter importance over the trials that have a score, or the reason
     it cannot be computed (too few trials, nothing varied)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    dists = {k: _distribution(summary.spec["search"][k]) for k in summary.searched}
+    dists = {k: _distribution(summary.spec["search"][k]) for k in searched_knobs(summary)}
     study = optuna.create_study(direction="maximize" if summary.mode == "max" else "minimize")
     for t in summary.trials:
         value = summary.score(t)

@@ -1,6 +1,7 @@
-"""service.claims (registry and measures): the statistics on hand-made numbers, the per-trial
-analyses and the CLI on a real sweep (the session's 4-trial conv1 grid, which is claim 6's
-design with one seed)."""
+"""service.claims (registry and measures): the claims' rows on hand-made trial records (each
+effect equal to service.results.paired's on the same per-seed values, Holm across the claim),
+the per-trial analyses and the CLI on a real sweep (the session's 4-trial conv1 grid, which is
+claim 6's design with one seed)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,40 @@ import torch
 from service.claims import measures as claimdata
 from service.claims import registry as claims
 from service.config.spec import load_spec
-from service.results.stats import paired
+from service.results import paired
+from service.results.records import Summary, TrialRecord
+from service.tune.paths import SEED_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
+STATS = ("n", "p", "p_perm", "d_z", "win_share")  # the same numbers in a row and an ArmResult
+
+
+def _trial(tid: str, config: dict, history: list[dict], status: str = "completed"
+           ) -> TrialRecord:
+    t = TrialRecord.from_history(tid, config, status, history)
+    t.history = history  # what store.load_run attaches from the trial's directory
+    return t
+
+
+def _run(trials: list[TrialRecord]) -> list[tuple[Path, Summary]]:
+    summary = Summary.ranked(trials, name="hand-made", spec={"budget": {"metric": "val_acc"}})
+    return [(Path("unused"), summary)]
+
+
+def _final_only(key: str, value, seed: int, acc: float, loss: float = 0.1) -> TrialRecord:
+    return _trial(f"{key}-{value}-{seed}", {key: value, SEED_KEY: seed},
+                  [{"epoch": 1, "val_acc": 0.5, "val_loss": 1.0, "train_acc": 0.5},
+                   {"epoch": 2, "val_acc": acc, "val_loss": loss, "train_acc": 0.9}])
+
+
+def _same_as_compare(row: dict, result: paired.ArmResult) -> None:
+    for key in STATS:
+        assert row[key] == getattr(result, key), key
+    assert (row["mean"], row["ci_low"], row["ci_high"], row["boot_low"], row["boot_high"],
+            row["mde"]) == (result.effect, result.ci_low, result.ci_high, result.boot_low,
+                            result.boot_high, result.mde)
+    assert [r["diff"] for r in row["per_seed"]] == [round(r["diff"], 5)
+                                                    for r in result.per_seed]
 
 
 def test_crossing_interpolates_between_epochs():
@@ -28,20 +60,167 @@ def test_crossing_interpolates_between_epochs():
     assert claimdata.crossing(hist, "acc", 0.95, 0.1) is None
 
 
-def test_paired_effects_and_verdicts():
-    a = {0: {"v": 1.0}, 1: {"v": 2.0}, 2: {"v": 3.0}, 9: {"v": 5.0}}
-    b = {0: {"v": 2.0}, 1: {"v": 3.5}, 2: {"v": 4.0}}
-    diffs = paired(a, b, lambda t: t["v"])
-    assert diffs == [1.0, 1.5, 1.0]  # seed 9 has no partner
-    assert paired(a, b, lambda t: t["v"], "ratio") == [2.0, 1.75, 4.0 / 3.0]
-    r = claimdata.row("x", diffs, "paper", "+")
+def test_claim_rows_are_paired_compare_and_holm_on_trial_records():
+    # Claim 4 (LRN): accuracy expected up, loss expected down. Seed 5 has no partner, a
+    # diverged trial is left out, and seed 3's NaN loss drops it from the loss row only.
+    base_acc = {s: 0.95 + 0.004 * s for s in range(5)}
+    gain = [0.010, 0.012, 0.008, 0.011, 0.009]
+    loss_up = [0.02, 0.03, 0.025, math.nan, 0.028]
+    trials = [_final_only("lrn", False, s, base_acc[s], 0.10 + 0.01 * s) for s in range(5)]
+    trials += [_final_only("lrn", True, s, base_acc[s] + gain[s], 0.10 + 0.01 * s + loss_up[s])
+               for s in range(5)]
+    trials += [_final_only("lrn", True, 5, 0.99),
+               _trial("div", {"lrn": False, SEED_KEY: 5}, [{"epoch": 1, "val_acc": 0.1,
+                                                            "val_loss": math.nan}], "diverged")]
+    acc_row, loss_row = claims.claim_rows(4, _run(trials))
+
+    points = {lrn: {int(t.config[SEED_KEY]): 100.0 * t.history[-1]["val_acc"] for t in trials
+                    if t.config["lrn"] is lrn and not t.failed} for lrn in (False, True)}
+    loss = {lrn: {int(t.config[SEED_KEY]): t.history[-1]["val_loss"] for t in trials
+                  if t.config["lrn"] is lrn and not t.failed} for lrn in (False, True)}
+    acc = paired.compare("acc", points[False], points[True], "max")
+    los = paired.compare("loss", loss[False], loss[True], "min")
+    _same_as_compare(acc_row, acc)
+    _same_as_compare(loss_row, los)
+    assert acc_row["n"] == 5 and loss_row["n"] == 4
+    assert [r["seed"] for r in loss_row["per_seed"]] == [0, 1, 2, 4]
+    # Holm across the claim's two tested rows, and the verdicts from the adjusted p.
+    assert [acc_row["p_holm"], loss_row["p_holm"]] == paired.holm([acc.p, los.p])
+    assert acc_row["holm_k"] == loss_row["holm_k"] == 2
+    assert acc_row["verdict"] == "agrees"  # up, as the paper says
+    assert loss_row["verdict"] == "opposite"  # the loss rose, the paper expects it to fall
+    json.dumps(acc_row, allow_nan=False)  # claim_NN.json stays strict JSON
+
+
+def test_holm_across_a_claims_rows_can_leave_a_raw_significant_row_inconclusive():
+    # Claim 3: three rows against the same baseline; crops alone would be "helps" at p 0.024,
+    # but Holm over the claim's three rows makes it 0.073.
+    deltas = {("random", 0.0): [1.0, 1.4, 0.5, 1.2, 0.1],
+              ("none", 0.1): [0.5, -0.5, 0.3, -0.2, 0.0],
+              ("random", 0.1): [-0.3, 0.6, 0.1, -0.4, 0.2]}
+    trials = [_trial(f"b{s}", {"crop": "none", "lighting": 0.0, SEED_KEY: s},
+                     [{"epoch": 1, "val_acc": (90 + s) / 100}]) for s in range(5)]
+    for (crop, light), d in deltas.items():
+        trials += [_trial(f"{crop}{light}{s}", {"crop": crop, "lighting": light, SEED_KEY: s},
+                          [{"epoch": 1, "val_acc": (90 + s + d[s]) / 100}]) for s in range(5)]
+    rows = claims.claim_rows(3, _run(trials))
+    base = {s: 100.0 * (90 + s) / 100 for s in range(5)}
+    results = [paired.compare(r["quantity"], base,
+                              {s: 100.0 * (90 + s + d[s]) / 100 for s in range(5)})
+               for r, d in zip(rows, deltas.values(), strict=True)]
+    for row, result in zip(rows, results, strict=True):
+        _same_as_compare(row, result)
+    study = paired.analyse_study(base, {r.name: {s["seed"]: s["arm"] for s in r.per_seed}
+                                        for r in results})
+    assert [r["p_holm"] for r in rows] == [r.p_adjusted for r in study]
+    assert results[0].verdict == "helps" and results[0].p < 0.05
+    assert rows[0]["p_holm"] == pytest.approx(3 * results[0].p) and rows[0]["p_holm"] > 0.05
+    assert [r["verdict"] for r in rows] == ["inconclusive"] * 3
+    table = claims.markdown({"claim": 3, "title": "t", "rows": rows})
+    assert f"| {rows[0]['p_holm']:.2g} | {rows[0]['mde']:.2f} pts |" in table
+    assert "Holm-adjusted across the claim's 3 row(s)" in table
+
+
+def test_derived_and_undirected_rows_of_claim_7():
+    # |depth effect| - |width effect| is paired by seed like the rest: the wide net has no
+    # seed 2, so that seed is out of both the width row and the derived row.
+    acc = {(128, "none"): [97.0, 97.5, 96.8, 97.2, 97.9],
+           (1024, "none"): [97.4, 97.1, None, 97.6, 98.3],
+           (128, "3,4"): [95.0, 96.9, 95.5, 96.0, 96.1],
+           (128, "6,7"): [96.0, 96.1, 95.2, 96.5, 97.0],
+           (1024, "6,7"): [96.0, 96.1, 95.2, 96.5, 97.0]}
+    trials = [_trial(f"{w}{r}{s}", {"fc_width": w, "remove_layers": r, SEED_KEY: s},
+                     [{"epoch": 1, "val_acc": a / 100, "val_loss": 1 - a / 100}])
+              for (w, r), values in acc.items() for s, a in enumerate(values) if a is not None]
+    width, depth34, depth67, size, same = claims.claim_rows(7, _run(trials))
+    pts = {c: {s: 100.0 * (a / 100) for s, a in enumerate(v) if a is not None}
+           for c, v in acc.items()}
+    w = paired.compare("w", pts[(128, "none")], pts[(1024, "none")])
+    d = paired.compare("d", pts[(128, "3,4")], pts[(128, "none")])
+    _same_as_compare(width, w)
+    _same_as_compare(depth34, d)
+    assert width["n"] == 4 and depth34["n"] == 5
+    expected = paired.compare("s", {r["seed"]: abs(r["diff"]) for r in w.per_seed},
+                              {r["seed"]: abs(r["diff"]) for r in d.per_seed})
+    _same_as_compare(size, expected)
+    assert [r["seed"] for r in size["per_seed"]] == [0, 1, 3, 4]
+    # The two FC6,7-removed conditions are identical: no spread, no p, and no paper direction,
+    # so the row has no verdict and stays out of the Holm family of the other four.
+    assert same["mean"] == 0 and same["p"] is None and same["verdict"] is None
+    assert same["p_holm"] is None and same["holm_k"] is None and "no spread" in same["notes"][0]
+    assert {r["holm_k"] for r in (width, depth34, depth67, size)} == {4}
+    ps = [paired.compare("", pts[a], pts[b]).p
+          for a, b in (((128, "none"), (1024, "none")), ((128, "3,4"), (128, "none")),
+                       ((128, "6,7"), (128, "none")))] + [expected.p]
+    assert [r["p_holm"] for r in (width, depth34, depth67, size)] == paired.holm(ps)
+    table = claims.markdown({"claim": 7, "title": "t", "rows": [width, same]})
+    assert "| — (no spread) | — | — | — |" in table
+
+
+def test_ratio_row_is_compare_on_the_logs():
+    # Claim 1: epochs to 25% training error, tanh / ReLU; tanh seed 4 never gets there.
+    relu_acc = [0.45, 0.50, 0.55, 0.40, 0.50]  # ReLU crosses between epochs 2 and 3
+    tanh_acc = [0.55, 0.50, 0.60, 0.45, 0.30]  # tanh between epochs 1 and 2
+
+    def curve(*train_acc: float) -> list[dict]:
+        return [{"epoch": e, "train_acc": a, "val_acc": 0.9 + 0.01 * e}
+                for e, a in enumerate(train_acc, start=1)]
+
+    trials = [_trial(f"relu{s}", {"activation": "relu", SEED_KEY: s},
+                     curve(0.1, relu_acc[s], 0.9)) for s in range(5)]
+    trials += [_trial(f"tanh{s}", {"activation": "tanh", SEED_KEY: s},
+                      curve(tanh_acc[s], 0.85 if s < 4 else 0.5, 0.9 if s < 4 else 0.6))
+               for s in range(5)]
+    relu_lvl, tanh_lvl, ratio, acc = claims.claim_rows(1, _run(trials))
+
+    to25 = {t.trial_id: claimdata.crossing(t.history, "train_acc", 0.75, 0.1) for t in trials}
+    relu = {s: to25[f"relu{s}"] for s in range(5)}
+    tanh = {s: to25[f"tanh{s}"] for s in range(5)}
+    assert tanh[4] is None and relu_lvl["n"] == 5 and tanh_lvl["n"] == 4
+    assert tanh_lvl["note"] == "1 tanh seeds never got there"
+    logs = paired.compare("r", {s: math.log(v) for s, v in relu.items()},
+                          {s: math.log(v) for s, v in tanh.items() if v is not None})
+    assert ratio["kind"] == "ratio" and ratio["n"] == logs.n == 4
+    for key in STATS:
+        assert ratio[key] == getattr(logs, key), key
+    assert ratio["mean"] == pytest.approx(math.exp(logs.effect), rel=1e-12)
+    assert (ratio["ci_low"], ratio["ci_high"]) == pytest.approx(
+        (math.exp(logs.ci_low), math.exp(logs.ci_high)), rel=1e-12)
+    assert ratio["mde"] == pytest.approx(math.exp(logs.mde), rel=1e-12)
+    # The geometric mean of the per-seed ratios, worked out directly.
+    ratios = [tanh[s] / relu[s] for s in range(4)]
+    assert ratio["mean"] == pytest.approx(math.prod(ratios) ** (1 / 4), rel=1e-12)
+    assert [r["ratio"] for r in ratio["per_seed"]] == [round(r, 5) for r in ratios]
+    assert ratio["ci_low"] < ratio["mean"] < ratio["ci_high"] < 1  # tanh was faster here
+    assert ratio["p_holm"] == paired.holm([logs.p, acc["p"]])[0]
+    assert ratio["verdict"] == "opposite"  # the paper expects ReLU faster (ratio above 1)
+    line = claims.fmt(ratio)
+    assert line == f"{ratio['mean']:.2f}x [{ratio['ci_low']:.2f}, {ratio['ci_high']:.2f}]"
+
+
+def test_rows_with_too_few_seeds_and_old_claim_files():
+    one = [_final_only("lrn", lrn, 0, acc) for lrn, acc in ((False, 0.95), (True, 0.96))]
+    rows = claims.claim_rows(4, _run(one))
+    acc = rows[0]
+    assert acc["n"] is None and acc["mean"] is None and acc["verdict"] is None
+    assert "at least 2 seeds" in acc["notes"][0]
+    assert acc["values"]["arm"]["0"] - acc["values"]["baseline"]["0"] == pytest.approx(1.0)
+    json.dumps(rows, allow_nan=False)
+    table = claims.markdown({"claim": 4, "title": "LRN", "rows": rows})
+    assert "| final val accuracy, LRN - none | fewer than 2 paired seeds | <2 | — | — |" in table
+    # Claim files written before the paired rows (docs/claims/) still print.
+    old = json.loads((ROOT / "docs" / "claims" / "claim_01.json").read_text())
+    assert "| tanh / ReLU epochs to 25% training error | 0.47x ± 0.06 | 5 | — | — |" in (
+        claims.markdown(old))
+
+
+def test_levels_keep_mean_ci95():
+    r = claimdata.level("x", [1.0, 1.5, 1.0, None, math.nan], unit="pts")
     # mean 1.1667, sd 0.2887, t(0.975, 2) = 4.3027: half-width 0.7172
-    assert r["mean"] == pytest.approx(7 / 6) and r["ci95"] == pytest.approx(0.71716, abs=1e-4)
-    assert r["verdict"] == "agrees"
-    assert claimdata.row("x", diffs, "", "-")["verdict"] == "opposite"
-    assert claimdata.row("x", [1.0, -1.0, 0.5], "", "+")["verdict"] == "inconclusive"
-    assert claimdata.row("x", [2.0, 2.5, 3.0], "", "+", zero=2.0)["verdict"] == "inconclusive"
-    assert claimdata.row("x", [4.0], "", "+")["verdict"] is None  # one seed: no interval
+    assert r["n"] == 3 and r["mean"] == pytest.approx(7 / 6)
+    assert r["ci95"] == pytest.approx(0.71716, abs=1e-4) and r["verdict"] is None
+    assert claims.fmt(r) == "1.17 ± 0.72 pts"
+    assert claimdata.level("x", [])["mean"] is None
 
 
 def test_linear_cka_properties():
@@ -75,12 +254,14 @@ def test_measure_claim6_on_a_real_sweep(alexnet_run, tmp_path):
     summary = json.loads((alexnet_run / "summary.json").read_text())
     final = {(t["config"]["conv1_kernel"], t["config"]["conv1_stride"]): t["final"]["val_acc"]
              for t in summary["trials"]}
-    acc = rows["val accuracy, 7x7/2 - 11x11/4"]
-    assert acc["n"] == 1 and acc["ci95"] is None and acc["verdict"] is None
-    assert acc["mean"] == pytest.approx(100 * (final[(7, 2)] - final[(11, 4)]), abs=1e-3)
+    acc = rows["val accuracy, 7x7/2 - 11x11/4"]  # one seed: no paired statistics
+    assert acc["n"] is None and acc["mean"] is None and acc["verdict"] is None
+    values = acc["values"]
+    assert values["arm"]["0"] - values["baseline"]["0"] == pytest.approx(
+        100 * (final[(7, 2)] - final[(11, 4)]), abs=1e-3)
     dead = rows["dead conv1 filters, 11x11/4 - 7x7/2"]
-    assert dead["n"] == 1 and -100 <= dead["mean"] <= 100
-    assert rows["layer-2 aliasing (over noise), 11x11/4 - 7x7/2"]["n"] == 1
+    assert dead["n"] is None and all(0 <= v <= 100 for v in dead["values"]["arm"].values())
+    assert rows["layer-2 aliasing (over noise), 11x11/4 - 7x7/2"]["n"] is None
     assert "| val accuracy, 7x7/2 - 11x11/4 |" in proc.stdout
     table = subprocess.run([sys.executable, "-m", "service.claims", "table", str(tmp_path)],
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -120,4 +301,4 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (args, proc.stderr)
         assert "Traceback" not in proc.stderr
-    assert math.isfinite(claimdata.row("x", [1.0, 2.0], "")["mean"])
+    assert math.isfinite(claimdata.level("x", [1.0, 2.0])["mean"])

@@ -1,12 +1,15 @@
-"""What the claims read from finished claim sweeps: trials grouped by condition and seed, paired
-effects with their 95% interval and verdict, and the per-trial measures that need a trial's
-checkpoints (eval-mode training accuracy, per-layer settling epochs, invariance). Used by
-`service.claims`, as `service.report.data` is by `service.report`."""
+"""What the claims read from finished claim sweeps: trials grouped by condition and seed, the
+claims' rows (a condition's level with its 95% interval; an effect paired by seed with
+`service.results.paired`, Holm-adjusted across the claim, and its verdict), and the per-trial
+measures that need a trial's checkpoints (eval-mode training accuracy, per-layer settling
+epochs, invariance). Used by `service.claims`, as `service.report.data` is by
+`service.report`."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from service.analysis import AnalysisError, load_trial
 from service.analysis.invariance import invariance
 from service.analysis.layers import all_stage_maps
 from service.analysis.load import load_weights, val_images
+from service.results.paired import Mode, compare, holm, verdict
 from service.results.records import Summary, TrialRecord
 from service.results.stats import mean_ci95
 from service.tune.paths import SEED_KEY
@@ -61,23 +65,96 @@ def crossing(history: list[dict[str, Any]], key: str, level: float,
     return None
 
 
-def row(quantity: str, values: list[float], paper: str, expect: str | None = None,
-        zero: float = 0.0, unit: str = "", note: str = "") -> dict[str, Any]:
-    """One measured quantity: per-seed values, mean, 95% CI and the verdict.
-
-    `expect` is the paper's direction relative to `zero` ("+" above, "-" below, None: a level,
-    not an effect)."""
+def level(quantity: str, values: list[float | None], paper: str = "", unit: str = "",
+          note: str = "") -> dict[str, Any]:
+    """One condition's quantity, not an effect: per-seed values, their mean and the half-width
+    of its 95% interval (`mean_ci95`, the report's own); no verdict."""
     values = [float(v) for v in values if v is not None and math.isfinite(v)]
-    mean, half = mean_ci95(values) if values else (math.nan, None)
-    verdict = None
-    if expect is not None and half is not None:
-        low, high = mean - half, mean + half
-        above, below = low > zero, high < zero
-        verdict = ("agrees" if (above and expect == "+") or (below and expect == "-")
-                   else "opposite" if above or below else "inconclusive")
-    return {"quantity": quantity, "unit": unit, "per_seed": [round(v, 5) for v in values],
-            "n": len(values), "mean": mean, "ci95": half, "paper": paper, "expect": expect,
-            "zero": zero, "verdict": verdict, "note": note}
+    mean, half = mean_ci95(values) if values else (None, None)
+    return {"quantity": quantity, "kind": "level", "unit": unit,
+            "per_seed": [round(v, 5) for v in values], "n": len(values), "mean": mean,
+            "ci95": half, "paper": paper, "expect": None, "verdict": None, "note": note}
+
+
+def by_seed(trials: Trials, f: Callable[[TrialRecord], float | None]) -> dict[int, float | None]:
+    """f of each trial, by seed index (None where f has no value)."""
+    return {seed: f(t) for seed, t in trials.items()}
+
+
+# The paired verdict (service.results.paired.verdict, in the paper's direction) in claim words.
+WORDS = {"helps": "agrees", "hurts": "opposite", "not resolved": "inconclusive"}
+
+
+def effect(quantity: str, baseline: Mapping[Any, float | None],
+           arm: Mapping[Any, float | None], paper: str = "", expect: str | None = None,
+           unit: str = "", note: str = "", ratio: bool = False) -> dict[str, Any]:
+    """arm - baseline paired by seed with `service.results.paired.compare`: the mean difference,
+    its t and BCa intervals, p, sign-flip p, d_z, win share and MDE.
+
+    `ratio`: arm / baseline, compared on the logs (a value <= 0 has none and is left out), so
+    the effect is reported as the geometric mean of the per-seed ratios, exp of its interval
+    and of the MDE (a factor either way). `expect`: the paper's direction ("+": arm above
+    baseline, "-": below, None: no verdict). The verdict and the Holm-adjusted p across the
+    claim's rows come from `finish`."""
+    mode: Mode = "min" if expect == "-" else "max"
+    out: dict[str, Any] = {"quantity": quantity, "kind": "ratio" if ratio else "diff",
+                           "unit": unit, "paper": paper, "expect": expect,
+                           "zero": 1.0 if ratio else 0.0, "note": note}
+    try:
+        result = compare(quantity, _logs(baseline) if ratio else baseline,
+                         _logs(arm) if ratio else arm, mode)
+    except ValueError as err:  # fewer than 2 seeds with a value on both sides
+        return {**out, "n": None, "mean": None, "verdict": None, "notes": [str(err)],
+                "values": {"baseline": _clean(baseline), "arm": _clean(arm)}}
+    scale: Callable[[float], float] = math.exp if ratio else float
+    rows = [{"seed": r["seed"],
+             "baseline": round(scale(r["baseline"]), 5), "arm": round(scale(r["arm"]), 5),
+             ("ratio" if ratio else "diff"): round(scale(r["diff"]), 5)}
+            for r in result.per_seed]
+    return {**out, "n": result.n, "mean": scale(result.effect),
+            "ci_low": scale(result.ci_low), "ci_high": scale(result.ci_high),
+            "boot_low": _num(scale(result.boot_low)), "boot_high": _num(scale(result.boot_high)),
+            "p": result.p, "p_holm": None, "holm_k": None, "p_perm": result.p_perm,
+            "d_z": result.d_z, "win_share": result.win_share,
+            "mde": None if result.mde is None else scale(result.mde),
+            "verdict": None, "notes": list(result.notes), "per_seed": rows, "_result": result}
+
+
+def per_seed_diffs(row: dict[str, Any]) -> dict[Any, float]:
+    """An `effect` row's per-seed differences (on the logs for a ratio), unrounded; empty when
+    it had too few seeds. Only before `finish`."""
+    result = row.get("_result")
+    return {} if result is None else {r["seed"]: r["diff"] for r in result.per_seed}
+
+
+def finish(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A claim's rows made final: the p of the effects with a paper direction adjusted across
+    the claim with Holm (`paired.holm`; an effect without spread has no p and counts as 1, as in
+    `paired.analyse_study`), each such row's verdict from its adjusted p (`paired.verdict`), and
+    the ArmResults dropped."""
+    tested = [r for r in rows if r.get("_result") is not None and r["expect"] is not None]
+    adjusted = holm([r["_result"].p if r["_result"].p is not None else 1.0 for r in tested])
+    for r, p_holm in zip(tested, adjusted, strict=True):
+        result = dataclasses.replace(r["_result"],
+                                     p_adjusted=None if r["p"] is None else p_holm)
+        label, _ = verdict(result)
+        r.update(p_holm=result.p_adjusted, holm_k=len(tested), verdict=WORDS[label])
+    for r in rows:
+        r.pop("_result", None)
+    return rows
+
+
+def _logs(values: Mapping[Any, float | None]) -> dict[Any, float | None]:
+    return {k: math.log(v) if v is not None and math.isfinite(v) and v > 0 else None
+            for k, v in values.items()}
+
+
+def _num(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _clean(values: Mapping[Any, float | None]) -> dict[str, float | None]:
+    return {str(k): _num(v) for k, v in values.items()}
 
 
 def points(trial: TrialRecord) -> float:

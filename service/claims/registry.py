@@ -1,6 +1,7 @@
-"""The ten claims of the three papers and how each is measured from its finished sweeps
-(paired by seed; the statistics in service.results.stats); `python -m service.claims` is the
-CLI (service/claims/__main__.py)."""
+"""The ten claims of the three papers and how each is measured from its finished sweeps: every
+effect paired by seed with `service.results.paired` and Holm-adjusted across its claim
+(service/claims/measures.py: `effect`, `finish`); `python -m service.claims` is the CLI
+(service/claims/__main__.py)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,17 @@ from typing import Any
 from service.claims.measures import (
     ClaimError,
     Trials,
+    by_seed,
     conditions,
     crossing,
+    effect,
     final,
+    finish,
     invariance_probs,
+    level,
     need,
+    per_seed_diffs,
     points,
-    row,
     settle_epochs,
     train_accuracy,
 )
@@ -29,7 +34,6 @@ from service.config.spec import parse_spec
 from service.models import describe
 from service.report.data import conv_health
 from service.results.records import Summary, TrialRecord
-from service.results.stats import paired
 from service.results.store import ResultsError, load_run
 from service.tune.paths import SEED_KEY
 
@@ -46,15 +50,16 @@ def _relu(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     def to25(t: TrialRecord) -> float | None:
         return crossing(t.history, "train_acc", 0.75, chance)
 
-    never = sum(to25(t) is None for t in tanh.values())
+    relu25, tanh25 = by_seed(relu, to25), by_seed(tanh, to25)
+    never = sum(v is None for v in tanh25.values())
     return [
-        row("epochs to 25% training error, ReLU", [to25(t) for t in relu.values()], "",
-            unit="epochs"),
-        row("epochs to 25% training error, tanh", [to25(t) for t in tanh.values()], "",
-            unit="epochs", note=f"{never} tanh seeds never got there" if never else ""),
-        row("tanh / ReLU epochs to 25% training error", paired(relu, tanh, to25, "ratio"),
-            "6x (4-layer CNN, CIFAR-10)", "+", zero=1.0, unit="x"),
-        row("final val accuracy, ReLU - tanh", paired(tanh, relu, points), "", "+", unit="pts"),
+        level("epochs to 25% training error, ReLU", list(relu25.values()), unit="epochs"),
+        level("epochs to 25% training error, tanh", list(tanh25.values()), unit="epochs",
+              note=f"{never} tanh seeds never got there" if never else ""),
+        effect("tanh / ReLU epochs to 25% training error", relu25, tanh25,
+               "6x (4-layer CNN, CIFAR-10)", "+", unit="x", ratio=True),
+        effect("final val accuracy, ReLU - tanh", by_seed(tanh, points), by_seed(relu, points),
+               "", "+", unit="pts"),
     ]
 
 
@@ -68,16 +73,16 @@ def _dropout(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     def to5(t: TrialRecord) -> float | None:
         return crossing(t.history, "train_acc", 0.95, 0.1)
 
+    gap_off, gap_on = by_seed(off, gap), by_seed(on, gap)
     return [
-        row("train - val accuracy gap, no dropout", [gap(t) for t in off.values()], "",
-            unit="pts"),
-        row("train - val accuracy gap, dropout 0.5", [gap(t) for t in on.values()], "",
-            unit="pts"),
-        row("gap reduction by dropout", paired(on, off, gap), "less overfitting", "+",
-            unit="pts"),
-        row("dropout / no-dropout epochs to 5% training error", paired(off, on, to5, "ratio"),
-            "~2x iterations", "+", zero=1.0, unit="x"),
-        row("final val accuracy, dropout - none", paired(off, on, points), "", unit="pts"),
+        level("train - val accuracy gap, no dropout", list(gap_off.values()), unit="pts"),
+        level("train - val accuracy gap, dropout 0.5", list(gap_on.values()), unit="pts"),
+        effect("gap reduction by dropout", gap_on, gap_off, "less overfitting", "+",
+               unit="pts"),
+        effect("dropout / no-dropout epochs to 5% training error", by_seed(off, to5),
+               by_seed(on, to5), "~2x iterations", "+", unit="x", ratio=True),
+        effect("final val accuracy, dropout - none", by_seed(off, points), by_seed(on, points),
+               unit="pts"),
     ]
 
 
@@ -85,13 +90,14 @@ def _augmentation(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     _, run = runs[0]
     none, crop, light, both = need(conditions(run, ["crop", "lighting"]), ("none", 0.0),
                                     ("random", 0.0), ("none", 0.1), ("random", 0.1))
+    base = by_seed(none, points)
     return [
-        row("val accuracy, random crops - none", paired(none, crop, points),
-            "large (overfitting without)", "+", unit="pts"),
-        row("val accuracy, PCA lighting - none", paired(none, light, points),
-            "+1 pt top-1 (lighting)", "+", unit="pts"),
-        row("val accuracy, crops + lighting - none", paired(none, both, points),
-            "lower error", "+", unit="pts"),
+        effect("val accuracy, random crops - none", base, by_seed(crop, points),
+               "large (overfitting without)", "+", unit="pts"),
+        effect("val accuracy, PCA lighting - none", base, by_seed(light, points),
+               "+1 pt top-1 (lighting)", "+", unit="pts"),
+        effect("val accuracy, crops + lighting - none", base, by_seed(both, points),
+               "lower error", "+", unit="pts"),
     ]
 
 
@@ -99,10 +105,13 @@ def _binary(key: str, better: Any, worse: Any, paper: str, label: str):
     def measure(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
         _, run = runs[0]
         b, a = need(conditions(run, [key]), (better,), (worse,))
-        return [row(f"final val accuracy, {label}", paired(a, b, points), paper, "+",
-                    unit="pts"),
-                row(f"final val loss, {label}", paired(a, b, lambda t: final(t, "val_loss")),
-                    "", "-")]
+
+        def loss(t: TrialRecord) -> float:
+            return final(t, "val_loss")
+
+        return [effect(f"final val accuracy, {label}", by_seed(a, points), by_seed(b, points),
+                       paper, "+", unit="pts"),
+                effect(f"final val loss, {label}", by_seed(a, loss), by_seed(b, loss), "", "-")]
     return measure
 
 
@@ -118,19 +127,25 @@ def _conv1(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
         value = health[t.trial_id].get(key)
         return None if value is None else float(value)
 
+    def dead(t: TrialRecord) -> float | None:  # points of conv1's filters
+        value = h(t, "dead_fraction")
+        return None if value is None else 100.0 * value
+
+    def aliasing(t: TrialRecord) -> float | None:
+        return h(t, "aliasing_vs_noise")
+
+    base = by_seed(alex, points)
     return [
-        row("val accuracy, 7x7/2 - 11x11/4", paired(alex, zf, points),
-            "+2.1 pts top-1 (38.4 vs 40.5 err)", "+", unit="pts"),
-        row("val accuracy, stride 2 - 4 (kernel 11)", paired(alex, k11s2, points), "", "+",
-            unit="pts"),
-        row("val accuracy, kernel 7 - 11 (stride 4)", paired(alex, k7s4, points), "", "+",
-            unit="pts"),
-        row("dead conv1 filters, 11x11/4 - 7x7/2",
-            paired(zf, alex, lambda t: h(t, "dead_fraction") * 100), "fewer dead with 7x7/2",
-            "+", unit="pts of filters"),
-        row("layer-2 aliasing (over noise), 11x11/4 - 7x7/2",
-            paired(zf, alex, lambda t: h(t, "aliasing_vs_noise")), "less aliasing with 7x7/2",
-            "+"),
+        effect("val accuracy, 7x7/2 - 11x11/4", base, by_seed(zf, points),
+               "+2.1 pts top-1 (38.4 vs 40.5 err)", "+", unit="pts"),
+        effect("val accuracy, stride 2 - 4 (kernel 11)", base, by_seed(k11s2, points), "", "+",
+               unit="pts"),
+        effect("val accuracy, kernel 7 - 11 (stride 4)", base, by_seed(k7s4, points), "", "+",
+               unit="pts"),
+        effect("dead conv1 filters, 11x11/4 - 7x7/2", by_seed(zf, dead), by_seed(alex, dead),
+               "fewer dead with 7x7/2", "+", unit="pts of filters"),
+        effect("layer-2 aliasing (over noise), 11x11/4 - 7x7/2", by_seed(zf, aliasing),
+               by_seed(alex, aliasing), "less aliasing with 7x7/2", "+"),
     ]
 
 
@@ -143,55 +158,65 @@ def _depth_width(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     lo, hi = widths
     narrow, wide, no34, no67, no67w = need(conds, (lo, "none"), (hi, "none"),
                                             (lo, "3,4"), (lo, "6,7"), (hi, "6,7"))
-    width = paired(narrow, wide, points)
-    depth34, depth67 = paired(no34, narrow, points), paired(no67, narrow, points)
-    same = paired(no67, no67w, lambda t: final(t, "val_loss"))
-    return [
-        row(f"val accuracy, FC {hi} - FC {lo}", width,
-            "+1.7 pts for 4x width (FC 2048 -> 8192)", "+", unit="pts"),
-        row("val accuracy, all layers - without conv3,4", depth34, "+4.9 pts", "+",
-            unit="pts"),
-        row("val accuracy, all layers - without FC6,7", depth67, "+4.3 pts", "+", unit="pts"),
-        row("size of the conv3,4 effect minus that of FC width",
-            [abs(d) - abs(w) for d, w in zip(depth34, width, strict=False)],
-            "depth matters more", "+", unit="pts"),
-        row("val loss difference of the two FC6,7-removed rows (must be 0)", same, "", None,
-            note="the FC width is unused there: identical runs"),
-    ]
+
+    def loss(t: TrialRecord) -> float:
+        return final(t, "val_loss")
+
+    full = by_seed(narrow, points)
+    width = effect(f"val accuracy, FC {hi} - FC {lo}", full, by_seed(wide, points),
+                   "+1.7 pts for 4x width (FC 2048 -> 8192)", "+", unit="pts")
+    depth34 = effect("val accuracy, all layers - without conv3,4", by_seed(no34, points), full,
+                     "+4.9 pts", "+", unit="pts")
+    depth67 = effect("val accuracy, all layers - without FC6,7", by_seed(no67, points), full,
+                     "+4.3 pts", "+", unit="pts")
+    # Per seed |depth effect| against |width effect|, paired by seed like every other row.
+    size = effect("size of the conv3,4 effect minus that of FC width",
+                  {s: abs(d) for s, d in per_seed_diffs(width).items()},
+                  {s: abs(d) for s, d in per_seed_diffs(depth34).items()},
+                  "depth matters more", "+", unit="pts")
+    same = effect("val loss difference of the two FC6,7-removed rows (must be 0)",
+                  by_seed(no67, loss), by_seed(no67w, loss),
+                  note="the FC width is unused there: identical runs")
+    return [width, depth34, depth67, size, same]
 
 
 def _evolution(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     run_dir, run = runs[0]
-    trials = [t for t in run.trials if not t.failed]
-    settle = [settle_epochs(run_dir, t) for t in trials]
-    layers = list(settle[0]) if settle else []
-    rows = [row(f"epoch {layer} settles (CKA to last >= 0.9)", [s[layer] for s in settle], "",
-                unit="epoch") for layer in layers]
-    if layers:
-        rows.append(row(f"{layers[-1]} - {layers[0]} settling epoch",
-                        [s[layers[-1]] - s[layers[0]] for s in settle],
-                        "low layers in a few epochs, high after 40-50", "+", unit="epochs"))
+    settle = {t.trial_id: settle_epochs(run_dir, t) for t in run.trials if not t.failed}
+    layers = list(next(iter(settle.values()))) if settle else []
+    rows = [level(f"epoch {layer} settles (CKA to last >= 0.9)",
+                  [s[layer] for s in settle.values()], unit="epoch") for layer in layers]
+    if layers:  # two layers of the same trial: paired within each trial
+        first, last = layers[0], layers[-1]
+        rows.append(effect(f"{last} - {first} settling epoch",
+                           {k: s[first] for k, s in settle.items()},
+                           {k: s[last] for k, s in settle.items()},
+                           "low layers in a few epochs, high after 40-50", "+", unit="epochs",
+                           note="paired within each trial"))
     return rows
 
 
 def _invariance(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     run_dir, run = runs[0]
-    trials = [t for t in run.trials if not t.failed]
-    probs = [invariance_probs(run_dir, t) for t in trials]
+    probs = {t.trial_id: invariance_probs(run_dir, t) for t in run.trials if not t.failed}
     if not probs:
         raise ClaimError(f"{run_dir}: no finished trial")
-    p0 = probs[0]
+    p0 = next(iter(probs.values()))
+
+    def each(key: str) -> dict[str, float]:
+        return {k: p[key] for k, p in probs.items()}
+
     return [
-        row("P(true class), untransformed", [p["identity"] for p in probs], ""),
-        row(f"P(true class), shifted {p0['shift_px']:g} px", [p["shift"] for p in probs], ""),
-        row(f"P(true class), scaled x{'/'.join(f'{s:g}' for s in p0['scales'])}",
-            [p["scale"] for p in probs], ""),
-        row("P(true class), rotated 90/270 deg", [p["rot90"] for p in probs], ""),
-        row("P(true class), rotated 180 deg", [p["rot180"] for p in probs], ""),
-        row("small shift - 90 deg rotation", [p["shift"] - p["rot90"] for p in probs],
-            "robust to translation, not rotation", "+"),
-        row("small scaling - 90 deg rotation", [p["scale"] - p["rot90"] for p in probs],
-            "robust to scaling, not rotation", "+"),
+        level("P(true class), untransformed", list(each("identity").values())),
+        level(f"P(true class), shifted {p0['shift_px']:g} px", list(each("shift").values())),
+        level(f"P(true class), scaled x{'/'.join(f'{s:g}' for s in p0['scales'])}",
+              list(each("scale").values())),
+        level("P(true class), rotated 90/270 deg", list(each("rot90").values())),
+        level("P(true class), rotated 180 deg", list(each("rot180").values())),
+        effect("small shift - 90 deg rotation", each("rot90"), each("shift"),
+               "robust to translation, not rotation", "+", note="paired within each trial"),
+        effect("small scaling - 90 deg rotation", each("rot90"), each("scale"),
+               "robust to scaling, not rotation", "+", note="paired within each trial"),
     ]
 
 
@@ -209,18 +234,17 @@ def _compare(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
                            f"image at {info['input_size'][-1]} px")
     rows = []
     for family, trials in by_model.items():
-        rows.append(row(f"final val accuracy, {family}", [points(t) for t in trials.values()],
-                        "", unit="%", note=size.get(family, "")))
-        rows.append(row(f"seconds per epoch, {family}",
-                        [final(t, "epoch_s") for t in trials.values()], "", unit="s"))
+        rows.append(level(f"final val accuracy, {family}", [points(t) for t in trials.values()],
+                          unit="%", note=size.get(family, "")))
+        rows.append(level(f"seconds per epoch, {family}",
+                          [final(t, "epoch_s") for t in trials.values()], unit="s"))
+    acc = {family: by_seed(trials, points) for family, trials in by_model.items()}
     if {"alexnet", "lenet5"} <= by_model.keys():
-        rows.append(row("val accuracy, AlexNet - LeNet-5",
-                        paired(by_model["lenet5"], by_model["alexnet"], points), "", "+",
-                        unit="pts"))
+        rows.append(effect("val accuracy, AlexNet - LeNet-5", acc["lenet5"], acc["alexnet"], "",
+                           "+", unit="pts"))
     if {"alexnet", "zfnet"} <= by_model.keys():
-        rows.append(row("val accuracy, ZFNet - AlexNet",
-                        paired(by_model["alexnet"], by_model["zfnet"], points),
-                        "+2.1 pts (Table 2)", "+", unit="pts"))
+        rows.append(effect("val accuracy, ZFNet - AlexNet", acc["alexnet"], acc["zfnet"],
+                           "+2.1 pts (Table 2)", "+", unit="pts"))
     return rows
 
 
@@ -256,11 +280,22 @@ CLAIMS = {c.number: c for c in [
 # --- measuring, running, printing -----------------------------------------------------------
 
 
-def measure(number: int, run_dirs: list[Path]) -> dict[str, Any]:
-    """Claim `number` measured on finished runs: {"claim", "title", "runs", "rows"}."""
+def _claim(number: int) -> Claim:
     claim = CLAIMS.get(number)
     if claim is None:
         raise ClaimError(f"claim {number}: no such claim; claims are 1-{len(CLAIMS)}")
+    return claim
+
+
+def claim_rows(number: int, runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
+    """Claim `number`'s rows from its loaded runs, [(run_dir, Summary)]: the effects' p
+    Holm-adjusted across the claim and their verdicts (`measures.finish`)."""
+    return finish(_claim(number).measure(runs))
+
+
+def measure(number: int, run_dirs: list[Path]) -> dict[str, Any]:
+    """Claim `number` measured on finished runs: {"claim", "title", "runs", "rows"}."""
+    claim = _claim(number)
     if len(run_dirs) != len(claim.spaces):
         raise ClaimError(f"claim {number} needs {len(claim.spaces)} run director"
                          f"{'y' if len(claim.spaces) == 1 else 'ies'} "
@@ -273,14 +308,12 @@ def measure(number: int, run_dirs: list[Path]) -> dict[str, Any]:
             raise ClaimError(str(err)) from None
     return {"claim": number, "title": claim.title, "runs": [str(d) for d in run_dirs],
             "spaces": [f"searchspaces/claims/{s}" for s in claim.spaces],
-            "rows": claim.measure(runs)}
+            "rows": claim_rows(number, runs)}
 
 
 def claim_spaces(number: int, variant: str | None = None) -> list[Path]:
     """The space files of claim `number`: searchspaces/claims/ or its `variant` folder."""
-    claim = CLAIMS.get(number)
-    if claim is None:
-        raise ClaimError(f"claim {number}: no such claim; claims are 1-{len(CLAIMS)}")
+    claim = _claim(number)
     folder = SPACES / variant if variant else SPACES
     paths = [folder / space for space in claim.spaces]
     if not all(path.is_file() for path in paths):
@@ -307,23 +340,55 @@ def run_claim(number: int, results: Path, extra: list[str],
     return dirs
 
 
+EFFECTS = ("diff", "ratio")  # the kinds of row that `measures.effect` makes
+
+
 def fmt(r: dict[str, Any]) -> str:
-    """`mean ± half-width unit` (or the mean alone)."""
-    if r["n"] == 0:
-        return "no data"
+    """A row's measured value: a level as `mean ± half-width unit`; an effect as `mean [low,
+    high] unit`, its 95% t interval (a ratio: the geometric mean of the per-seed ratios)."""
+    if not r["n"]:
+        return "no data" if r["n"] == 0 else "fewer than 2 paired seeds"
     unit = f" {r['unit']}" if r["unit"] and r["unit"] != "x" else ""
-    mean = f"{r['mean']:.2f}" + ("x" if r["unit"] == "x" else "")
-    ci = f" ± {r['ci95']:.2f}" if r["ci95"] is not None else ""
-    return f"{mean}{ci}{unit} (n={r['n']})"
+    if r.get("kind") not in EFFECTS:  # a level, or a row of a file written before `kind`
+        mean = f"{r['mean']:.2f}" + ("x" if r["unit"] == "x" else "")
+        ci = f" ± {r['ci95']:.2f}" if r["ci95"] is not None else ""
+        return f"{mean}{ci}{unit}"
+    if r["kind"] == "ratio":
+        return f"{r['mean']:.2f}x [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+    return f"{r['mean']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]{unit}"
+
+
+def _p(r: dict[str, Any]) -> str:
+    if r.get("kind") not in EFFECTS or not r["n"]:
+        return "—"
+    if r["p"] is None:
+        return "— (no spread)"
+    return f"{r['p_holm']:.2g}" if r.get("p_holm") is not None else f"{r['p']:.2g} (unadj.)"
+
+
+def _mde(r: dict[str, Any]) -> str:
+    if r.get("kind") not in EFFECTS or r.get("mde") is None:
+        return "—"
+    return f"{r['mde']:.2f}x" if r["kind"] == "ratio" else f"{r['mde']:.2f} {r['unit']}".strip()
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The claim's rows as a markdown table."""
+    """The claim's rows as a markdown table, and how its effects were tested."""
     variant = result.get("variant", "digits")
     lines = [f"#### Claim {result['claim']}: {result['title']} ({variant})", "",
-             "| quantity | measured (mean ± 95% CI) | paper | verdict |", "|---|---|---|---|"]
+             "| quantity | measured (mean, 95% CI) | n | p | MDE | paper | verdict |",
+             "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         note = f" ({r['note']})" if r["note"] else ""
-        lines.append(f"| {r['quantity']}{note} | {fmt(r)} | {r['paper'] or '—'} | "
-                     f"{r['verdict'] or '—'} |")
+        n = r["n"] if r["n"] is not None else "<2"
+        lines.append(f"| {r['quantity']}{note} | {fmt(r)} | {n} | {_p(r)} | {_mde(r)} | "
+                     f"{r['paper'] or '—'} | {r['verdict'] or '—'} |")
+    family = max((r.get("holm_k") or 0 for r in result["rows"]), default=0)
+    if any(r.get("kind") in EFFECTS for r in result["rows"]):
+        lines += ["", "Effects are paired by seed (`service.results.paired`): the mean of the "
+                  "per-seed differences (a ratio: the geometric mean of the per-seed ratios) "
+                  "with its 95% t interval; p is the paired t-test's, Holm-adjusted across the "
+                  f"claim's {family} row(s) with a paper direction (unadj.: a row without one); "
+                  "MDE is the effect found with 80% power at this n and spread; the verdict "
+                  "is the adjusted p's (< 0.05) in the paper's direction."]
     return "\n".join(lines)

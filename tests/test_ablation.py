@@ -1,0 +1,232 @@
+"""Ablation studies: the `ablation:` block's checks, the study's statistics (results.ablation)
+and whole studies run through `python -m service.submit` on the embedded Ray."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from service.config.blocks import SpecError
+from service.config.spec import parse_spec
+from service.results import paired
+from service.results.ablation import expected_best, factorial_contrasts, study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# LeNet-5 on digits at 32 px; lr 0.05 learns in an epoch, lr 0.00005 (1000x smaller) does not.
+STUDY = {
+    "name": "study",
+    "data": {"dataset": "digits", "image_size": 32},
+    "model": {"family": "lenet5"},
+    "train": {"optimizer": "sgd", "momentum": 0.9, "lr": 0.05, "batch_size": 64,
+              "num_threads": 1},
+    "ablation": {"baseline": {"pool": "max"},
+                 "arms": {"tiny_lr": {"lr": 0.00005}, "avg_pool": {"pool": "avg"}},
+                 "seeds": 4},
+    "budget": {"max_epochs": 2},
+}
+
+
+def _with(**ablation) -> dict:
+    return {**STUDY, "ablation": {**STUDY["ablation"], **ablation}}
+
+
+def _problems(space: dict) -> list[str]:
+    with pytest.raises(SpecError) as err:
+        parse_spec(space, "s.yaml")
+    return err.value.problems
+
+
+def test_cells_are_the_baseline_then_each_arm_or_every_combination() -> None:
+    one = parse_spec(STUDY).ablation.cells()
+    assert one == {"baseline": {"pool": "max"}, "tiny_lr": {"pool": "max", "lr": 0.00005},
+                   "avg_pool": {"pool": "avg"}}
+    three = parse_spec(_with(design="factorial", arms={
+        "a": {"lr": 0.01}, "b": {"pool": "avg"}, "c": {"activation": "tanh"}})).ablation.cells()
+    assert list(three) == ["baseline", "a", "b", "c", "a+b", "a+c", "b+c", "a+b+c"]
+    assert three["a+c"] == {"pool": "max", "lr": 0.01, "activation": "tanh"}
+
+
+@pytest.mark.parametrize("space, line", [
+    (_with(arms={"x": {"lrnn": True}}), "s.yaml: ablation.arms.x.lrnn: <key> → unknown key"),
+    (_with(arms={"x": {"pool": "max"}}), "s.yaml: ablation.arms.x: {'pool': 'max'} → changes "
+                                         "nothing"),
+    (_with(arms={"x": {}}), "s.yaml: ablation.arms.x: '{}' → an arm changes at least one"),
+    (_with(arms={"x": {"image_size": 16}}), "s.yaml: ablation.arms.x: {'image_size': 16} → the "
+                                            "model cannot be built"),
+    ({**STUDY, "search": {"dropout": {"type": "choice", "values": [0.0, 0.5]}}},
+     "s.yaml: ablation: <block> → a study has either search:"),
+    (_with(seeds=1), "s.yaml: ablation.seeds: 1 → paired statistics need at least 2 seeds"),
+    ({**STUDY, "scheduler": {"type": "asha"}}, "s.yaml: scheduler.type: 'asha' → the compared "
+                                               "runs all train budget.max_epochs"),
+    ({**STUDY, "budget": {"max_epochs": 2, "seeds": 3}}, "s.yaml: budget.seeds: 3 → an "
+                                                          "ablation's seeds are ablation.seeds"),
+    (_with(design="factorial", arms={"a": {"pool": "avg"}, "b": {"pool": "max", "lr": 0.1}}),
+     "s.yaml: ablation.arms.b: <pool> → arm a changes pool too"),
+    (_with(tune={"space": {"lr": {"type": "float", "low": 0.01, "high": 0.1}}, "trials": 2}),
+     "s.yaml: ablation.tune.space.lr: <key> → arm tiny_lr sets it too"),
+    (_with(tune={"space": {"lr": {"type": "flot", "low": 0.01, "high": 0.1}}, "trials": 2}),
+     "s.yaml: ablation.tune.space.lr.type: 'flot' → type must be one of"),
+    (_with(baseline={"lr": 0.1}), "s.yaml: ablation.baseline.lr: <key> → also fixed in train.lr"),
+    (_with(arms={"baseline": {"lr": 0.1}}), "s.yaml: ablation.arms: "),
+])
+def test_each_problem_is_one_line_naming_its_field(space: dict, line: str) -> None:
+    problems = _problems(space)
+    assert any(p.startswith(line) for p in problems), problems
+
+
+def test_a_scheduler_is_allowed_for_tuning_trials_only() -> None:
+    tuned = {**STUDY, "scheduler": {"type": "asha"}, "ablation": {
+        **STUDY["ablation"], "arms": {"avg_pool": {"pool": "avg"}},
+        "tune": {"space": {"lr": {"type": "float", "low": 0.01, "high": 0.1}}, "trials": 3}}}
+    assert parse_spec(tuned).ablation.tune.trials == 3
+
+
+def test_submit_refuses_a_bad_study_before_ray_with_exit_2(tmp_path: Path) -> None:
+    space = tmp_path / "bad.yaml"
+    space.write_text(yaml.safe_dump(_with(arms={"x": {"lrnn": True}, "y": {"pool": "max"}})))
+    code = ("import sys; from service.submit import main; rc = main(sys.argv[1:]); "
+            "print('RAY' if 'ray' in sys.modules else 'NO_RAY'); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, str(space)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "NO_RAY" in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in proc.stderr
+    assert lines[0].startswith(f"{space}: ablation.arms.x.lrnn")
+    assert lines[1].startswith(f"{space}: ablation.arms.y")
+
+
+def test_expected_best_is_the_mean_best_over_every_subset_of_k() -> None:
+    values = [0.61, 0.93, 0.88, 0.42, 0.93, 0.77]
+    for mode, pick in (("max", max), ("min", min)):
+        curve = expected_best(values, mode)
+        brute = [np.mean([pick(c) for c in itertools.combinations(values, k)])
+                 for k in range(1, len(values) + 1)]
+        assert curve == pytest.approx(brute, rel=1e-12)
+    assert expected_best(values)[0] == pytest.approx(np.mean(values))
+    assert expected_best(values)[-1] == max(values)
+
+
+def test_factorial_contrasts_recover_main_effects_and_the_interaction() -> None:
+    # v = 0.9 + a*(-0.02) + b*(-0.05) + a*b*(+0.03) + seed noise shared by every cell.
+    noise = {0: 0.004, 1: -0.011, 2: 0.007}
+    model = {"baseline": (0, 0), "a": (1, 0), "b": (0, 1), "a+b": (1, 1)}
+    values = {cell: {s: 0.9 - 0.02 * a - 0.05 * b + 0.03 * a * b + e for s, e in noise.items()}
+              for cell, (a, b) in model.items()}
+    out = factorial_contrasts(values, ["a", "b"])
+    # Main effect of a: mean with a minus mean without, over b's two levels.
+    assert out["a"] == pytest.approx({s: -0.02 + 0.03 / 2 for s in noise})
+    assert out["b"] == pytest.approx({s: -0.05 + 0.03 / 2 for s in noise})
+    assert out["a×b"] == pytest.approx({s: 0.03 for s in noise})
+
+
+def test_a_study_pairs_by_seed_and_says_why_an_arm_could_not_be_tested() -> None:
+    base = {0: 0.91, 1: 0.90, 2: 0.93, 3: 0.92}
+    values = {"baseline": base, "worse": {0: 0.85, 1: 0.86, 2: 0.88, 3: 0.84},
+              "broken": {0: 0.9, 1: None, 2: None, 3: None}}
+    out = study(name="s", run_id="r", metric="val_acc", mode="max", alpha=0.05,
+                design="one-at-a-time", epochs=3, seeds=[0, 1, 2, 3],
+                cells={"baseline": {}, "worse": {"lr": 1e-4}, "broken": {"lr": 9.0}},
+                changes={"worse": {"lr": 1e-4}, "broken": {"lr": 9.0}}, values=values,
+                excluded=[{"arm": "broken", "seed": 1, "status": "diverged", "why": "nan"}])
+    worse, broken = out["arms"]
+    alone = paired.compare("worse", base, values["worse"], "max", 0.05)
+    assert worse["effect"] == pytest.approx(alone.effect) and worse["p"] == alone.p
+    assert worse["p_adjusted"] == alone.p  # the untestable arm is not in Holm's family
+    assert worse["verdict"] == "hurts" and worse["changes"] == {"lr": 1e-4}
+    assert broken["verdict"] == "not resolved" and broken["n"] == 1
+    assert broken["effect"] is None and "only 1 seed(s)" in broken["reason"]
+    assert out["scale"] == 100.0 and out["unit"] == " pts"
+    json.dumps(out, allow_nan=False)  # ablation.json is strict JSON
+
+
+def _run(space: Path, results: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "service.submit", str(space), "--results",
+                           str(results), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.mark.slow
+def test_a_1000x_too_small_learning_rate_hurts_at_four_seeds(tmp_path: Path) -> None:
+    spec = _with(arms={"tiny_lr": {"lr": 0.00005}})
+    space = tmp_path / "study.yaml"
+    space.write_text(yaml.safe_dump(spec))
+    proc = _run(space, tmp_path / "res")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run_dir,) = [d for d in (tmp_path / "res" / "study").iterdir() if d.is_dir()
+                  and not d.name.startswith(".")]
+    study_ = json.loads((run_dir / "ablation.json").read_text())
+    (arm,) = study_["arms"]
+    assert arm["name"] == "tiny_lr" and arm["n"] == 4 and arm["verdict"] == "hurts"
+    assert arm["p_adjusted"] < 0.05 and arm["ci_high"] < 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert len(summary["trials"]) == 8
+    assert {t["status"] for t in summary["trials"]} == {"completed"}
+    assert all(t["epochs"] == 2 for t in summary["trials"])  # no run was cut short
+    # Seed i of the arm is paired with seed i of the baseline: the values are the runs'.
+    finals = {(t["config"]["arm"], t["config"]["__trial_index__"]): t["final"]["val_acc"]
+              for t in summary["trials"]}
+    for row in arm["per_seed"]:
+        assert row["baseline"] == finals[("baseline", row["seed"])]
+        assert row["arm"] == finals[("tiny_lr", row["seed"])]
+    assert "tiny_lr: hurts — " in proc.stdout
+    assert (run_dir / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_equal_tuning_per_cell_and_resume_after_an_interrupt(tmp_path: Path) -> None:
+    """Every cell gets the same tuning trials; a study interrupted after its first tuning phase
+    resumes without re-running that phase and ends with the tuned values compared."""
+    spec = {**STUDY, "name": "tuned", "searcher": {"n_startup_trials": 2},
+            "scheduler": {"type": "asha", "grace_period": 1},
+            "resources": {"max_concurrent_trials": 1},
+            "budget": {"max_epochs": 1},
+            "ablation": {"arms": {"avg_pool": {"pool": "avg"}}, "seeds": 2,
+                         "tune": {"space": {"lr": {"type": "float", "low": 0.01, "high": 0.1,
+                                                   "log": True}}, "trials": 2}}}
+    space = tmp_path / "tuned.yaml"
+    space.write_text(yaml.safe_dump(spec))
+    results = tmp_path / "res"
+    proc = subprocess.Popen([sys.executable, "-m", "service.submit", str(space), "--results",
+                             str(results), "--no-report"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    out, deadline = [], time.time() + 600
+    for line in proc.stdout:
+        out.append(line)
+        if line.startswith("tuning avg_pool:"):  # the baseline's tuning has finished
+            proc.send_signal(signal.SIGINT)
+            break
+        assert time.time() < deadline, "".join(out)
+    out += proc.stdout.readlines()
+    assert proc.wait(timeout=180) == 130, "".join(out)
+    (run_dir,) = [d for d in (results / "tuned").iterdir() if not d.name.startswith(".")]
+    first = (run_dir / "tuning" / "baseline" / "summary.json").read_bytes()
+
+    again = _run(space, results, "--resume", run_dir.name, "--no-report")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "tuning baseline:" not in again.stdout  # finished phases are read back
+    assert (run_dir / "tuning" / "baseline" / "summary.json").read_bytes() == first
+    study_ = json.loads((run_dir / "ablation.json").read_text())
+    tuning = study_["tuning"]
+    assert tuning["trials"] == 2 and set(tuning["arms"]) == {"baseline", "avg_pool"}
+    for cell, t in tuning["arms"].items():
+        summary = json.loads((run_dir / "tuning" / cell / "summary.json").read_text())
+        assert len(summary["trials"]) == 2  # the same budget for every cell
+        assert len(t["expected_best"]) == len(t["values"]) <= 2
+        assert t["expected_best"][-1] == max(t["values"])
+    compared = json.loads((run_dir / "summary.json").read_text())["trials"]
+    assert len(compared) == 4 and all(t["epochs"] == 1 for t in compared)
+    assert study_["baseline"]["tuned"] == tuning["arms"]["baseline"]["best"]
+    assert study_["arms"][0]["tuned"] == tuning["arms"]["avg_pool"]["best"]
+    assert study_["arms"][0]["settings"]["lr"] == tuning["arms"]["avg_pool"]["best"]["lr"]

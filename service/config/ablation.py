@@ -72,6 +72,15 @@ class Ablation(_Strict):
         return out
 
 
+def default_scheduler(data: Any) -> Any:
+    """A spec document with `ablation:` but no `tune:` and no scheduler gets scheduler none:
+    its runs are all compared, so none may be stopped early (a sweep's default is ASHA)."""
+    if (isinstance(data, dict) and isinstance(data.get("ablation"), dict)
+            and data["ablation"].get("tune") is None and "scheduler" not in data):
+        return {**data, "scheduler": {"type": "none"}}
+    return data
+
+
 def ablation_problems(spec: Any, base: Any) -> list[str]:
     """The ablation block against the rest of the spec (`base`: the spec's base TrainConfig,
     None when it does not build). One line per problem."""
@@ -81,14 +90,14 @@ def ablation_problems(spec: Any, base: Any) -> list[str]:
         problems.append(_line("ablation", "<block>", "a study has either search: (which "
                               "configuration is best) or ablation: (do components matter), "
                               "not both"))
-    given = spec.model_fields_set
-    if "seeds" in spec.budget.model_fields_set:
+    # Compared with the defaults, not with what the file set: a dumped spec reloads the same.
+    if spec.budget.seeds != 1:
         problems.append(_line("budget.seeds", spec.budget.seeds, "an ablation's seeds are "
                               "ablation.seeds"))
-    if "num_samples" in spec.budget.model_fields_set:
+    if spec.budget.num_samples != type(spec.budget).model_fields["num_samples"].default:
         problems.append(_line("budget.num_samples", spec.budget.num_samples,
                               "an ablation's tuning budget is ablation.tune.trials"))
-    if "scheduler" in given and spec.scheduler.type != "none" and abl.tune is None:
+    if spec.scheduler.type != "none" and abl.tune is None:
         problems.append(_line("scheduler.type", spec.scheduler.type, "the compared runs all "
                               "train budget.max_epochs (a run cut short measures the schedule, "
                               "not the arm); a scheduler may only stop ablation.tune's trials"))

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from service.config.ablation import Ablation, ablation_problems
+from service.config.ablation import Ablation, ablation_problems, default_scheduler
 from service.config.blocks import (
     NOT_IN_TRAIN,
     STORAGE_SCHEMES,
@@ -121,6 +121,11 @@ class SweepSpec(_Strict):
         # Left out means "the library default". Dumped defaults would become fixed settings on
         # reload, and a fixed setting may not also be searched.
         return block.model_dump(mode=info.mode, exclude_unset=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ablation_defaults(cls, data: Any) -> Any:
+        return default_scheduler(data)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> SweepSpec:

@@ -3,6 +3,7 @@ the best trial's analyses, and the page checked in a real headless Chromium."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -11,9 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from service.config.spec import parse_spec
 from service.report.build import Doc, _effects_section
-from service.report.data import knob_effects
+from service.report.data import ablation_example, knob_effects
 from service.results.records import Summary, TrialRecord
 from service.results.stats import mean_ci95
 from service.results.store import load_run
@@ -205,3 +208,25 @@ def test_knob_effects_fall_back_to_the_last_common_epoch():
     lrn = {r["value"]: r for r in effects["knobs"]["lrn"]["rows"]}
     assert lrn["True"]["n"] == 2 and lrn["True"]["mean"] == pytest.approx((0.8 + 0.65) / 2)
     assert lrn["False"]["n"] == 2 and lrn["False"]["mean"] == pytest.approx((0.7 + 0.6) / 2)
+
+
+def test_the_suggested_ablation_block_is_a_valid_study_of_the_sweep():
+    # The sweep's space with its search:, scheduler: and budget.num_samples replaced by the
+    # block, as the report's sentence says, passes the spec's own checks.
+    space = {"name": "lrn-dropout", "data": {"dataset": "digits", "image_size": 67},
+             "model": {"family": "alexnet", "knobs": {"width_mult": 0.25}},
+             "budget": {"max_epochs": 4, "num_samples": 8},
+             "searcher": {"type": "optuna-tpe", "seed": 0},
+             "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+             "search": copy.deepcopy(SPACE["search"])}
+    parse_spec(space)
+    summary = summary_of([trial("c0", True, 0.1, "completed", [0.6, 0.8, 0.9, 0.92]),
+                          trial("c1", False, 0.4, "completed", [0.5, 0.7, 0.95, 0.94])])
+    summary.spec.update(space)
+    block = ablation_example(summary)
+    assert block == ("ablation: {baseline: {lrn: false, dropout: 0.4}, arms: {with_lrn: "
+                     "{lrn: true}, dropout_0.125: {dropout: 0.125}}, seeds: 4}")
+    study = {k: v for k, v in space.items() if k not in ("search", "scheduler")}
+    study["budget"] = {k: v for k, v in space["budget"].items() if k != "num_samples"}
+    ablation = parse_spec({**study, **yaml.safe_load(block)}).ablation
+    assert list(ablation.cells()) == ["baseline", "with_lrn", "dropout_0.125"]

@@ -29,6 +29,7 @@ from service.report.data import (
 )
 from service.results.records import Summary
 from service.results.store import load_run, write_bytes
+from service.tune.paths import SEED_KEY
 
 FILES = "report_files"
 
@@ -99,7 +100,8 @@ document.body.setAttribute('data-images-loaded',ok);});</script>"""
 def _trials_section(doc: Doc, summary: Summary) -> None:
     keys, metric = summary.searched, summary.metric
     doc.heading("Trials")
-    doc.table(["trial", *keys, "status", "epochs", f"best {metric}", "error"],
+    doc.table(["trial", *("seed" if k == SEED_KEY else k for k in keys), "status", "epochs",
+               f"best {metric}", "error"],
               [[t.trial_id, *(t.config.get(k) for k in keys), t.status, t.epochs,
                 summary.score(t), t.error or ""] for t in summary.trials])
     doc.image("curves.png", plots.learning_curves(summary.trials, metric,

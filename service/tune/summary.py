@@ -8,7 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from service.results.records import Summary, TrialRecord
-from service.tune.paths import trial_id_of
+from service.tune.paths import ARM_KEY, trial_id_of
 from service.tune.plan import SweepPlan
 
 
@@ -21,24 +21,29 @@ def trial_status(metrics: dict[str, Any], error: Exception | None, max_epochs: i
     return "completed" if metrics.get("epoch", 0) >= max_epochs else "stopped-early"
 
 
-def trial_record(result, max_epochs: int) -> TrialRecord:
+def trial_record(result, max_epochs: int, arms: dict[str, dict] | None = None) -> TrialRecord:
     """A trial's record from its Tune Result: every epoch's row of its metrics_dataframe, then
-    its last reported metrics."""
+    its last reported metrics. An ablation's run (config {arm, seed}) also records its arm's
+    settings, so that readers see what it trained."""
     m = result.metrics or {}
+    config = dict(result.config or {})
+    if arms and config.get(ARM_KEY) in arms:
+        config = {**arms[config[ARM_KEY]], **config}
     df = result.metrics_dataframe
     rows = df.to_dict("records") if df is not None else []
     if m:  # also when Tune's dataframe lags behind its last result
         rows.append(m)
     return TrialRecord.from_history(
-        m.get("trial_id") or trial_id_of(result.path), result.config or {},
+        m.get("trial_id") or trial_id_of(result.path), config,
         trial_status(m, result.error, max_epochs), rows,
         _first_line(result.error) if result.error else None)
 
 
-def summarize(spec, plan: SweepPlan, results, wall_s: float, searched: list[str]) -> Summary:
-    """summary.json's content from a Tune ResultGrid."""
+def summarize(spec, plan: SweepPlan, results, wall_s: float, searched: list[str],
+              arms: dict[str, dict] | None = None) -> Summary:
+    """summary.json's content from a Tune ResultGrid (`arms`: an ablation's cells)."""
     return Summary.ranked(
-        [trial_record(r, spec.budget.max_epochs) for r in results],
+        [trial_record(r, spec.budget.max_epochs, arms) for r in results],
         name=spec.name, spec=redacted_spec(spec), plan=asdict(plan), searched=searched,
         wall_s=round(wall_s, 2), ray_version=_version("ray"),
         torch_version=_version("torch"))  # the workers' torch; the driver never imports it

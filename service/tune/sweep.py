@@ -140,6 +140,7 @@ def run_sweep(spec, plan: SweepPlan, progress, resume: bool = False,
     results = tuner.fit()
     if interrupted(spec, phase, results, progress):
         return None
-    summary = summarize(spec, plan, results, time.perf_counter() - start, phase.searched)
+    summary = summarize(spec, plan, results, time.perf_counter() - start, phase.searched,
+                        phase.arms)
     write_json(f"{plan.experiment_dir}/summary.json", summary)
     return summary

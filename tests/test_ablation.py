@@ -230,3 +230,33 @@ def test_equal_tuning_per_cell_and_resume_after_an_interrupt(tmp_path: Path) -> 
     assert study_["baseline"]["tuned"] == tuning["arms"]["baseline"]["best"]
     assert study_["arms"][0]["tuned"] == tuning["arms"]["avg_pool"]["best"]
     assert study_["arms"][0]["settings"]["lr"] == tuning["arms"]["avg_pool"]["best"]["lr"]
+
+
+def test_seed_i_gives_every_arm_the_same_split_order_and_initial_weights() -> None:
+    """What pairing rests on: two cells of one seed differ only by the arm's change."""
+    import torch
+
+    from service.training.loop import _Loop
+    from service.tune.paths import SEED_KEY
+    from service.tune.trial import trial_train_config, with_arm
+
+    spec = parse_spec(STUDY)
+    base = spec.base_config().model_dump(mode="json")
+    arms = spec.ablation.cells()
+
+    def loop(cell: str, seed: int) -> _Loop:
+        return _Loop(trial_train_config(base, with_arm({"arm": cell, SEED_KEY: seed}, arms)))
+
+    first = {}
+    for cell, seed in (("baseline", 2), ("avg_pool", 2), ("baseline", 3)):
+        run = loop(cell, seed)
+        x, y = next(iter(run.train_loader))
+        first[cell, seed] = (run.model.state_dict(), run.data.val.indices, x, y, run.cfg)
+    (w0, val0, x0, y0, cfg0), (w1, val1, x1, y1, cfg1) = first["baseline", 2], first["avg_pool", 2]
+    assert cfg0.knobs["pool"] == "max" and cfg1.knobs["pool"] == "avg" and cfg0.seed == cfg1.seed
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)  # pooling has no weights: same init
+    assert torch.equal(val0, val1) and torch.equal(y0, y1) and torch.equal(x0, x1)
+    w2, val2, _, y2, _ = first["baseline", 3]  # another seed: another split, order and init
+    assert not any(torch.equal(w0[k], w2[k]) for k in w0 if w0[k].dtype.is_floating_point
+                   and w0[k].numel() > 1 and w0[k].std() > 0)
+    assert not torch.equal(val0, val2) and not torch.equal(y0, y2)

@@ -256,3 +256,23 @@ def test_the_section_reads_what_results_ablation_writes(tmp_path):
     assert [r["verdict"] for r in rows.values()] == ["not resolved", "hurts", "not resolved"]
     assert rows["tiny_lr"]["n"] == "5" and rows["same"]["p"] == "—"
     assert "No knob was searched." in md  # cell and seed are no searched knobs
+
+
+def test_an_arm_without_two_valued_seeds_is_listed_with_its_reason(tmp_path):
+    cells = {"baseline": SETTINGS, **{k: {**SETTINGS, **c} for k, c in CHANGES.items()},
+             "broken": {**SETTINGS, "lr": 9.0}}
+    data = results_ablation.study(
+        name="lrn-and-lr", run_id="r1", metric="val_acc", mode="max", alpha=0.05,
+        design="one-at-a-time", epochs=4, seeds=SEEDS, cells=cells,
+        changes={**CHANGES, "broken": {"lr": 9.0}},
+        values={"baseline": BASE, **VALUES, "broken": {s: None for s in BASE}},
+        excluded=[{"arm": "broken", "seed": s, "status": "diverged", "why": "non-finite loss"}
+                  for s in BASE])
+    run = run_dir(tmp_path, data)
+    build_report(run, analyses=False)
+    md = (run / "report.md").read_text()
+    rows = table(md, "arm")
+    assert rows["broken"]["verdict"] == "not resolved" and rows["broken"]["n"] == "0"
+    assert rows["broken"]["effect [t CI]"] == "—"
+    assert "broken: not resolved: only 0 seed(s) have a value" in md
+    assert rows["tiny_lr"]["verdict"] == "hurts"  # the others are still tested

@@ -30,9 +30,10 @@ class Display:
         self.scale = float(data.get("scale") or 1.0)
         self.unit = data.get("unit") or ""
         self.alpha = float(data.get("alpha") or 0.05)
-        halves = [abs(r["ci_high"] - r["ci_low"]) / 2 * self.scale for r in rows_of(data)]
+        tested = [r for r in rows_of(data) if tested_row(r)]
+        halves = [abs(r["ci_high"] - r["ci_low"]) / 2 * self.scale for r in tested]
         typical = [h for h in halves if h > 0] or [
-            abs(r["effect"]) * self.scale for r in rows_of(data) if r["effect"]]
+            abs(r["effect"]) * self.scale for r in tested if r["effect"]]
         self.decimals = (min(6, max(0, 1 - math.floor(math.log10(statistics.median(typical)))))
                          if typical else 2)
 
@@ -69,6 +70,11 @@ class Display:
         if p < self.alpha <= float(text):
             text = f"{p:.3g}"
         return text
+
+
+def tested_row(row: dict[str, Any]) -> bool:
+    """Whether the row has statistics (an arm with fewer than 2 valued seeds has none)."""
+    return all(row.get(k) is not None for k in ("effect", "ci_low", "ci_high"))
 
 
 def rows_of(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -113,6 +119,8 @@ def table_row(row: dict[str, Any], show: Display, arms: dict[str, dict[str, Any]
     """One row of the table, every number written for a reader."""
     n = row["n"]
     wins = row.get("win_share")
+    if not tested_row(row):
+        return [row["name"], _changes(row, arms), str(n), *[DASH] * 10, row["verdict"]]
     return [row["name"], _changes(row, arms), str(n),
             show.value(row.get("baseline_mean")) if means else DASH,
             show.value(row.get("arm_mean")) if means else DASH,
@@ -129,6 +137,8 @@ def table_row(row: dict[str, Any], show: Display, arms: dict[str, dict[str, Any]
 def sentence(row: dict[str, Any], show: Display, shared: set[str]) -> str:
     """'no_lrn: not resolved — −0.3 ± 1.3 pts (Holm p = 0.62); 6 seeds detect ≥ 1.6 pts.'"""
     name, n, verdict = row["name"], row["n"], row["verdict"]
+    if not tested_row(row):  # the reason says which seeds lack a value
+        return f"{name}: {row.get('reason') or verdict}."
     half = (row["ci_high"] - row["ci_low"]) / 2
     p = row.get("p_adjusted")
     if p is None:
@@ -227,10 +237,12 @@ def section(doc: Doc, run_dir: Path) -> dict[str, Any] | None:
     labelled = [(label, [(r, f"{show.signed(r['effect'], unit=False)} "
                              f"[{show.signed(r['ci_low'], unit=False)}, "
                              f"{show.signed(r['ci_high'], unit=False)}] {r['verdict']}")
-                         for r in rows]) for label, rows in groups]
-    doc.image("ablation_forest.png", plots.forest(
-        labelled, show.scale, show.unit, metric, data.get("mode", "max"), show.alpha),
-        "forest plot of the arms' effects")
+                         for r in rows if tested_row(r)]) for label, rows in groups]
+    labelled = [(label, rows) for label, rows in labelled if rows]
+    if labelled:
+        doc.image("ablation_forest.png", plots.forest(
+            labelled, show.scale, show.unit, metric, data.get("mode", "max"), show.alpha),
+            "forest plot of the arms' effects")
     if any(a.get("per_seed") for a in data["arms"]):
         doc.image("ablation_seeds.png", plots.paired_seeds(data["arms"], metric),
                   "each seed's baseline and arm values")

@@ -233,6 +233,20 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 
+    def record(self, trial_id: str, state: TrialState, value: float | None = None,
+               curve: dict[int, float] | None = None) -> None:
+        """Tell the study how a trial ended, its learning curve (step -> value) reported first:
+        for trials whose results do not come one by one, such as a seed group's means
+        (`service.tune.seedgroups`). `value` counts only for COMPLETE."""
+        if trial_id in self._completed_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        for step, intermediate in sorted((curve or {}).items()):
+            ot_trial.report(intermediate, step)
+        self._ot_study.tell(ot_trial, value if state == TrialState.COMPLETE else None,
+                            state=state)
+        self._completed_trials.add(trial_id)
+
     def _stopped_early(self, result: dict | None) -> bool:
         return (bool(result) and isinstance(self.metric, str) and self.metric in result
                 and self._time_attr in result and result[self._time_attr] < self._max_epochs

@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler, MedianStoppingRule
-from ray.tune.search import BasicVariantGenerator, Repeater
+from ray.tune.search import BasicVariantGenerator
 
 from service.config.blocks import FloatRange, Values, make_pruner
 from service.config.spec import SweepSpec
@@ -17,6 +17,7 @@ from service.tune.schedulers import (
     PrunedAwareOptunaSearch,
     RestorableASHA,
 )
+from service.tune.seedgroups import SeedGroups
 
 
 def make_searcher(spec, max_concurrent: int = 0):
@@ -30,8 +31,11 @@ def make_searcher(spec, max_concurrent: int = 0):
         searcher = PrunedAwareOptunaSearch(
             sampler=sampler, max_epochs=spec.budget.max_epochs, storage=storage,
             study_name=(spec.searcher.study_name or spec.name) if storage else None)
-        # Repeater hands the same config to `seeds` trials and gives the searcher their mean.
-        return Repeater(searcher, repeat=spec.budget.seeds) if spec.budget.seeds > 1 else searcher
+        if spec.budget.seeds == 1:
+            return searcher
+        # Each config goes to `seeds` trials; the study gets one trial per config, PRUNED
+        # unless every seed ran the full budget (then COMPLETE with the seeds' mean).
+        return SeedGroups(searcher, seeds=spec.budget.seeds, max_epochs=spec.budget.max_epochs)
     # Tune ignores TuneConfig.max_concurrent_trials for a ready-made generator: give it here.
     return BasicVariantGenerator(random_state=spec.searcher.seed, max_concurrent=max_concurrent)
 

@@ -74,7 +74,11 @@ def _finished(experiment_dir: str) -> Summary | None:
 
 
 def _restorable(experiment_dir: str, resume: bool) -> bool:
-    return resume and tune.Tuner.can_restore(experiment_dir)
+    """Whether a resumed study continues this phase's Tune experiment; a phase interrupted
+    before Tune first saved its state (tuner.pkl but no experiment_state file) starts afresh."""
+    if not resume or not tune.Tuner.can_restore(experiment_dir):
+        return False
+    return "://" in experiment_dir or any(Path(experiment_dir).glob("experiment_state-*.json"))
 
 
 def best_settings(summary: Summary, keys: list[str]) -> dict[str, Any]:

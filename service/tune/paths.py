@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-SEED_KEY = "__trial_index__"  # set by Tune's Repeater when budget.seeds > 1
+SEED_KEY = "__trial_index__"  # a seed offset: budget.seeds (seedgroups, grid) and ablations
 ARM_KEY = "arm"  # an ablation's compared runs: which cell (baseline, arm, combination)
 TUNING_DIR = "tuning"  # an ablation's tuning sweeps: RUN/tuning/<cell>/, one per cell
 ABLATION = "ablation.json"  # an ablation's statistics (service.results.ablation)

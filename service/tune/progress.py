@@ -84,8 +84,9 @@ class Progress(Callback):
 
     def _finish(self, trial, what: str) -> None:
         self.running.discard(trial.trial_id)
+        if trial.trial_id not in self.finished:  # a resumed run replays trials it finished
+            self.done += 1
         self._record(trial.trial_id)
-        self.done += 1
         elapsed = time.time() - self.start
         left = self.total - self.done
         eta = f" · ETA ~{_fmt_s(elapsed / self.done * left)}" if left and self.done else ""

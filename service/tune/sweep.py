@@ -4,7 +4,9 @@ per trial through `trial.run_trial`), run or restored, then summarised into summ
 from __future__ import annotations
 
 import importlib.abc
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,8 +138,16 @@ def run_sweep(spec, plan: SweepPlan, progress, resume: bool = False,
         ledger.parent.mkdir(parents=True, exist_ok=True)
         progress.use_ledger(ledger)
     phase = phase or sweep_phase(spec, plan)
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main else None
     tuner = build_tuner(spec, plan, progress, resume=resume, phase=phase)
-    results = tuner.fit()
+    try:
+        results = tuner.fit()
+    finally:
+        # Tune's Ctrl-C handler stays installed after a run that was not interrupted, and
+        # would swallow a Ctrl-C that comes before the next phase of an ablation starts.
+        if main and before is not None:
+            signal.signal(signal.SIGINT, before)
     if interrupted(spec, phase, results, progress):
         return None
     summary = summarize(spec, plan, results, time.perf_counter() - start, phase.searched,

@@ -232,8 +232,11 @@ def build_report(run_dir: str | Path, analyses: bool = True, images: int = 64) -
              f"Ray {summary.ray_version}, torch {summary.torch_version}.")
     best = summary.best
     if best:
-        knobs = ", ".join(f"{k}={_fmt(best.config.get(k))}" for k in summary.searched)
-        doc.para(f"Best: trial {best.trial_id} with {summary.metric} "
+        knobs = ", ".join(f"{'seed' if k == SEED_KEY else k}={_fmt(best.config.get(k))}"
+                          for k in summary.searched)
+        # An ablation compares configurations; its highest run is only the one analysed.
+        doc.para(f"{'Highest run' if study is not None else 'Best'}: trial {best.trial_id} "
+                 f"with {summary.metric} "
                  f"{_fmt(summary.score(best))} ({knobs}).")
     _trials_section(doc, summary)
     numbers = _effects_section(doc, summary)

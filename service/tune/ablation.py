@@ -27,7 +27,7 @@ from service.results import ablation as stats
 from service.results.records import Summary
 from service.results.store import ResultsError, read_summary, write_json
 from service.tune.paths import ABLATION, ARM_KEY, SEED_KEY, SUMMARY, TUNING_DIR
-from service.tune.plan import SweepPlan, join_storage
+from service.tune.plan import SweepPlan, describe_scheduler, describe_searcher, join_storage
 from service.tune.sweep import Phase, run_sweep, sweep_phase
 
 
@@ -44,9 +44,12 @@ def tuning_spec(spec, cell: str):
 
 
 def tuning_plan(plan: SweepPlan, spec, cell: str) -> SweepPlan:
+    """The plan of one cell's tuning sweep (`spec`: that sweep's spec, from `tuning_spec`)."""
     return dataclasses.replace(plan, name=f"{plan.name}/{TUNING_DIR}/{cell}",
                                experiment_dir=join_storage(plan.experiment_dir, TUNING_DIR, cell),
-                               trials=spec.ablation.tune.trials, tuning_trials=0)
+                               trials=spec.budget.num_samples, tuning_trials=0,
+                               searcher=describe_searcher(spec),
+                               scheduler=describe_scheduler(spec))
 
 
 def compare_phase(spec, plan: SweepPlan, tuned: dict[str, dict[str, Any]]) -> Phase:
@@ -54,10 +57,10 @@ def compare_phase(spec, plan: SweepPlan, tuned: dict[str, dict[str, Any]]) -> Ph
     abl = spec.ablation
     arms = {cell: {**settings, **tuned.get(cell, {})} for cell, settings in abl.cells().items()}
     return Phase(base=spec.base_config().model_dump(mode="json"),
-                 # Tune varies the last key fastest: seed 0 of every cell runs first, so that a
-                 # study cut short still holds whole pairs.
-                 param_space={SEED_KEY: tune.grid_search(list(range(abl.seeds))),
-                              ARM_KEY: tune.grid_search(list(arms))},
+                 # Tune enumerates grid keys in name order, the first fastest: here the seeds
+                 # of one cell, then the next cell.
+                 param_space={ARM_KEY: tune.grid_search(list(arms)),
+                              SEED_KEY: tune.grid_search(list(range(abl.seeds)))},
                  searcher=BasicVariantGenerator(random_state=0,
                                                 max_concurrent=plan.max_concurrent_trials),
                  scheduler=FIFOScheduler(), num_samples=1, searched=[ARM_KEY, SEED_KEY],
@@ -100,7 +103,8 @@ def run_tuning(spec, plan: SweepPlan, progress_for, resume: bool
     tuned, scores = {}, {}
     base = spec.base_config()
     for cell, settings in spec.ablation.cells().items():
-        t_spec, t_plan = tuning_spec(spec, cell), tuning_plan(plan, spec, cell)
+        t_spec = tuning_spec(spec, cell)
+        t_plan = tuning_plan(plan, t_spec, cell)
         summary = _finished(t_plan.experiment_dir)
         if summary is None:
             phase = sweep_phase(t_spec, t_plan)

@@ -9,6 +9,7 @@ from service.config.spec import SweepSpec
 from service.results.ablation import sentences
 from service.results.records import Summary
 from service.tune.paths import SEED_KEY
+from service.tune.plan import describe_scheduler, describe_searcher
 
 
 def print_plan(plan, spec: SweepSpec, out=sys.stdout) -> None:
@@ -37,7 +38,7 @@ def print_plan(plan, spec: SweepSpec, out=sys.stdout) -> None:
         if abl.tune is not None:
             print(f"  tuning first: {len(cells)} x {abl.tune.trials} = {plan.tuning_trials} "
                   f"trials over {', '.join(abl.tune.space)} at seed 0; searcher "
-                  f"{plan.searcher}; scheduler {plan.scheduler}", file=out)
+                  f"{describe_searcher(spec)}; scheduler {describe_scheduler(spec)}", file=out)
     print(f"  results: {plan.experiment_dir}", file=out)
 
 

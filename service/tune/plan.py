@@ -52,6 +52,12 @@ def concurrency(spec, cluster: dict[str, float]) -> int:
     return n
 
 
+def describe_searcher(spec) -> str:
+    """The searcher's type and seed."""
+    seed = getattr(spec.searcher, "seed", None)
+    return spec.searcher.type + (f" (seed={seed})" if seed is not None else "")
+
+
 def describe_scheduler(spec) -> str:
     """One line naming the scheduler and its settings."""
     sched = spec.scheduler.model_dump()
@@ -64,17 +70,20 @@ def describe_scheduler(spec) -> str:
 def plan_sweep(spec, results: str, cluster: dict[str, float] | None, run_id: str) -> SweepPlan:
     """The sweep's shape against `cluster` ({'CPU': n, 'GPU': m}); with None (a cluster not
     yet reached) concurrency is left at 0, to be sized when the sweep starts."""
-    searcher = spec.searcher.type + (f" (seed={spec.searcher.seed})" if
-                                     getattr(spec.searcher, "seed", None) is not None else "")
+    searcher = describe_searcher(spec)
     abl = spec.ablation
     tuning = len(abl.cells()) * abl.tune.trials if abl and abl.tune else 0
+    scheduler = describe_scheduler(spec)
+    if abl is not None:  # the compared runs: every configuration x seed, none stopped
+        searcher = f"grid ({len(abl.cells())} configurations x {abl.seeds} seeds)"
+        scheduler = "none"
     return SweepPlan(
         name=spec.name, experiment_dir=join_storage(results, spec.name, run_id),
         trials=expected_trials(spec),
         max_concurrent_trials=concurrency(spec, cluster) if cluster is not None else 0,
         trial_resources=trial_resources(spec), workers_per_trial=spec.resources.workers_per_trial,
         cluster={k: (cluster or {}).get(k, 0.0) for k in ("CPU", "GPU")}, searcher=searcher,
-        scheduler=describe_scheduler(spec), metric=spec.budget.metric, mode=spec.budget.mode,
+        scheduler=scheduler, metric=spec.budget.metric, mode=spec.budget.mode,
         max_epochs=spec.budget.max_epochs, tuning_trials=tuning)
 
 

@@ -143,7 +143,10 @@ def study(*, name: str, run_id: str, metric: str, mode: str, alpha: float, desig
 
 def sentences(ablation: Mapping[str, Any]) -> list[str]:
     """One plain line per arm (and factorial effect): its name and the verdict's reason."""
-    rows = list(ablation["arms"])
+    lines = [f"{r['name']}: {r['reason']}" for r in ablation["arms"]]
     if ablation.get("factorial"):
-        rows += ablation["factorial"]["main_effects"] + ablation["factorial"]["interactions"]
-    return [f"{r['name']}: {r['reason']}" for r in rows]
+        lines += [f"main effect of {r['name']}: {r['reason']}"
+                  for r in ablation["factorial"]["main_effects"]]
+        lines += [f"interaction {r['name']}: {r['reason']}"
+                  for r in ablation["factorial"]["interactions"]]
+    return lines

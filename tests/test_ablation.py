@@ -189,7 +189,6 @@ def test_equal_tuning_per_cell_and_resume_after_an_interrupt(tmp_path: Path) -> 
     resumes without re-running that phase and ends with the tuned values compared."""
     spec = {**STUDY, "name": "tuned", "searcher": {"n_startup_trials": 2},
             "scheduler": {"type": "asha", "grace_period": 1},
-            "resources": {"max_concurrent_trials": 1},
             "budget": {"max_epochs": 1},
             "ablation": {"arms": {"avg_pool": {"pool": "avg"}}, "seeds": 2,
                          "tune": {"space": {"lr": {"type": "float", "low": 0.01, "high": 0.1,

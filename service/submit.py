@@ -1,4 +1,5 @@
-"""`python -m service.submit [SPACE]`: validate a search space, run it on Ray Tune, summarise.
+"""`python -m service.submit [SPACE]`: validate a search space (a sweep, or an ablation study),
+run it on Ray Tune, summarise.
 
 Without --address and RAY_ADDRESS it starts Ray on this machine and stops it at the end; with
 one it connects to that cluster. A bad search space exits with code 2 before Ray starts.

@@ -259,3 +259,19 @@ def test_seed_i_gives_every_arm_the_same_split_order_and_initial_weights() -> No
     assert not any(torch.equal(w0[k], w2[k]) for k in w0 if w0[k].dtype.is_floating_point
                    and w0[k].numel() > 1 and w0[k].std() > 0)
     assert not torch.equal(val0, val2) and not torch.equal(y0, y2)
+
+
+def test_resume_latest_finds_a_study_killed_between_its_summary_and_ablation_json(tmp_path):
+    from service.tune.runtime import find_run
+
+    def run(name: str, spec: dict, *files: str) -> None:
+        d = tmp_path / "s" / name
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps({"spec": spec}))
+        for f in files:
+            (d / f).write_text("{}")
+
+    run("2026-01-01_00-00-00", {"ablation": {"arms": {"a": {}}}})  # no ablation.json yet
+    run("2026-01-01_00-00-01", {"ablation": {"arms": {"a": {}}}}, "ablation.json")
+    run("2026-01-01_00-00-02", {"search": {}})  # a finished sweep
+    assert find_run(str(tmp_path), "s", "latest") == "2026-01-01_00-00-00"

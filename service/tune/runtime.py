@@ -3,6 +3,7 @@ joining Ray, and the run directory (a new one, or the unfinished one to resume).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -27,11 +28,24 @@ def find_run(root: str, name: str, wanted: str) -> str:
         if not (base / wanted).is_dir():
             raise FileNotFoundError(f"--resume {wanted}: no run directory {base / wanted}")
         return wanted
-    runs = sorted(d.name for d in base.glob("*") if d.is_dir()
-                  and not (d / "summary.json").exists())
+    runs = sorted(d.name for d in base.glob("*") if d.is_dir() and not finished(d))
     if not runs:
         raise FileNotFoundError(f"--resume: no unfinished run of {name!r} under {base}")
     return runs[-1]
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether a run wrote everything it ends with: summary.json, and for an ablation study
+    also ablation.json (written after it: a study killed in between is still unfinished)."""
+    summary = run_dir / "summary.json"
+    if not summary.exists():
+        return False
+    if (run_dir / "ablation.json").exists():
+        return True
+    try:
+        return not json.loads(summary.read_text()).get("spec", {}).get("ablation")
+    except (OSError, ValueError):
+        return False  # a summary cut short: resumable
 
 
 def check_writable(results: str, name: str) -> None:

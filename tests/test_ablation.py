@@ -275,3 +275,21 @@ def test_resume_latest_finds_a_study_killed_between_its_summary_and_ablation_jso
     run("2026-01-01_00-00-01", {"ablation": {"arms": {"a": {}}}}, "ablation.json")
     run("2026-01-01_00-00-02", {"search": {}})  # a finished sweep
     assert find_run(str(tmp_path), "s", "latest") == "2026-01-01_00-00-00"
+
+
+def test_tuning_picks_the_best_full_budget_trial_and_none_when_nothing_has_a_value() -> None:
+    from service.results.records import Summary, TrialRecord
+    from service.tune.ablation import best_settings
+
+    def trial(i: str, lr: float, status: str, accs: list[float]) -> TrialRecord:
+        rows = [{"epoch": e + 1, "val_acc": a} for e, a in enumerate(accs)]
+        return TrialRecord.from_history(i, {"lr": lr}, status, rows)
+
+    runs = [trial("a", 0.01, "completed", [0.5, 0.8]), trial("b", 0.05, "completed", [0.6, 0.9]),
+            trial("c", 0.3, "stopped-early", [0.95])]  # higher, but cut short: not eligible
+    summary = Summary.ranked(runs, name="t", spec={"budget": {"max_epochs": 2}},
+                             searched=["lr"])
+    assert best_settings(summary, ["lr"]) == {"lr": 0.05}
+    broken = Summary.ranked([trial("d", 9.0, "diverged", [])], name="t",
+                            spec={"budget": {"max_epochs": 2}}, searched=["lr"])
+    assert best_settings(broken, ["lr"]) is None

@@ -129,9 +129,9 @@ def study(*, name: str, run_id: str, metric: str, mode: str, alpha: float, desig
     tuning_out = None
     if tuning is not None:
         tuning_out = {"trials": tuning_trials, "space": dict(tuning_space or {}),
-                      "arms": {c: {"best": tuned.get(c), "values": list(v),
+                      "arms": {c: {"best": tuned.get(c) or None, "values": list(v),
                                    "expected_best": expected_best(v, mode)}
-                               for c, v in tuning.items()}}
+                               for c, v in tuning.items()}}  # best None: nothing to tune by
     return {"name": name, "run_id": run_id, "metric": metric, "mode": mode, "alpha": alpha,
             "design": design, "epochs": epochs, "seeds": list(seeds), "scale": scale,
             "unit": unit,

@@ -16,6 +16,7 @@ interrupted one is restored by Tune, a missing one starts.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +85,15 @@ def _restorable(experiment_dir: str, resume: bool) -> bool:
     return "://" in experiment_dir or any(Path(experiment_dir).glob("experiment_state-*.json"))
 
 
-def best_settings(summary: Summary, keys: list[str]) -> dict[str, Any]:
-    """The tuned values: the best trial's, among those that ran the full budget if any did."""
+def best_settings(summary: Summary, keys: list[str]) -> dict[str, Any] | None:
+    """The tuned values: the best trial's, among those that ran the full budget if any did;
+    None when no tuning trial has a value (all failed or diverged)."""
     completed = [t for t in summary.trials if t.status == "completed"]
     pool = completed or [t for t in summary.trials if not t.failed]
     scored = [(summary.score(t), t) for t in pool]
     scored = [(s, t) for s, t in scored if s is not None]
     if not scored:
-        raise RuntimeError(f"tuning {summary.name}: no trial has a value of {summary.metric}")
+        return None
     sign = 1 if summary.mode == "max" else -1
     best = max(scored, key=lambda st: sign * st[0])[1]
     return {k: best.config[k] for k in keys if k in best.config}
@@ -114,7 +116,11 @@ def run_tuning(spec, plan: SweepPlan, progress_for, resume: bool
                                 _restorable(t_plan.experiment_dir, resume), phase)
             if summary is None:
                 return None
-        tuned[cell] = best_settings(summary, list(t_spec.search))
+        best = best_settings(summary, list(t_spec.search))
+        if best is None:  # the cell then trains its fixed settings; the study says so
+            print(f"tuning {cell}: no trial has a value of {summary.metric} (all failed or "
+                  f"diverged); it is compared with its fixed settings", file=sys.stderr)
+        tuned[cell] = best or {}
         scores[cell] = [s for t in summary.trials if (s := summary.score(t)) is not None]
     return tuned, scores
 

@@ -69,6 +69,17 @@ def test_default_sweep_quick_reports_wall_time_and_peak_memory():
     assert 0.1 < h["peak_pss_gib"] <= h["peak_rss_gib"]
 
 
+@pytest.mark.slow
+def test_vs_optuna_quick_runs_the_same_work_both_ways():
+    _, h = run_quick("vs_optuna.py")
+    assert h["trials"] == 2 and h["epochs"] == 1
+    # Identical-work mode: no early stopping on either side, so every trial trains every epoch.
+    assert h["sweep_epochs"] == h["optuna_epochs"] == h["trials"] * h["epochs"]
+    for key, value in h.items():
+        assert value > 0, key
+    assert h["sweep_over_optuna"] > 0
+
+
 def test_search_table_averages_training_seeds():
     # --train-seeds N: each configuration's curve is the per-epoch mean of N real runs.
     import importlib.util

@@ -85,6 +85,9 @@ def load_space(trials: int, epochs: int, early_stopping: bool):
         raise SystemExit("vs_optuna: --early-stopping compares ASHA with Optuna's "
                          f"SuccessiveHalvingPruner; the space's scheduler is "
                          f"{spec.scheduler.type}")
+    if early_stopping and spec.scheduler.reduction_factor != int(spec.scheduler.reduction_factor):
+        raise SystemExit("vs_optuna: SuccessiveHalvingPruner takes a whole reduction factor; "
+                         f"the space's ASHA has {spec.scheduler.reduction_factor}")
     return spec
 
 
@@ -153,7 +156,7 @@ def run_optuna(spec, n_jobs: int, early_stopping: bool) -> dict[str, Any]:
     sampler = SeededTPE(seed=spec.searcher.seed, n_startup_trials=spec.searcher.n_startup_trials)
     pruner = (optuna.pruners.SuccessiveHalvingPruner(
         min_resource=spec.scheduler.grace_period,
-        reduction_factor=spec.scheduler.reduction_factor)
+        reduction_factor=int(spec.scheduler.reduction_factor))  # Optuna indexes rungs by it
         if early_stopping else optuna.pruners.NopPruner())
     t0 = time.perf_counter()
     study = optuna.create_study(direction="maximize" if spec.budget.mode == "max" else

@@ -67,15 +67,10 @@ def factorial_contrasts(values: Mapping[str, Mapping[Any, float | None]], factor
     return out
 
 
-def _pairs(baseline: Mapping[Any, float | None], arm: Mapping[Any, float | None]) -> int:
-    return sum(1 for s in baseline.keys() & arm.keys() if baseline[s] is not None
-               and arm[s] is not None and math.isfinite(baseline[s]) and math.isfinite(arm[s]))
-
-
 def _untested(name: str, baseline: Mapping[Any, float | None], arm: Mapping[Any, float | None],
               mode: str, alpha: float, **extra: Any) -> dict[str, Any]:
     """An arm with fewer than two seeds valued on both sides: no statistics, and why."""
-    n = _pairs(baseline, arm)
+    n = len(paired.valued_pairs(baseline, arm))
     missing = sorted(s for s in baseline.keys() | arm.keys()
                      if baseline.get(s) is None or arm.get(s) is None)
     numbers = dict.fromkeys(("baseline_mean", "arm_mean", "effect", "ci_low", "ci_high",
@@ -107,7 +102,7 @@ def study(*, name: str, run_id: str, metric: str, mode: str, alpha: float, desig
     scale, unit = display(metric)
     tuned = tuned or {}
     arm_cells = [c for c in cells if c != BASELINE]
-    testable = [c for c in arm_cells if _pairs(values[BASELINE], values[c]) >= 2]
+    testable = [c for c in arm_cells if len(paired.valued_pairs(values[BASELINE], values[c])) >= 2]
     results = dict(zip(testable, paired.analyse_study(
         values[BASELINE], {c: values[c] for c in testable}, mode, alpha, unit, scale),
         strict=True))

@@ -103,16 +103,22 @@ def holm(pvalues):
     return dict(zip(keys, out, strict=True)) if keys is not None else out
 
 
-def pair(baseline: Mapping[Any, float | None], arm: Mapping[Any, float | None]
-         ) -> list[dict[str, Any]]:
-    """Per seed with a finite value on both sides: {seed, baseline, arm, diff}; ValueError when
-    fewer than 2 seeds pair."""
+def valued_pairs(baseline: Mapping[Any, float | None], arm: Mapping[Any, float | None]
+                 ) -> list[dict[str, Any]]:
+    """Per seed with a finite value on both sides: {seed, baseline, arm, diff}."""
     rows = []
     for seed in sorted(baseline.keys() & arm.keys()):
         b, a = baseline[seed], arm[seed]
         if b is None or a is None or not (math.isfinite(b) and math.isfinite(a)):
             continue  # a failed or diverged trial has no value to pair
         rows.append({"seed": seed, "baseline": float(b), "arm": float(a), "diff": float(a - b)})
+    return rows
+
+
+def pair(baseline: Mapping[Any, float | None], arm: Mapping[Any, float | None]
+         ) -> list[dict[str, Any]]:
+    """`valued_pairs`; ValueError when fewer than 2 seeds pair."""
+    rows = valued_pairs(baseline, arm)
     if len(rows) < 2:
         raise ValueError(f"paired statistics need at least 2 seeds with values on both sides, "
                          f"got {len(rows)} (baseline seeds {sorted(baseline)}, arm {sorted(arm)})")

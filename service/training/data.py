@@ -14,6 +14,7 @@ The files themselves are read by service.training.datafiles.
 """
 
 import functools
+import importlib.metadata
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision.datasets as tvd
 from torch import nn
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from service.config.data import (
     NUM_CLASSES,
@@ -33,7 +32,7 @@ from service.config.data import (
     DataError,
     check_available,
 )
-from service.training.datafiles import load_t10k, load_torchvision
+from service.training.cache import cached_arrays, key
 
 # Published per-channel statistics of the training sets, in [0, 1] units.
 _MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -132,6 +131,31 @@ class TensorImageDataset(Dataset):
         return self.labels[self.indices]
 
 
+class Standardise:
+    """`(x - mean) / std` per channel after repeating a grey channel to `channels`: what
+    `_compose` builds from v2.RGB and v2.Normalize, for items that need nothing else, with torch
+    alone. The digits without augmentation use it, so that a trial's new worker process does
+    not import torchvision (1.2 s of CPU per process in issue 18's start-up profile)."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], channels: int) -> None:
+        self.mean_tuple, self.std_tuple, self.channels = tuple(mean), tuple(std), channels
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-3] != self.channels:
+            x = x.expand(*x.shape[:-3], self.channels, *x.shape[-2:])
+        return x.sub(self.mean).div_(self.std)
+
+    def __repr__(self) -> str:
+        return f"Standardise(mean={self.mean_tuple}, std={self.std_tuple})"
+
+
+def _augments(aug: AugmentConfig) -> bool:
+    """Whether `aug` changes any training image."""
+    return aug.crop != "none" or aug.hflip or aug.color_jitter > 0 or aug.lighting > 0
+
+
 class _TransformSubset(Dataset):
     """A subset of a PIL-yielding dataset (ImageFolder) with its own transform."""
 
@@ -153,14 +177,29 @@ def split_indices(labels: Any, val_fraction: float, seed: int) -> tuple[np.ndarr
     if n_val < 1 or n_val >= len(labels):
         raise DataError(f"cannot split {len(labels)} images with data.val_fraction="
                         f"{val_fraction}: one side would be empty")
-    from sklearn.model_selection import train_test_split  # lazily: ~80 MB with scipy
 
-    idx = np.arange(len(labels))
+    def split() -> dict[str, np.ndarray]:
+        from sklearn.model_selection import train_test_split  # lazily: ~80 MB with scipy
+
+        idx = np.arange(len(labels))
+        try:
+            tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed,
+                                      stratify=labels)
+        except ValueError:  # a class with < 2 images, or fewer val slots than classes
+            tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed)
+        return {"train": np.sort(tr), "val": np.sort(va)}
+
+    # one sklearn split per node and labels: a trial's new process reads it from disk
+    found = cached_arrays(f"split-{key(_sklearn_version(), labels, val_fraction, seed)}", split)
+    return found["train"], found["val"]
+
+
+def _sklearn_version() -> str:
+    """scikit-learn's version, read without importing it (its import is the cost saved)."""
     try:
-        tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=labels)
-    except ValueError:  # a class with < 2 images, or fewer val slots than classes
-        tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed)
-    return np.sort(tr), np.sort(va)
+        return importlib.metadata.version("scikit-learn")
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
 
 
 def _adapt_stats(stats: tuple, in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -176,11 +215,15 @@ def _adapt_stats(stats: tuple, in_channels: int) -> tuple[tuple[float, ...], tup
 
 
 def _channel_step(native: int, in_channels: int) -> list[nn.Module]:
+    from torchvision.transforms import v2  # torchvision only where a transform needs it
+
     # v2.RGB repeats a grey channel; v2.Grayscale(1) uses the ITU-R 601 weights
     return {(1, 3): [v2.RGB()], (3, 1): [v2.Grayscale(1)]}.get((native, in_channels), [])
 
 
 def _augment_steps(aug: AugmentConfig, size: int, lighting: Lighting | None) -> list[nn.Module]:
+    from torchvision.transforms import v2
+
     # geometry first, then photometric noise; Lighting last, on [0, 1] values as in AlexNet
     steps: list[nn.Module] = {
         "none": [], "random": [v2.RandomCrop(size, padding=aug.crop_padding)],
@@ -196,7 +239,9 @@ def _augment_steps(aug: AugmentConfig, size: int, lighting: Lighting | None) -> 
     return steps
 
 
-def _compose(pre: list[nn.Module], aug: list[nn.Module], stats: tuple) -> v2.Compose:
+def _compose(pre: list[nn.Module], aug: list[nn.Module], stats: tuple) -> Any:
+    from torchvision.transforms import v2
+
     return v2.Compose([*pre, *aug, v2.Normalize(*stats), v2.ToPureTensor()])
 
 
@@ -209,6 +254,8 @@ def tensor_datasets(
     """`Datasets` over in-memory images (N, H, W) or (N, C, H, W), uint8 or float in [0, 1],
     split by index (e.g. `load_idx_pair` + `split_indices`). mean/std (native channels)
     default to the statistics of up to 10,000 train images; `seed` picks the lighting sample."""
+    from torchvision.transforms import v2
+
     _check_shape_args(image_size, in_channels)
     aug, size = augmentation or AugmentConfig(), image_size
     images = images.unsqueeze(1) if images.dim() == 3 else images
@@ -243,15 +290,22 @@ def tensor_datasets(
 @functools.lru_cache(maxsize=4)
 def _digits_resized(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """All 1,797 digits resized once per size: images (N,1,S,S) float32 in [0,1], labels, and
-    per-image pixel mean and mean square (so any split's mean/std costs O(N), not a copy)."""
-    from sklearn.datasets import load_digits  # imported lazily: only the default needs it
+    per-image pixel mean and mean square (so any split's mean/std costs O(N), not a copy).
+    The resize is torchvision's (bilinear, antialiased) done by torch alone."""
 
-    d = load_digits()
-    x = torch.from_numpy(d.images).float().div_(16.0).unsqueeze(1)  # values 0..16 -> [0, 1]
+    def load() -> dict[str, np.ndarray]:
+        from sklearn.datasets import load_digits  # lazily, and once per node (the cache)
+
+        d = load_digits()
+        return {"images": d.images, "target": d.target}
+
+    d = cached_arrays(f"digits-{_sklearn_version()}", load)
+    x = torch.from_numpy(d["images"]).float().div_(16.0).unsqueeze(1)  # values 0..16 -> [0, 1]
     if size != 8:
-        x = v2.functional.resize(x, [size, size], antialias=True).clamp_(0.0, 1.0)
+        x = nn.functional.interpolate(x, size=[size, size], mode="bilinear", align_corners=False,
+                                      antialias=True).clamp_(0.0, 1.0)
     x = x.contiguous()
-    return x, torch.from_numpy(d.target).long(), x.mean((1, 2, 3)), x.square().mean((1, 2, 3))
+    return x, torch.from_numpy(d["target"]).long(), x.mean((1, 2, 3)), x.square().mean((1, 2, 3))
 
 
 @functools.lru_cache(maxsize=64)
@@ -271,6 +325,9 @@ def _check_shape_args(size: int, in_channels: int) -> None:
 
 
 def _imagefolder(cfg: DataConfig, root: Path, size: int, in_channels: int, seed: int) -> Datasets:
+    import torchvision.datasets as tvd
+    from torchvision.transforms import v2
+
     if cfg.download:
         raise DataError("data.download is not supported for imagefolder: put the tree at "
                         f"data.root ({root}) yourself")
@@ -324,6 +381,12 @@ def build_datasets(
     if name == "digits":
         images, labels, _, _ = _digits_resized(size)
         tr, va, mean, std = _digits_split(size, seed, cfg.val_fraction)
+        if not _augments(aug):  # nothing but standardising: no torchvision in this process
+            std_items = Standardise((mean,) * in_channels, (std,) * in_channels, in_channels)
+            tr, va = (torch.as_tensor(i).long().clone() for i in (tr, va))
+            return Datasets(TensorImageDataset(images, labels, std_items, tr),
+                            TensorImageDataset(images, labels, std_items, va), 10, in_channels,
+                            size, std_items.mean_tuple, std_items.std_tuple)
         return tensor_datasets(images, labels, tr, va, image_size=size, in_channels=in_channels,
                                num_classes=10, augmentation=aug, mean=(mean,), std=(std,),
                                seed=seed)
@@ -333,6 +396,8 @@ def build_datasets(
     root = Path(cfg.root).expanduser().resolve()
     if name == "imagefolder":
         return _imagefolder(cfg, root, size, in_channels, seed)
+    from service.training.datafiles import load_t10k, load_torchvision
+
     if name == "mnist_test":
         check_available(cfg)
         images, labels = load_t10k(str(root))

@@ -13,12 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision.datasets as tvd
 
 from service.config.data import DataError, t10k_paths, torchvision_files
 
-_TORCHVISION: dict[str, type] = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST,
-                                 "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
+_TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10",
+                "cifar100": "CIFAR100"}  # torchvision.datasets' classes, imported when used
 
 
 def load_idx_pair(images_path: str | Path, labels_path: str | Path) -> tuple[torch.Tensor, ...]:
@@ -58,9 +57,12 @@ def _read_idx(path: Path, magic: int) -> tuple[tuple[int, ...], bytes]:
 def load_torchvision(name: str, root: str, download: bool) -> tuple[torch.Tensor, Any, int]:
     """Decode the official train + test splits once per process: (images uint8 (N, C, H, W),
     labels, number of train images); the test images come last and serve as validation."""
+    import torchvision.datasets as tvd
+
     where, files = torchvision_files(name, Path(root))
+    dataset = getattr(tvd, _TORCHVISION[name])
     try:
-        splits = [_TORCHVISION[name](root, train=t, download=download) for t in (True, False)]
+        splits = [dataset(root, train=t, download=download) for t in (True, False)]
     except (RuntimeError, OSError) as e:  # torchvision: "Dataset not found ..."; network errors
         missing = [f for f in files if not (where / f).is_file()]
         if download:

@@ -19,6 +19,7 @@ actor requested -> first step> ray_start_s=<ray.init>`.
 from __future__ import annotations
 
 import argparse
+import collections
 import statistics
 import sys
 import tempfile
@@ -48,7 +49,7 @@ def actor_rows(t0: float) -> list[tuple[float, str, dict[str, float]]]:
         events = {e["state"]: e["created_ms"] / 1000 - t0 for e in task.events or []}
         if "PENDING_NODE_ASSIGNMENT" in events:
             rows.append((events["PENDING_NODE_ASSIGNMENT"], task.name, events))
-    return sorted(rows)
+    return sorted(rows, key=lambda row: row[:2])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = plan_sweep(spec, results, ray.cluster_resources(), "run")
     started: dict[str, float] = {}
     first_step: dict[str, float] = {}
+    complete: dict[str, float] = {}
 
     class Timed(Progress):
         def on_trial_start(self, iteration, trials, trial, **info):
@@ -84,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if result.get("epoch") == 1:
                 first_step[trial.trial_id] = time.time() - result["epoch_s"]
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            complete[trial.trial_id] = time.time()
+            super().on_trial_complete(iteration, trials, trial, **info)
 
     t0 = time.time()
     summary = run_sweep(spec, plan, Timed(plan.trials, 1, ["lr"], quiet=True))
@@ -104,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     launches = [first_step[i] - t0 - r for i, r in zip(ids, sorted(requested), strict=False)]
     for i in ids:
         print(f"trial {i}: on_trial_start {started.get(i, t0) - t0:6.2f}  first step "
-              f"{first_step[i] - t0:6.2f}")
+              f"{first_step[i] - t0:6.2f}  complete {complete.get(i, t0) - t0:6.2f}")
+    made = collections.Counter(name.split(".")[0] for _, name, _ in rows
+                               if name.endswith("__init__"))
+    print("actors created:", ", ".join(f"{n} x{c}" for n, c in sorted(made.items())))
     statuses = sorted({t.status for t in summary.trials}) if summary else ["interrupted"]
     print(f"trials {len(ids)} ({', '.join(statuses)}), sweep wall {wall:.1f}s")
     if len(starts) > 1:

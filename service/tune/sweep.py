@@ -103,7 +103,7 @@ def build_tuner(spec, plan: SweepPlan, progress, resume: bool = False,
         scheduler=phase.scheduler, num_samples=phase.num_samples,
         # A ready-made generator (grid/random) takes the limit itself; Tune would warn here.
         max_concurrent_trials=plan.max_concurrent_trials if phase.limit_concurrency else None,
-        time_budget_s=spec.budget.time_budget_s)
+        time_budget_s=spec.budget.time_budget_s, reuse_actors=True)
     storage, name = plan.experiment_dir.rsplit("/", 1)
     run_config = tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[progress],
                                 failure_config=tune.FailureConfig(max_failures=0))

@@ -68,13 +68,33 @@ def with_arm(config: dict[str, Any], arms: dict[str, dict[str, Any]] | None) -> 
     return {**arms[name], **config}
 
 
+class _Trainer(DataParallelTrainer):
+    """Train V2's DataParallelTrainer without Ray Data's per-run `DatasetManager` actor when the
+    run has no Ray Datasets (ours never has: the workers build their own). That actor is one
+    more process per trial (~1.2 CPU-s on 2 cores, bench/trial_start.py), idle for the whole
+    run. A private Ray hook, pinned by tests/test_trial_start.py; where Ray no longer has it,
+    the trainer is Ray's own."""
+
+    def _create_default_callbacks(self):
+        callbacks = super()._create_default_callbacks()
+        if self.datasets or _DatasetsCallback is None:
+            return callbacks
+        return [c for c in callbacks if not isinstance(c, _DatasetsCallback)]
+
+
+try:  # a private Ray module (docs/architecture.md lists the private APIs we use)
+    from ray.train.v2._internal.callbacks import DatasetsCallback as _DatasetsCallback
+except ImportError:
+    _DatasetsCallback = None
+
+
 def make_trainer(config: dict[str, Any], scaling_config, run_config):
     """The Ray Train run of one trial: `train_worker` on each worker of `scaling_config`.
 
     Train V2's DataParallelTrainer (TorchTrainer's base class) with no backend: the workers
     start their process group themselves, so nothing outside them imports torch."""
-    return DataParallelTrainer(train_worker, train_loop_config=config,
-                               scaling_config=scaling_config, run_config=run_config)
+    return _Trainer(train_worker, train_loop_config=config, scaling_config=scaling_config,
+                    run_config=run_config)
 
 
 def run_trial(config: dict[str, Any], base: dict[str, Any] | None = None,

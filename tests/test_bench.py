@@ -111,3 +111,16 @@ def test_gpu_check_script_runs_its_benchmarks(tmp_path: Path):
     assert "zfnet_fp32_img_s=" in (tmp_path / "throughput_rest.txt").read_text()
     assert (tmp_path / "towers_check.txt").read_text().strip()
     assert "torch" in (tmp_path / "machine.txt").read_text()
+
+
+@pytest.mark.slow
+def test_scale_quick_runs_two_sweep_sizes_and_times_the_report():
+    lines, h = run_quick("scale.py")
+    assert h["per_trial_ratio"] > 0 and h["report_s"] > 0 and h["leaks"] >= 0
+    assert "rss_mb_per_trial" in h  # a slope (a missing one would not parse as a number)
+    table = [line.split() for line in lines if line.split()[:1] in (["4"], ["8"])]
+    assert [row[0] for row in table] == ["4", "8"]  # one row per N, each its own sweep
+    for row in table:
+        assert row[-2:] == ["completed", row[0]]  # every one-epoch trial ran its epoch
+    assert sum(line.strip().startswith(("per_trial_ratio ", "rss_mb_per_trial ", "leaks ",
+                                        "report_s ")) for line in lines) == 4  # the targets

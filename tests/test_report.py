@@ -87,19 +87,19 @@ def test_report_html_stands_alone(report_dir):
         assert (report_dir / name).stat().st_size > 1000
 
 
-@pytest.mark.slow
-def test_report_renders_in_headless_chromium(report_dir, tmp_path):
+def render_in_chromium(report: Path, shot: Path) -> tuple[int, int]:
+    """Open report.html in a real headless Chromium: (images on the page, images the browser
+    decoded), and a 1200x2000 screenshot at `shot` that must show something (not a blank
+    page). Skips the test when Chromium is not installed."""
     browser = chromium()
     if browser is None:
         pytest.skip("Chromium is not installed (.ci/run installs it with apt)")
-    page = (report_dir / "report.html").as_uri()
+    page = report.as_uri()
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
     dom = subprocess.run([browser, *flags, "--dump-dom", page], capture_output=True, text=True,
                          timeout=120)
     body = re.search(r'<body data-images="(\d+)" data-images-loaded="(\d+)"', dom.stdout)
     assert body, dom.stdout[:2000] + dom.stderr[-2000:]
-    assert int(body[1]) >= 8 and body[1] == body[2]  # every image decoded in the browser
-    shot = tmp_path / "shot.png"
     subprocess.run([browser, *flags, "--window-size=1200,2000", f"--screenshot={shot}", page],
                    capture_output=True, timeout=120)
     from PIL import Image
@@ -108,6 +108,13 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
         assert img.size == (1200, 2000)
         colours = img.convert("L").getextrema()
     assert colours[1] - colours[0] > 100  # something was drawn, not a blank page
+    return int(body[1]), int(body[2])
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(report_dir, tmp_path):
+    images, decoded = render_in_chromium(report_dir / "report.html", tmp_path / "shot.png")
+    assert images >= 8 and decoded == images  # every image decoded in the browser
 
 
 @pytest.mark.slow
@@ -230,3 +237,94 @@ def test_the_suggested_ablation_block_is_a_valid_study_of_the_sweep():
     study["budget"] = {k: v for k, v in space["budget"].items() if k != "num_samples"}
     ablation = parse_spec({**study, **yaml.safe_load(block)}).ablation
     assert list(ablation.cells()) == ["baseline", "with_lrn", "dropout_0.125"]
+
+
+MANY = 60  # above report.data.MANY_TRIALS: the per-trial figures aggregate
+MANY_SPACE = {"name": "many", "data": {"dataset": "digits", "image_size": 32},
+              "model": {"family": "lenet5"}, "train": {"batch_size": 64},
+              "search": {"lr": {"type": "float", "low": 0.01, "high": 0.1}},
+              "budget": {"max_epochs": 4, "num_samples": MANY},
+              "scheduler": {"type": "asha", "grace_period": 2, "reduction_factor": 2},
+              "searcher": {"type": "random", "seed": 0}}
+
+
+def many_trials() -> list[tuple[str, float, str, list[dict]]]:
+    """(id, lr, status, per-epoch results) of MANY trials: 48 complete 4 epochs (trial c<i>
+    ends at val_acc 0.5 + i/100), 8 are stopped at epoch 2, 2 diverge at epoch 2 (a NaN loss
+    after a finite epoch 1) and 2 fail before any result."""
+    out = []
+    for i in range(48):
+        accs = [0.2 + (0.3 + i / 100) * e / 4 for e in range(1, 5)]
+        out.append((f"c{i:02d}", 0.01 + i / 600, "completed", accs))
+    out += [(f"s{i}", 0.05 + i / 200, "stopped-early", [0.15, 0.2]) for i in range(8)]
+    out += [(f"d{i}", 0.09 + i / 200, "diverged", [0.1, float("nan")]) for i in range(2)]
+    out += [(f"e{i}", 0.02 + i / 200, "error", []) for i in range(2)]
+    return out
+
+
+def synthesise_run(run: Path, trials) -> Path:
+    """A run directory as a sweep leaves it: Tune's trial directories (result.json, one line
+    per epoch, NaN as Tune writes it) and summary.json."""
+    from service.results.store import write_json
+
+    spec = parse_spec(MANY_SPACE).model_dump(mode="json")
+    records = []
+    for i, (tid, lr, status, accs) in enumerate(trials):
+        rows = [{"epoch": e, "val_acc": a, "train_loss": 1 / e if a == a else float("nan"),
+                 "epoch_s": 1.0} for e, a in enumerate(accs, 1)]
+        trial_dir = run / f"run_trial_{tid}_{i:05d}_{i}_lr={lr:.4f}_2026-01-01_00-00-00"
+        trial_dir.mkdir(parents=True)
+        (trial_dir / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        records.append(TrialRecord.from_history(
+            tid, {"lr": lr}, status, rows, error="RuntimeError: boom" if status == "error"
+            else None))
+    write_json(run / "summary.json", Summary.ranked(records, name="many", spec=spec,
+                                                    searched=["lr"], wall_s=1.0))
+    return run
+
+
+@pytest.fixture(scope="module")
+def many_report(tmp_path_factory) -> Path:
+    from service.report.build import build_report
+
+    run = synthesise_run(tmp_path_factory.mktemp("many") / "run", many_trials())
+    build_report(run, analyses=False)
+    return run
+
+
+def test_many_trials_draw_their_learning_curves_in_aggregate(many_report, tmp_path):
+    from service.report.build import build_report
+
+    numbers = json.loads((many_report / "report.json").read_text())
+    bands = numbers["curve_bands"]
+    assert bands["trials"] == MANY
+    assert bands["statuses"] == {"completed": 48, "stopped-early": 8, "diverged": 2,
+                                 "error": 2}
+    by_epoch = {r["epoch"]: r for r in bands["epochs"]}
+    # Epoch 1: every trial with a result; 2: the diverged trials' NaN is no value; 3-4: only
+    # the completed trials are left.
+    assert [by_epoch[e]["n"] for e in (1, 2, 3, 4)] == [58, 56, 48, 48]
+    final = by_epoch[4]  # 0.5 + i/100 for i = 0..47: linear-interpolated percentiles
+    assert final["median"] == pytest.approx(0.735)
+    assert final["p10"] == pytest.approx(0.547) and final["p90"] == pytest.approx(0.923)
+    assert [(b["trial_id"], b["score"]) for b in bands["best"]] == [
+        (f"c{i}", pytest.approx(0.5 + i / 100)) for i in (47, 46, 45, 44, 43)]
+    md = (many_report / "report.md").read_text()
+    assert "60 trials (more than 40): the learning curves in aggregate" in md
+    assert "8 stopped early, 4 diverged or failed." in md
+    for t in many_trials():  # the table still lists every trial
+        assert f"| {t[0]} |" in md
+    assert (many_report / "report_files" / "curves.png").stat().st_size > 1000
+    assert (many_report / "report_files" / "parallel.png").stat().st_size > 1000
+
+    # A sweep of a few trials keeps one curve per trial: no aggregate, no such paragraph.
+    few = synthesise_run(tmp_path / "few", many_trials()[40:52])
+    build_report(few, analyses=False)
+    assert "curve_bands" not in json.loads((few / "report.json").read_text())
+    assert "in aggregate" not in (few / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_report_of_many_trials_renders_in_headless_chromium(many_report, tmp_path):
+    images, decoded = render_in_chromium(many_report / "report.html", tmp_path / "shot.png")
+    assert images >= 4 and decoded == images  # curves, effects, importance, parallel

@@ -19,8 +19,10 @@ from typing import Any
 from service.analysis import AnalysisError, analyze_trial
 from service.report import ablation, plots
 from service.report.data import (
+    MANY_TRIALS,
     ablation_example,
     conv_health,
+    curve_bands,
     describe_group,
     importance,
     knob_effects,
@@ -97,16 +99,28 @@ document.body.setAttribute('data-images',i.length);
 document.body.setAttribute('data-images-loaded',ok);});</script>"""
 
 
-def _trials_section(doc: Doc, summary: Summary) -> None:
+def _trials_section(doc: Doc, summary: Summary) -> dict[str, Any] | None:
+    """The trials table and their learning curves; with more than MANY_TRIALS trials the
+    curves in aggregate (returned, for report.json), else one line per trial (None)."""
     keys, metric = summary.searched, summary.metric
     doc.heading("Trials")
     doc.table(["trial", *("seed" if k == SEED_KEY else k for k in keys), "status", "epochs",
                f"best {metric}", "error"],
               [[t.trial_id, *(t.config.get(k) for k in keys), t.status, t.epochs,
                 summary.score(t), t.error or ""] for t in summary.trials])
+    bands = curve_bands(summary) if len(summary.trials) > MANY_TRIALS else None
+    if bands is not None:
+        st = bands["statuses"]
+        failed = sum(n for k, n in st.items() if k not in ("completed", "stopped-early"))
+        doc.para(f"{bands['trials']} trials (more than {MANY_TRIALS}): the learning curves in "
+                 f"aggregate, per epoch the median and the 10-90% band of {metric} over the "
+                 "trials that reached that epoch (n under each epoch), with the "
+                 f"{len(bands['best'])} best trials drawn one by one; "
+                 f"{st.get('stopped-early', 0)} stopped early, {failed} diverged or failed.")
     doc.image("curves.png", plots.learning_curves(summary.trials, metric,
-                                                  summary.spec["budget"]["max_epochs"]),
+                                                  summary.spec["budget"]["max_epochs"], bands),
               "learning curves")
+    return bands
 
 
 def _left_out(left: list[dict[str, Any]]) -> str:
@@ -165,8 +179,10 @@ def _effects_section(doc: Doc, summary: Summary) -> dict[str, Any]:
         doc.para(f"Parameter importance not computed: {imp['error']}.")
     if summary.searched:
         values = [summary.score(t) for t in summary.trials]
+        best = ([r["trial_id"] for r in curve_bands(summary)["best"]]
+                if len(summary.trials) > MANY_TRIALS else None)
         doc.image("parallel.png", plots.parallel_coordinates(
-            summary.trials, summary.searched, metric, values), "parallel coordinates")
+            summary.trials, summary.searched, metric, values, best), "parallel coordinates")
     return {"effects": {k: e["rows"] for k, e in knobs.items()},
             "effects_basis": {k: effects[k] for k in ("rule", "epoch", "trials", "left_out")},
             "ablation_example": example, "importance": imp}
@@ -238,8 +254,10 @@ def build_report(run_dir: str | Path, analyses: bool = True, images: int = 64) -
         doc.para(f"{'Highest run' if study is not None else 'Best'}: trial {best.trial_id} "
                  f"with {summary.metric} "
                  f"{_fmt(summary.score(best))} ({knobs}).")
-    _trials_section(doc, summary)
+    bands = _trials_section(doc, summary)
     numbers = _effects_section(doc, summary)
+    if bands is not None:
+        numbers["curve_bands"] = bands
     numbers["models"] = _models_section(doc, summary, run_dir)
     if study is not None:
         numbers["ablation"] = study

@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import optuna.distributions as d
 import yaml
@@ -17,10 +18,12 @@ from service.analysis.aliasing import aliasing_stats
 from service.analysis.filters import filter_stats
 from service.analysis.load import val_images
 from service.models import architecture_knobs, describe, model_knobs
-from service.results.records import Summary, TrialRecord
+from service.results.records import Summary, TrialRecord, rank
 from service.results.stats import mean_ci95
 
 MIN_CI_N = 3  # fewer values get no interval: n is shown instead
+MANY_TRIALS = 40  # above this, per-trial figures aggregate: one line per trial is a blur
+BEST_SHOWN = 5  # trials still drawn one by one in an aggregated learning-curve figure
 
 
 def _label(value: Any) -> str:
@@ -94,6 +97,32 @@ def comparable(summary: Summary) -> dict[str, Any]:
     left_out = [{"trial_id": t.trial_id, "status": t.status, "why": _why(t, metric, epoch)}
                 for t in summary.trials if t.trial_id not in values]
     return {"rule": rule, "epoch": epoch, "values": values, "left_out": left_out}
+
+
+def curve_bands(summary: Summary, best: int = BEST_SHOWN) -> dict[str, Any]:
+    """The learning curves of many trials in aggregate: per epoch, over the trials with a
+    finite value of the metric there (fewer at later epochs once trials stop), n, the median
+    and the 10th and 90th percentiles (linear interpolation); the `best` top-scored trials (to
+    be drawn individually) and how many trials ended in each status."""
+    metric = summary.metric
+    max_epochs = summary.spec.get("budget", {}).get("max_epochs") or max(
+        (t.epochs for t in summary.trials), default=0)
+    epochs = []
+    for epoch in range(1, max_epochs + 1):
+        values = [v for v in (value_at(t, metric, epoch) for t in summary.trials)
+                  if v is not None]
+        if values:
+            p10, median, p90 = (float(q) for q in np.percentile(values, [10, 50, 90]))
+            epochs.append({"epoch": epoch, "n": len(values), "median": median, "p10": p10,
+                           "p90": p90})
+    statuses: dict[str, int] = {}
+    for t in summary.trials:
+        statuses[t.status] = statuses.get(t.status, 0) + 1
+    top = [{"trial_id": t.trial_id, "score": summary.score(t)}
+           for t in rank(summary.trials, metric, summary.mode)
+           if summary.score(t) is not None][:best]
+    return {"trials": len(summary.trials), "metric": metric, "epochs": epochs, "best": top,
+            "statuses": statuses}
 
 
 def knob_effects(summary: Summary) -> dict[str, Any]:

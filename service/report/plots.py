@@ -24,26 +24,80 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def learning_curves(trials: list[TrialRecord], metric: str, max_epochs: int) -> bytes:
-    """The sweep's metric per epoch for every trial; stopped trials end in an x, failed in red."""
+STYLES = {"completed": ("-", None, None), "stopped-early": ("--", "x", None)}
+FAILED_STYLE = (":", "x", "tab:red")
+
+
+def _curve(ax, trial: TrialRecord, metric: str, **kw) -> None:
+    """One trial's curve: dashed and ending in an x when stopped early, red when it failed."""
+    hist = [h for h in trial.history if metric in h]
+    if not hist:
+        return
+    x, y = [h["epoch"] for h in hist], [h[metric] for h in hist]
+    style = STYLES.get(trial.status, FAILED_STYLE)
+    line, = ax.plot(x, y, linestyle=style[0], color=style[2] or kw.pop("color", None),
+                    marker="o" if len(x) == 1 else None, **kw)
+    if style[1]:
+        ax.plot(x[-1], y[-1], style[1], color=line.get_color(), ms=8)
+
+
+def learning_curves(trials: list[TrialRecord], metric: str, max_epochs: int,
+                    bands: dict[str, Any] | None = None) -> bytes:
+    """The sweep's metric per epoch for every trial; stopped trials end in an x, failed in red.
+    With `bands` (report.data.curve_bands: a sweep of many trials) the median and 10-90% band
+    per epoch instead, with the best few trials drawn one by one."""
+    if bands is not None:
+        return _learning_bands(trials, metric, max_epochs, bands)
     fig, ax = plt.subplots(figsize=(7, 4))
     for t in trials:
-        hist = [h for h in t.history if metric in h]
-        if not hist:
-            continue
-        x, y = [h["epoch"] for h in hist], [h[metric] for h in hist]
-        style = {"completed": ("-", None, None), "stopped-early": ("--", "x", None)}.get(
-            t.status, (":", "x", "tab:red"))
-        line, = ax.plot(x, y, linestyle=style[0], color=style[2], alpha=0.85, lw=1.4,
-                        label=t.trial_id if len(trials) <= 12 else None)
-        if style[1]:
-            ax.plot(x[-1], y[-1], style[1], color=line.get_color(), ms=8)
+        _curve(ax, t, metric, alpha=0.85, lw=1.4,
+               label=t.trial_id if len(trials) <= 12 else None)
     ax.set_xlim(0.8, max_epochs + 0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title("learning curves (dashed + x: stopped early; red: diverged or failed)")
     if len(trials) <= 12:
         ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _learning_bands(trials: list[TrialRecord], metric: str, max_epochs: int,
+                    bands: dict[str, Any]) -> bytes:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    rows = bands["epochs"]
+    x = np.array([r["epoch"] for r in rows], dtype=float)
+    lo, mid, hi = (np.array([r[k] for r in rows]) for k in ("p10", "median", "p90"))
+    band = "10-90% of the trials at each epoch (n under it)"
+    if len(x) > 1:
+        ax.fill_between(x, lo, hi, color="tab:blue", alpha=0.22, lw=0, label=band)
+    else:  # one epoch: the band is a bar, over every trial's value as a dot
+        ax.bar(x, hi - lo, bottom=lo, width=0.25, color="tab:blue", alpha=0.22, label=band)
+        values = [h[metric] for t in trials for h in t.history
+                  if h.get("epoch") == x[0] and metric in h]
+        jitter = np.random.default_rng(0).uniform(-0.1, 0.1, len(values))
+        ax.scatter(x[0] + jitter, values, s=5, color="grey", alpha=0.5, lw=0,
+                   label="each trial")
+    ax.plot(x, mid, "o-", color="tab:blue", lw=2.2, ms=4,
+            label="median of the trials at each epoch")
+    by_id = {t.trial_id: t for t in trials}
+    colours = plt.get_cmap("autumn")(np.linspace(0, 0.8, max(len(bands["best"]), 1)))
+    for i, (top, colour) in enumerate(zip(bands["best"], colours, strict=False), 1):
+        _curve(ax, by_id[top["trial_id"]], metric, color=colour, lw=1.3, alpha=0.95, zorder=3,
+               label=f"#{i} {top['trial_id']} ({top['score']:.4g})")
+    st = bands["statuses"]
+    failed = sum(n for k, n in st.items() if k not in STYLES)
+    ax.plot([], [], " ", label=f"{st.get('completed', 0)} completed, "
+            f"{st.get('stopped-early', 0)} stopped early, {failed} diverged or failed")
+    ax.set_xlim(0.6, max_epochs + 0.4)
+    ticks = [r["epoch"] for r in rows]
+    ax.set_xticks(ticks, [f"{e}\nn={r['n']}" for e, r in zip(ticks, rows, strict=True)]
+                  if len(ticks) <= 16 else ticks, fontsize=8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(f"learning curves of {bands['trials']} trials: median and 10-90% band; "
+                 f"the best {len(bands['best'])} drawn", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the data
     ax.grid(alpha=0.3)
     return _png(fig)
 
@@ -93,9 +147,11 @@ def importance(importances: dict[str, float]) -> bytes:
 
 
 def parallel_coordinates(trials: list[TrialRecord], knobs: list[str], metric: str,
-                         values: list[float | None]) -> bytes:
+                         values: list[float | None], highlight: list[str] | None = None) -> bytes:
     """One polyline per trial across the searched knobs and the metric, coloured by the
-    metric; categorical values are spread evenly on their axis."""
+    metric; categorical values are spread evenly on their axis. With `highlight` (trial ids:
+    a sweep of many trials) the lines are thin and faint, drawn in the metric's order, failed
+    trials only counted, and the highlighted trials drawn bold on top."""
     cols = [*knobs, metric]
     table, ticks = [], []
     for k in knobs:
@@ -117,18 +173,51 @@ def parallel_coordinates(trials: list[TrialRecord], knobs: list[str], metric: st
     data = np.array(table).T  # (trials, columns)
     fig, ax = plt.subplots(figsize=(1.6 * len(cols) + 2, 4))
     cmap = plt.get_cmap("viridis")
-    for row, t, v in zip(data, trials, values, strict=True):
-        failed = t.failed or v is None
-        ax.plot(range(len(cols)), row, color="tab:red" if failed else cmap(row[-1]),
-                alpha=0.8, lw=1.5, linestyle=":" if failed else "-")
+    title = f"parallel coordinates (colour: {metric}; red dotted: failed)"
+    if highlight is not None:
+        title = _faint_lines(ax, data, trials, values, highlight, cmap, metric)
+    else:
+        for row, t, v in zip(data, trials, values, strict=True):
+            failed = t.failed or v is None
+            ax.plot(range(len(cols)), row, color="tab:red" if failed else cmap(row[-1]),
+                    alpha=0.8, lw=1.5, linestyle=":" if failed else "-")
     for i, (pos, labels) in enumerate(ticks):
         ax.axvline(i, color="black", lw=0.8)
         for p, label in zip(pos, labels, strict=True):
             ax.text(i + 0.03, p, label, fontsize=7, va="center")
     ax.set_xticks(range(len(cols)), cols)
     ax.set_yticks([])
-    ax.set_title(f"parallel coordinates (colour: {metric}; red dotted: failed)", fontsize=10)
+    ax.set_title(title, fontsize=10)
     return _png(fig)
+
+
+def _faint_lines(ax, data: np.ndarray, trials: list[TrialRecord], values: list[float | None],
+                 highlight: list[str], cmap, metric: str) -> str:
+    """Many trials' polylines: one faint collection in the metric's order, the highlighted
+    trials bold on top (their ids at the metric's axis); failed trials are counted, not drawn.
+    Returns the figure's title."""
+    from matplotlib.collections import LineCollection
+
+    xs = np.arange(data.shape[1])
+    ok = [i for i, (t, v) in enumerate(zip(trials, values, strict=True))
+          if not t.failed and v is not None]
+    ok.sort(key=lambda i: data[i, -1])
+    ax.add_collection(LineCollection([np.column_stack([xs, data[i]]) for i in ok],
+                                     colors=[cmap(data[i, -1]) for i in ok], linewidths=0.7,
+                                     alpha=0.35))
+    ids = [t.trial_id for t in trials]
+    for i, tid in enumerate(highlight, 1):
+        if tid in ids:
+            row = data[ids.index(tid)]
+            ax.plot(xs, row, color="black", lw=3.2, alpha=0.9, zorder=3 + 1 / i)
+            ax.plot(xs, row, color=cmap(row[-1]), lw=1.8, zorder=3 + 1 / i, label=f"#{i} {tid}")
+    if highlight:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    ax.set_xlim(-0.1, xs[-1] + 0.3)
+    ax.set_ylim(-0.05, 1.05)
+    failed = len(trials) - len(ok)
+    return (f"parallel coordinates of {len(trials)} trials (colour: {metric}; bold: the best "
+            f"{len(highlight)}; {failed} failed, not drawn)")
 
 
 VERDICT_COLOURS = {"helps": "tab:green", "hurts": "tab:red", "not resolved": "tab:gray"}

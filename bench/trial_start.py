@@ -12,17 +12,25 @@ rest from callbacks in this driver. Times are seconds from `Tuner.fit` being cal
     python bench/trial_start.py              # one trial, the profile table
     python bench/trial_start.py --trials 4   # four, two at a time: start p50/p95 as well
 
+It also counts the CPU the sweep costs (the machine's, all cores: Ray's own processes, the
+driver, everything), split into the trials' epochs (their `epoch_s`, one thread each) and the
+rest, and the CPU of each Ray worker process by actor class: on a machine whose cores are all
+busy, start-up CPU is what a sweep's wall pays for.
+
 Ends with `trial_start_s=<median: on_trial_start -> first step> launch_s=<median: trial
-actor requested -> first step> ray_start_s=<ray.init>`.
+actor requested -> first step, trials that got a new actor> ray_start_s=<ray.init>
+overhead_cpu_s=<CPU s per trial outside its epochs>`.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +60,63 @@ def actor_rows(t0: float) -> list[tuple[float, str, dict[str, float]]]:
     return sorted(rows, key=lambda row: row[:2])
 
 
+class CpuMeter:
+    """CPU seconds while the sweep runs: the machine's (from /proc/stat, all cores, every
+    process), and each Ray worker process's (`ray::<actor class>`, sampled from
+    /proc/<pid>/stat every 0.2 s, so a process that ends between samples loses < 0.2 s)."""
+
+    def __init__(self) -> None:
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self.procs: dict[tuple[str, str], tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def machine(self) -> float:
+        with open("/proc/stat") as f:
+            cpu = [int(v) for v in f.readline().split()[1:]]
+        return (sum(cpu) - cpu[3] - cpu[4]) / self.hz  # all but idle and iowait
+
+    def _sample(self) -> None:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().split(b"\0")[0].decode(errors="replace")
+                if not cmd.startswith("ray::"):
+                    continue
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            name = cmd[5:].split(".")[0].split(":")[0]
+            if name == "IDLE" and (pid, fields[19]) in self.procs:
+                continue  # an actor's process keeps its first name
+            self.procs[(pid, fields[19])] = (
+                name, (int(fields[11]) + int(fields[12])) / self.hz)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self._sample()
+
+    def __enter__(self) -> CpuMeter:
+        self.start = self.machine()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.total = self.machine() - self.start
+
+    def by_class(self) -> collections.Counter:
+        out: collections.Counter = collections.Counter()
+        for name, cpu in self.procs.values():
+            out[name] += cpu
+        return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=1)
@@ -78,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     started: dict[str, float] = {}
     first_step: dict[str, float] = {}
     complete: dict[str, float] = {}
+    epoch_s: dict[str, float] = {}
 
     class Timed(Progress):
         def on_trial_start(self, iteration, trials, trial, **info):
@@ -86,13 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if result.get("epoch") == 1:
                 first_step[trial.trial_id] = time.time() - result["epoch_s"]
+            epoch_s[trial.trial_id] = epoch_s.get(trial.trial_id, 0.0) + result["epoch_s"]
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             complete[trial.trial_id] = time.time()
             super().on_trial_complete(iteration, trials, trial, **info)
 
     t0 = time.time()
-    summary = run_sweep(spec, plan, Timed(plan.trials, 1, ["lr"], quiet=True))
+    with CpuMeter() as cpu:
+        summary = run_sweep(spec, plan, Timed(plan.trials, 1, ["lr"], quiet=True))
     wall = time.time() - t0
     rows = actor_rows(t0)
     ray.shutdown()
@@ -114,13 +182,20 @@ def main(argv: list[str] | None = None) -> int:
     made = collections.Counter(name.split(".")[0] for _, name, _ in rows
                                if name.endswith("__init__"))
     print("actors created:", ", ".join(f"{n} x{c}" for n, c in sorted(made.items())))
+    n = max(len(ids), 1)
+    training = sum(epoch_s.values())
+    print(f"CPU s per trial (2-core machine, all processes): {cpu.total / n:.1f} in all, "
+          f"{training / n:.1f} of it in the trials' epochs, {(cpu.total - training) / n:.1f} "
+          "outside them; by Ray process:")
+    print("  " + ", ".join(f"{name} {c / n:.2f}" for name, c in cpu.by_class().most_common()))
     statuses = sorted({t.status for t in summary.trials}) if summary else ["interrupted"]
     print(f"trials {len(ids)} ({', '.join(statuses)}), sweep wall {wall:.1f}s")
     if len(starts) > 1:
         q = statistics.quantiles(starts, n=20)
         print(f"trial start p50 {statistics.median(starts):.2f}s p95 {q[18]:.2f}s")
     print(f"trial_start_s={statistics.median(starts):.2f} "
-          f"launch_s={statistics.median(launches):.2f} ray_start_s={ray_start:.2f}")
+          f"launch_s={statistics.median(launches):.2f} ray_start_s={ray_start:.2f} "
+          f"overhead_cpu_s={(cpu.total - training) / n:.2f}")
     return 0
 
 

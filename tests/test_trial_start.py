@@ -28,3 +28,17 @@ def test_trials_reuse_the_trial_actor_and_start_no_dataset_manager():
     assert "DatasetManager" not in made, made
     # each trial reported its own first step
     assert len(re.findall(r"^trial \w+: on_trial_start", out, re.M)) == 3, out
+
+
+def test_actors_are_reused_only_where_no_scheduler_stops_trials():
+    from service.config.spec import parse_spec
+    from service.tune.search import make_scheduler
+    from service.tune.sweep import reuses_actors
+
+    base = {"name": "t", "model": {"family": "lenet5"}, "search": {"lr": {"type": "float", "low": 0.01, "high": 0.1}},
+            "budget": {"max_epochs": 3, "num_samples": 4}}
+    for kind, reused in (("none", True), ("asha", False), ("hyperband", False),
+                         ("median", False)):
+        spec = parse_spec({**base, "scheduler": {"type": kind}})
+        assert reuses_actors(make_scheduler(spec)) is reused, kind
+    assert reuses_actors(None)

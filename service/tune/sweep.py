@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.schedulers import FIFOScheduler
 
 from service.results.records import Summary
 from service.results.store import write_json
@@ -88,6 +89,16 @@ def import_tensorboardx_without_torch() -> None:
         sys.meta_path.remove(blocker)
 
 
+def reuses_actors(scheduler) -> bool:
+    """Whether a finished trial's actor (Tune's function trainable, the trial driver) runs the
+    next trial, saving a process start per trial (~1.7 CPU-s on 2 cores, bench/trial_start.py).
+    Only without early stopping: a trial that a scheduler stops is still inside its Train
+    run's `fit()`, Tune's reset then fails ("Could not re-use actor") and, in Ray 2.60, the
+    sweep hangs (tests/test_submit.py's ASHA sweep did). Ray turned reuse off by default for
+    such troubles (ray-project/ray#42951)."""
+    return scheduler is None or type(scheduler) is FIFOScheduler
+
+
 def build_tuner(spec, plan: SweepPlan, progress, resume: bool = False,
                 phase: Phase | None = None):
     """A fresh Tuner for `plan`, or the interrupted one restored from its directory."""
@@ -103,7 +114,7 @@ def build_tuner(spec, plan: SweepPlan, progress, resume: bool = False,
         scheduler=phase.scheduler, num_samples=phase.num_samples,
         # A ready-made generator (grid/random) takes the limit itself; Tune would warn here.
         max_concurrent_trials=plan.max_concurrent_trials if phase.limit_concurrency else None,
-        time_budget_s=spec.budget.time_budget_s, reuse_actors=True)
+        time_budget_s=spec.budget.time_budget_s, reuse_actors=reuses_actors(phase.scheduler))
     storage, name = plan.experiment_dir.rsplit("/", 1)
     run_config = tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[progress],
                                 failure_config=tune.FailureConfig(max_failures=0))

@@ -35,7 +35,8 @@ def test_actors_are_reused_only_where_no_scheduler_stops_trials():
     from service.tune.search import make_scheduler
     from service.tune.sweep import reuses_actors
 
-    base = {"name": "t", "model": {"family": "lenet5"}, "search": {"lr": {"type": "float", "low": 0.01, "high": 0.1}},
+    base = {"name": "t", "model": {"family": "lenet5"},
+            "search": {"lr": {"type": "float", "low": 0.01, "high": 0.1}},
             "budget": {"max_epochs": 3, "num_samples": 4}}
     for kind, reused in (("none", True), ("asha", False), ("hyperband", False),
                          ("median", False)):

@@ -58,15 +58,6 @@ TARGETS = {"per_trial_ratio": 1.2, "rss_mb_per_trial": 1.0, "leaks": 0, "report_
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def space(trials: int) -> dict:
-    """LeNet-5 on digits at 32 px, one epoch per trial, no scheduler, random searcher."""
-    return {"name": "scale", "data": {"dataset": "digits", "image_size": 32},
-            "model": {"family": "lenet5"}, "train": {"batch_size": 64},
-            "search": {"lr": {"type": "float", "low": 0.01, "high": 0.1}},
-            "budget": {"max_epochs": 1, "num_samples": trials},
-            "scheduler": {"type": "none"}, "searcher": {"type": "random", "seed": 0}}
-
-
 def rss_mb() -> float:
     """This process's resident set now, MB."""
     with open("/proc/self/statm") as f:
@@ -127,13 +118,15 @@ def child(trials: int, results: str, settle: float) -> int:
     import ray
 
     sys.path.insert(0, str(ROOT))
+    from trial_start import space  # bench/, this script's folder, is first on sys.path
+
     from service.config.spec import parse_spec
     from service.tune.plan import plan_sweep
     from service.tune.progress import Progress
     from service.tune.runtime import start_ray
     from service.tune.sweep import run_sweep
 
-    spec = parse_spec(space(trials))
+    spec = parse_spec(space(trials, "scale"))
     t_init = time.time()
     start_ray(None, False)
     ray_start = time.time() - t_init

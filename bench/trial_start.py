@@ -37,9 +37,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def space(trials: int) -> dict:
-    """LeNet-5 on digits at 32 px, one epoch per trial, no scheduler, random searcher."""
-    return {"name": "trial_start", "data": {"dataset": "digits", "image_size": 32},
+def space(trials: int, name: str = "trial_start") -> dict:
+    """LeNet-5 on digits at 32 px, one epoch per trial, no scheduler, random searcher (also
+    bench/scale.py's space)."""
+    return {"name": name, "data": {"dataset": "digits", "image_size": 32},
             "model": {"family": "lenet5"}, "train": {"batch_size": 64},
             "search": {"lr": {"type": "float", "low": 0.01, "high": 0.1}},
             "budget": {"max_epochs": 1, "num_samples": trials},

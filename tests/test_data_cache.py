@@ -106,3 +106,18 @@ def test_cached_split_is_the_sklearn_split(tmp_path, monkeypatch) -> None:
     assert len(list(tmp_path.glob("split-*.npz"))) == 1
     split_indices(labels, 0.25, seed=10)  # another seed is another file
     assert len(list(tmp_path.glob("split-*.npz"))) == 2
+
+
+def test_a_planted_pickle_in_the_cache_is_never_unpickled(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled')",))
+
+    (tmp_path / "thing.v1.npz").parent.mkdir(exist_ok=True)
+    np.savez(tmp_path / "thing.v1.npz", a=np.array([Boom()], dtype=object))
+    got = cache.cached_arrays("thing", lambda: {"a": np.arange(3)})
+    assert got["a"].tolist() == [0, 1, 2]  # refused (allow_pickle=False) and rebuilt
+    with np.load(tmp_path / "thing.v1.npz", allow_pickle=False) as f:
+        assert f["a"].dtype != object  # the planted file was replaced

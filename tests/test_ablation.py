@@ -293,3 +293,20 @@ def test_tuning_picks_the_best_full_budget_trial_and_none_when_nothing_has_a_val
     broken = Summary.ranked([trial("d", 9.0, "diverged", [])], name="t",
                             spec={"budget": {"max_epochs": 2}}, searched=["lr"])
     assert best_settings(broken, ["lr"]) is None
+
+
+def test_a_ctrl_c_between_phases_is_raised_and_remembered() -> None:
+    """A Ctrl-C that Ray or Tune swallow while a phase starts still stops the study before its
+    next phase: the handler raises KeyboardInterrupt as Python's does and keeps a flag."""
+    from service.tune.sweep import ctrl_c_between_phases, ctrl_c_pressed
+
+    before = signal.getsignal(signal.SIGINT)
+    with ctrl_c_between_phases():
+        assert not ctrl_c_pressed()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs at the next bytecode; never reached
+        assert ctrl_c_pressed()
+    assert signal.getsignal(signal.SIGINT) is before
+    with ctrl_c_between_phases():  # a new study starts with no Ctrl-C remembered
+        assert not ctrl_c_pressed()

@@ -29,7 +29,13 @@ from service.results.records import Summary
 from service.results.store import ResultsError, read_summary, write_json
 from service.tune.paths import ABLATION, ARM_KEY, SEED_KEY, SUMMARY, TUNING_DIR
 from service.tune.plan import SweepPlan, describe_scheduler, describe_searcher, join_storage
-from service.tune.sweep import Phase, run_sweep, sweep_phase
+from service.tune.sweep import (
+    Phase,
+    ctrl_c_between_phases,
+    ctrl_c_pressed,
+    run_sweep,
+    sweep_phase,
+)
 
 
 def tuning_spec(spec, cell: str):
@@ -112,6 +118,8 @@ def run_tuning(spec, plan: SweepPlan, progress_for, resume: bool
             phase = sweep_phase(t_spec, t_plan)
             phase.base = base.with_overrides(settings).model_dump(mode="json")
             progress = progress_for(t_plan.trials, list(t_spec.search), f"tuning {cell}")
+            if ctrl_c_pressed():  # its summary is written: the finished phase is kept
+                return None
             summary = run_sweep(t_spec, t_plan, progress,
                                 _restorable(t_plan.experiment_dir, resume), phase)
             if summary is None:
@@ -169,6 +177,12 @@ def run_ablation(spec, plan: SweepPlan, progress_for, resume: bool = False
     """Tune (if asked), compare, and write summary.json and ablation.json into the run
     directory; None when interrupted. `progress_for(total, searched, label)` makes each phase's
     progress callback."""
+    with ctrl_c_between_phases():
+        return _run_ablation(spec, plan, progress_for, resume)
+
+
+def _run_ablation(spec, plan: SweepPlan, progress_for, resume: bool
+                  ) -> tuple[Summary, dict[str, Any]] | None:
     tuned: dict[str, dict[str, Any]] = {}
     scores = None
     if spec.ablation.tune is not None:
@@ -178,6 +192,8 @@ def run_ablation(spec, plan: SweepPlan, progress_for, resume: bool = False
         tuned, scores = done
     summary = _finished(plan.experiment_dir)
     if summary is None:
+        if ctrl_c_pressed():  # a Ctrl-C that a tuning phase's set-up swallowed
+            return None
         phase = compare_phase(spec, plan, tuned)
         progress = progress_for(plan.trials, phase.searched, "compare")
         summary = run_sweep(spec, plan, progress, _restorable(plan.experiment_dir, resume), phase)

@@ -3,6 +3,7 @@ per trial through `trial.run_trial`), run or restored, then summarised into summ
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import signal
 import sys
@@ -87,6 +88,37 @@ def import_tensorboardx_without_torch() -> None:
         pass  # not installed: Tune then skips its TensorBoard logger
     finally:
         sys.meta_path.remove(blocker)
+
+
+_CTRL_C = threading.Event()
+
+
+def _remember_ctrl_c(signum, frame) -> None:
+    _CTRL_C.set()
+    signal.default_int_handler(signum, frame)  # KeyboardInterrupt, as without us
+
+
+@contextlib.contextmanager
+def ctrl_c_between_phases():
+    """Within this block a Ctrl-C is remembered as well as raised, for a run of several
+    phases (an ablation): one that lands while Ray or Tune set up a phase can be swallowed
+    there (CI once saw a study's next tuning phase run to its end after a SIGINT), and the
+    flag (`ctrl_c_pressed()`) still stops the study before its next phase. Tune installs its
+    own handler during `fit` and puts this one back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _CTRL_C.clear()
+    before = signal.signal(signal.SIGINT, _remember_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def ctrl_c_pressed() -> bool:
+    """Whether a Ctrl-C came within `ctrl_c_between_phases`."""
+    return _CTRL_C.is_set()
 
 
 def reuses_actors(scheduler) -> bool:

@@ -118,7 +118,7 @@ def child(trials: int, results: str, settle: float) -> int:
     import ray
 
     sys.path.insert(0, str(ROOT))
-    from trial_start import space  # bench/, this script's folder, is first on sys.path
+    from trial_start import first_step_progress, space  # bench/ is first on sys.path
 
     from service.config.spec import parse_spec
     from service.tune.plan import plan_sweep
@@ -135,14 +135,7 @@ def child(trials: int, results: str, settle: float) -> int:
     first_step: dict[str, float] = {}
     rss: list[tuple[int, float]] = []
 
-    class Measured(Progress):
-        def on_trial_start(self, iteration, trials, trial, **info):
-            started[trial.trial_id] = time.time()
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if result.get("epoch") == 1:
-                first_step[trial.trial_id] = time.time() - result["epoch_s"]
-
+    class Measured(first_step_progress(Progress, started, first_step)):
         def _finish(self, trial, what):
             super()._finish(trial, what)
             rss.append((self.done, rss_mb()))

@@ -118,6 +118,27 @@ class CpuMeter:
         return out
 
 
+def first_step_progress(progress: type, started: dict[str, float],
+                        first_step: dict[str, float],
+                        epoch_s: dict[str, float] | None = None) -> type:
+    """A subclass of the service's Progress that records, per trial id, when Tune started the
+    trial (`on_trial_start`) and when its first training step began (the epoch-1 result's
+    arrival minus its own `epoch_s`); with `epoch_s`, also the sum of its epochs' `epoch_s`.
+    bench/scale.py uses it too."""
+
+    class FirstStep(progress):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            started[trial.trial_id] = time.time()
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get("epoch") == 1:
+                first_step[trial.trial_id] = time.time() - result["epoch_s"]
+            if epoch_s is not None:
+                epoch_s[trial.trial_id] = epoch_s.get(trial.trial_id, 0.0) + result["epoch_s"]
+
+    return FirstStep
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=1)
@@ -146,15 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     complete: dict[str, float] = {}
     epoch_s: dict[str, float] = {}
 
-    class Timed(Progress):
-        def on_trial_start(self, iteration, trials, trial, **info):
-            started[trial.trial_id] = time.time()
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if result.get("epoch") == 1:
-                first_step[trial.trial_id] = time.time() - result["epoch_s"]
-            epoch_s[trial.trial_id] = epoch_s.get(trial.trial_id, 0.0) + result["epoch_s"]
-
+    class Timed(first_step_progress(Progress, started, first_step, epoch_s)):
         def on_trial_complete(self, iteration, trials, trial, **info):
             complete[trial.trial_id] = time.time()
             super().on_trial_complete(iteration, trials, trial, **info)

@@ -39,6 +39,7 @@ SPEC: dict[str, Any] = {
 def history(rng: random.Random, epochs: int, diverge: bool = False) -> list[dict[str, Any]]:
     """Per-epoch results with fit's keys: noisy curves, so extremes fall on any epoch."""
     rows, best = [], -math.inf
+    cost = {"params": rng.randint(10_000, 60_000_000), "flops": rng.randint(10**5, 10**9)}
     for epoch in range(1, epochs + 1):
         val_acc = rng.uniform(0.1, 0.99)
         best = max(best, val_acc)
@@ -46,7 +47,7 @@ def history(rng: random.Random, epochs: int, diverge: bool = False) -> list[dict
                      "train_acc": rng.uniform(0.1, 0.99), "val_loss": rng.uniform(0.05, 2.5),
                      "val_acc": val_acc, "best_val_acc": best, "lr": 0.05 / epoch,
                      "epoch_s": rng.uniform(0.5, 2.0), "images_per_s": rng.uniform(500, 900),
-                     "status": "running"})
+                     **cost, "status": "running"})
     if diverge:
         rows[-1].update(train_loss=math.nan, val_loss=math.nan, status="diverged")
     return rows
@@ -121,7 +122,7 @@ def tune_result(trial_id: str, rows: list[dict[str, Any]], lr: float) -> Result:
 def curve(train_acc: list[float], val_acc: list[float], val_loss: list[float]) -> list[dict]:
     return [{"epoch": e + 1, "train_loss": 1.0 - a, "train_acc": a, "val_loss": loss,
              "val_acc": v, "best_val_acc": max(val_acc[:e + 1]), "lr": 0.05,
-             "epoch_s": 1.0, "images_per_s": 800.0,
+             "epoch_s": 1.0, "images_per_s": 800.0, "params": 61_000, "flops": 420_000,
              "status": "completed" if e + 1 == len(train_acc) else "running"}
             for e, (a, v, loss) in enumerate(zip(train_acc, val_acc, val_loss, strict=True))]
 

@@ -130,7 +130,7 @@ def ablation_problems(spec: Any, base: Any) -> list[str]:
                 where = "ablation.baseline" if key in abl.baseline else f"arm {setters[0]}"
                 problems.append(_line(f"ablation.tune.space.{key}", "<key>", f"{where} sets it "
                                       "too; a setting is either compared or tuned"))
-            if spec.searcher.type == "optuna-tpe" and abl.tune.space[key].type == "grid":
+            if spec.searcher.optuna and abl.tune.space[key].type == "grid":
                 problems.append(_line(f"ablation.tune.space.{key}.type", "grid",
                                       "Optuna's searcher cannot grid search; use type: choice"))
     if abl.design == "factorial":

@@ -23,7 +23,11 @@ from pydantic_core import PydanticCustomError
 
 MAX_FILE_BYTES = 1 << 20  # a spec is a page of YAML; anything bigger is a mistake or an attack
 MAX_CORNERS = 4096  # combinations built exhaustively (each build is shape arithmetic only)
-METRICS = ("val_acc", "best_val_acc", "train_acc", "val_loss", "train_loss")  # fit() reports them
+# What fit() reports that a sweep may optimise: the accuracies and losses of every epoch, the
+# measured training throughput, and the model's static cost (parameters, forward FLOPs per image).
+METRICS = ("val_acc", "best_val_acc", "train_acc", "val_loss", "train_loss", "images_per_s",
+           "params", "flops")
+LOWER_IS_BETTER = ("params", "flops")  # and every *loss
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "file", "hdfs", "abfs", "abfss")  # pyarrow filesystems
 NOT_IN_TRAIN = ("model", "knobs", "data", "epochs")  # from model:, data:, budget.max_epochs
 NOT_SEARCHABLE = {"knobs": "search knobs one by one", "data": "search data fields one by one",
@@ -129,12 +133,16 @@ Distribution = Annotated[Values | IntRange | FloatRange, Field(discriminator="ty
 class Searcher(_Strict):
     """How configurations are proposed: Optuna's TPE, Tune's random/grid variant generator."""
 
-    type: Literal["optuna-tpe", "random", "grid"] = "optuna-tpe"  # grid: choices enumerated
+    # optuna-tpe / optuna-nsga2: Optuna's TPE or NSGA-II sampler (either takes one metric or
+    # several objectives); random / grid: Tune's variant generator (grid: choices enumerated)
+    type: Literal["optuna-tpe", "optuna-nsga2", "random", "grid"] = "optuna-tpe"
     seed: int | None = 0  # None: a different sequence every run
     n_startup_trials: int = Field(10, ge=1)  # optuna-tpe: random trials before TPE models
+    population_size: int = Field(8, ge=2)  # optuna-nsga2: trials per generation
     # optuna-tpe: an Optuna RDB storage URL (sqlite:///studies.db, postgresql://user@host/db).
     # A later sweep with the same storage and study continues the study: TPE sees every
-    # earlier trial. None: an in-memory study that ends with the sweep.
+    # earlier trial. None: Optuna's journal file in the run directory (optuna-dashboard opens
+    # it), or in memory when the results are remote (s3://…).
     storage: str | None = None
     study_name: str | None = Field(None, min_length=1)  # default: the spec's name
 
@@ -147,10 +155,15 @@ class Searcher(_Strict):
 
     @model_validator(mode="after")
     def _storage_needs_optuna(self) -> Searcher:
-        if self.type != "optuna-tpe" and (self.storage or self.study_name):
-            raise ValueError(f"storage and study_name belong to the optuna-tpe searcher, "
-                             f"not {self.type}")
+        if not self.optuna and (self.storage or self.study_name):
+            raise ValueError(f"storage and study_name belong to the optuna-tpe and "
+                             f"optuna-nsga2 searchers, not {self.type}")
         return self
+
+    @property
+    def optuna(self) -> bool:
+        """Whether an Optuna study proposes the trials (TPE or NSGA-II)."""
+        return self.type.startswith("optuna-")
 
 
 class AshaScheduler(_Strict):
@@ -295,30 +308,86 @@ Scheduler = Annotated[AshaScheduler | HyperBandScheduler | MedianScheduler | Opt
 
 
 def default_mode(metric: str) -> Literal["max", "min"]:
-    """The direction in which `metric` improves: max for accuracies, min for losses."""
-    return "min" if metric.endswith("loss") else "max"
+    """The direction in which `metric` improves: max for accuracies and throughput, min for
+    losses and costs."""
+    return "min" if metric.endswith("loss") or metric in LOWER_IS_BETTER else "max"
+
+
+Metric = Literal[METRICS]
+Mode = Literal["max", "min"]
 
 
 class Budget(_Strict):
-    """How much the sweep may spend, and what it optimises."""
+    """How much the sweep may spend, and what it optimises: one metric, or several objectives
+    (`metric: [val_acc, flops]`) whose Pareto front the sweep searches for."""
 
     max_epochs: int = Field(10, ge=1)  # per trial; also ASHA/HyperBand's max_t
     num_samples: int = Field(8, ge=1)  # configurations drawn (each run `seeds` times)
-    metric: Literal[METRICS] = "val_acc"
-    mode: Literal["max", "min"] | None = Field(None, validate_default=True)  # None: from metric
+    metric: Metric | list[Metric] = "val_acc"
+    # None: each metric's own direction; a list pairs with a list of metrics
+    mode: Mode | list[Mode] | None = Field(None, validate_default=True)
     seeds: int = Field(1, ge=1)  # training seeds per configuration
     time_budget_s: float | None = Field(None, gt=0)  # wall-clock cap for the whole sweep
 
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _known(cls, metric: Any) -> Any:
+        # One line for an unknown name (the union would add a second, "a valid list").
+        for name in metric if isinstance(metric, list) else [metric]:
+            if isinstance(name, str) and name not in METRICS:
+                raise ValueError(f"unknown metric {name!r}; choose one of "
+                                 f"{', '.join(map(repr, METRICS))}")
+        return metric
+
+    @field_validator("metric")
+    @classmethod
+    def _objectives(cls, metric: str | list[str]) -> str | list[str]:
+        if isinstance(metric, list):
+            if len(metric) < 2:
+                raise ValueError("a list names two or more objectives; one metric is a string")
+            if len(set(metric)) != len(metric):
+                raise ValueError("an objective is listed twice")
+        return metric
+
     @field_validator("mode")
     @classmethod
-    def _from_metric(cls, mode: str | None, info: ValidationInfo) -> str | None:
+    def _from_metric(cls, mode: str | list[str] | None,
+                     info: ValidationInfo) -> str | list[str] | None:
         if "metric" not in info.data:
             return mode
-        implied = default_mode(info.data["metric"])
-        if mode not in (None, implied):
-            raise ValueError(f"{info.data['metric']} improves towards {implied}; "
-                             f"use mode: {implied} or leave mode out")
-        return implied
+        metric = info.data["metric"]
+        metrics = metric if isinstance(metric, list) else [metric]
+        implied = [default_mode(m) for m in metrics]
+        if mode is None:
+            return implied if isinstance(metric, list) else implied[0]
+        if isinstance(mode, list) != isinstance(metric, list) or (
+                isinstance(mode, list) and len(mode) != len(metrics)):
+            raise ValueError(f"one mode per metric: {len(metrics)} metric(s), so "
+                             f"mode: {implied if isinstance(metric, list) else implied[0]} "
+                             f"or leave mode out")
+        for m, given, want in zip(metrics, mode if isinstance(mode, list) else [mode], implied,
+                                  strict=True):
+            if given != want:
+                raise ValueError(f"{m} improves towards {want}; use mode: "
+                                 f"{implied if isinstance(metric, list) else want} "
+                                 f"or leave mode out")
+        return mode
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """(metric, mode) per objective; one pair for a single metric."""
+        if isinstance(self.metric, list):
+            return list(zip(self.metric, self.mode, strict=True))  # type: ignore[arg-type]
+        return [(self.metric, self.mode or default_mode(self.metric))]
+
+    @property
+    def multi_objective(self) -> bool:
+        return isinstance(self.metric, list)
+
+    @property
+    def primary(self) -> tuple[str, str]:
+        """The first objective: what ranks the trials table and names `best`."""
+        return self.objectives[0]
 
 
 class Resources(_Strict):

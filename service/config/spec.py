@@ -58,6 +58,7 @@ from service.config.checks import (
     value_problems,
 )
 from service.config.data import DataConfig
+from service.config.outputs import Notify, Tracking
 from service.config.train import TrainConfig
 from service.config.yamlfile import read_yaml
 from service.models import knob_names, list_models
@@ -100,6 +101,8 @@ class SweepSpec(_Strict):
     scheduler: Scheduler = Field(default_factory=AshaScheduler)
     resources: Resources = Field(default_factory=Resources)
     storage: str = "results"  # a local directory or a URI (s3://, gs://, file://)
+    tracking: Tracking | None = None  # MLflow / W&B runs per trial (extra: .[tracking])
+    notify: Notify | None = None  # a webhook told when the sweep ends
 
     @field_validator("name")
     @classmethod
@@ -127,6 +130,17 @@ class SweepSpec(_Strict):
     def _ablation_defaults(cls, data: Any) -> Any:
         return default_scheduler(data)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _pareto_defaults(cls, data: Any) -> Any:
+        # Several objectives and no scheduler: none. A scheduler stops trials on one metric, and
+        # a cheap model it stopped for its accuracy might belong on the front.
+        budget = data.get("budget") if isinstance(data, dict) else None
+        if (isinstance(budget, dict) and isinstance(budget.get("metric"), list)
+                and "scheduler" not in data):
+            return {**data, "scheduler": {"type": "none"}}
+        return data
+
     @model_validator(mode="after")
     def _cross_checks(self) -> SweepSpec:
         problems = _cross_problems(self)
@@ -136,8 +150,8 @@ class SweepSpec(_Strict):
 
     @property
     def default_mode(self) -> str:
-        """The mode implied by budget.metric (max for accuracies, min for losses)."""
-        return default_mode(self.budget.metric)
+        """The mode implied by the (first) metric (max for accuracies, min for losses)."""
+        return default_mode(self.budget.primary[0])
 
     def base_config(self) -> TrainConfig:
         """The TrainConfig every trial starts from (epochs = budget.max_epochs)."""
@@ -154,8 +168,9 @@ class SweepSpec(_Strict):
 
 def _cross_problems(spec: SweepSpec) -> list[str]:
     problems = []
+    problems += _objective_problems(spec)
     for key, dist in spec.search.items():
-        if spec.searcher.type == "optuna-tpe" and dist.type == "grid":
+        if spec.searcher.optuna and dist.type == "grid":
             problems.append(_line(f"search.{key}.type", "grid", "Optuna's searcher in Tune "
                                   "cannot grid search; use type: choice, or searcher grid/random"))
         if spec.searcher.type == "grid" and dist.type not in ("grid", "choice"):
@@ -187,6 +202,27 @@ def _cross_problems(spec: SweepSpec) -> list[str]:
     if base is None:
         return problems
     return problems + value_problems(base, "search", {k: spec.search[k] for k in keys})
+
+
+def _objective_problems(spec: SweepSpec) -> list[str]:
+    """Several objectives: a search for the Pareto front, so nothing may stop a trial on one
+    of them, and every trial is its own configuration."""
+    if not spec.budget.multi_objective:
+        return []
+    metric = spec.budget.metric
+    problems = []
+    if spec.scheduler.type != "none":
+        problems.append(_line("scheduler.type", spec.scheduler.type, f"budget.metric names "
+                              f"{len(metric)} objectives: a scheduler stops trials on one "
+                              f"metric and could cut a trial that belongs on the Pareto front; "
+                              f"use scheduler none (the default with several objectives)"))
+    if spec.ablation is not None:
+        problems.append(_line("budget.metric", metric, "an ablation compares arms on one "
+                              "metric; name one"))
+    if spec.budget.seeds > 1:
+        problems.append(_line("budget.seeds", spec.budget.seeds, "several objectives are "
+                              "searched one trial per configuration; use seeds: 1"))
+    return problems
 
 
 def _base_problem(spec: SweepSpec, err: Exception) -> str:

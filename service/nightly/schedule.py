@@ -27,9 +27,9 @@ MARK = "# cnn-ablate-nightly:"  # tags our crontab line so that install replaces
 def check_space(path: str) -> SweepSpec:
     """The space, validated, and fit for nightly runs (an Optuna searcher); else SpecError."""
     spec = load_spec(path)
-    if spec.searcher.type != "optuna-tpe":
+    if not spec.searcher.optuna:
         raise SpecError([f"{path}: searcher.type: nightly sweeps warm-start an Optuna study; "
-                         f"use optuna-tpe (got {spec.searcher.type})"])
+                         f"use optuna-tpe or optuna-nsga2 (got {spec.searcher.type})"])
     return spec
 
 

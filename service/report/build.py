@@ -157,7 +157,7 @@ def _effects_section(doc: Doc, summary: Summary) -> dict[str, Any]:
                for k, e in knobs.items() for r in e["rows"]])
     searcher = summary.spec.get("searcher", {}).get("type", "")
     why = ("TPE picks each configuration from the earlier results, so the knobs are "
-           "confounded" if searcher == "optuna-tpe" else
+           "confounded" if searcher.startswith("optuna-") else
            "the other knobs vary at the same time, so the knobs are confounded")
     example = ablation_example(summary)
     doc.para(f"These per-value means are associations under the searcher's sampling, not "

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from service.config.blocks import METRICS, default_mode
+from service.results.pareto import Pareto
 
 FAILED = ("error", "diverged")  # statuses without a score, never a sweep's best
 Status = Literal["completed", "stopped-early", "diverged", "error"]
@@ -22,7 +23,7 @@ Mode = Literal["max", "min"]
 # The numbers service.training.loop.fit reports every epoch (besides its string `status`);
 # Tune and Ray Train add bookkeeping of their own (timestamp, checkpoint_path, ...), not kept.
 FIT_METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc", "lr",
-               "epoch_s", "images_per_s")
+               "epoch_s", "images_per_s", "params", "flops")
 # Metrics whose lowest and highest values are kept; best_val_acc is val_acc's highest.
 TRACKED = tuple(m for m in METRICS if m != "best_val_acc")
 
@@ -146,8 +147,16 @@ class Summary(_Record):
     trials: list[TrialRecord]
     best: TrialRecord | None = None
     wall_s: float | None = None
+    pareto: Pareto | None = None  # several objectives: the non-dominated trials
     ray_version: str | None = None
     torch_version: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _pareto_when_multi_objective(self, handler) -> dict[str, Any]:
+        data = handler(self)  # a single-metric summary keeps its old shape
+        if self.pareto is None:
+            data.pop("pareto", None)
+        return data
 
     @model_validator(mode="after")
     def _best_is_one_of_the_trials(self) -> Summary:
@@ -160,14 +169,24 @@ class Summary(_Record):
         return self
 
     @property
+    def objectives(self) -> list[tuple[str, Mode]]:
+        """(metric, mode) of every objective the sweep optimised (one for most sweeps)."""
+        budget = self.spec.get("budget", {})
+        metric, mode = budget.get("metric", "val_acc"), budget.get("mode")
+        metrics = metric if isinstance(metric, list) else [metric]
+        modes = mode if isinstance(mode, list) else [mode] * len(metrics)
+        return [(m, mo or default_mode(m)) for m, mo in zip(metrics, modes, strict=True)]
+
+    @property
     def metric(self) -> str:
-        """The metric the sweep optimised (its spec's budget.metric)."""
-        return self.spec.get("budget", {}).get("metric", "val_acc")
+        """The metric the sweep optimised (the first objective when there are several): it
+        ranks the trials and names `best`."""
+        return self.objectives[0][0]
 
     @property
     def mode(self) -> Mode:
-        """The direction the sweep optimised its metric in."""
-        return self.spec.get("budget", {}).get("mode") or default_mode(self.metric)
+        """The direction the sweep optimised its (first) metric in."""
+        return self.objectives[0][1]
 
     def score(self, trial: TrialRecord) -> float | None:
         """`trial`'s score on this sweep's metric and mode."""

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from service.config.train import TrainConfig
-from service.models import build_model, knob_names, model_knobs, towers
+from service.models import build_model, describe, knob_names, model_knobs, towers
 from service.training import parallel
 from service.training.data import Datasets, build_datasets
 
@@ -60,6 +60,17 @@ def prepare(cfg: TrainConfig, datasets: Datasets | None = None) -> tuple[nn.Modu
     if "num_classes" in knob_names(cfg.model):
         knobs["num_classes"] = datasets.num_classes
     return build_model(cfg.model, **knobs), datasets
+
+
+def static_cost(cfg: TrainConfig, num_classes: int) -> dict[str, int]:
+    """The model's parameters and forward FLOPs per image (torch.utils.flop_counter, on the
+    meta device): fixed per configuration, reported every epoch so that a sweep can trade
+    accuracy against them (`budget.metric: [val_acc, flops]`)."""
+    knobs = cfg.model_knobs()
+    if "num_classes" in knob_names(cfg.model):
+        knobs["num_classes"] = num_classes
+    info = describe(cfg.model, flops=True, **knobs)
+    return {"params": int(info["params"]), "flops": int(info["flops"])}
 
 
 def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -99,6 +110,7 @@ class _Loop:
         self.device = _pick_device(cfg.device)
         _seed_everything(cfg.seed)
         self.model, self.data = prepare(cfg, datasets)
+        self.cost = static_cost(cfg, self.data.num_classes)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format)
         if cfg.model_parallel == "towers":  # the towers own their halves of the weights
@@ -206,11 +218,12 @@ def fit(config: TrainConfig | dict[str, Any], report: Report, *,
     """Train one configuration, calling `report(metrics, checkpoint_dir)` after every epoch.
 
     Metrics: epoch, train_loss, train_acc, val_loss, val_acc, best_val_acc, lr, epoch_s,
-    images_per_s, status (running | completed | diverged). `checkpoint_dir` holds
-    `checkpoint.pt` for this epoch; unless `checkpoint_root` is given it is a temporary
-    directory removed once `report` returns (Ray copies it during the call). `resume_from` is a
-    checkpoint directory written by an earlier call. `datasets` replaces the ones `cfg.data`
-    describes (in-memory data in tests and benchmarks). Returns the last metrics reported.
+    images_per_s, params, flops (per image), status (running | completed | diverged).
+    `checkpoint_dir` holds `checkpoint.pt` for this epoch; unless `checkpoint_root` is given it
+    is a temporary directory removed once `report` returns (Ray copies it during the call).
+    `resume_from` is a checkpoint directory written by an earlier call. `datasets` replaces the
+    ones `cfg.data` describes (in-memory data in tests and benchmarks). Returns the last
+    metrics reported.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.model_validate(config)
     _set_threads(cfg)
@@ -240,7 +253,7 @@ def fit(config: TrainConfig | dict[str, Any], report: Report, *,
         metrics = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                    "val_loss": val_loss, "val_acc": val_acc, "best_val_acc": best, "lr": lr,
                    "epoch_s": time.perf_counter() - t0, "images_per_s": seen / max(train_s, 1e-9),
-                   "status": status}
+                   **loop.cost, "status": status}
         if diverged:
             report(metrics, None)
             break

@@ -31,7 +31,8 @@ def print_plan(plan, spec: SweepSpec, out=sys.stdout) -> None:
           f"({cluster})", file=out)
     if abl is None:
         print(f"  searching {', '.join(spec.search) or 'nothing'}; searcher {plan.searcher}; "
-              f"scheduler {plan.scheduler}; {plan.mode} {plan.metric}", file=out)
+              f"scheduler {plan.scheduler}; {' and '.join(plan.objectives)}"
+              + (" (a Pareto front)" if len(plan.objectives) > 1 else ""), file=out)
     else:
         print(f"  {abl.design}: {', '.join(cells)}; paired by seed; {plan.mode} {plan.metric} "
               f"at epoch {plan.max_epochs}; Holm at alpha {abl.alpha:g}", file=out)

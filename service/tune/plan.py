@@ -4,7 +4,7 @@ what each holds, where results go. Needs neither Ray nor torch (`--dry-run` uses
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -25,6 +25,7 @@ class SweepPlan:
     mode: str
     max_epochs: int
     tuning_trials: int = 0  # an ablation's tuning trials before its compared runs (all cells)
+    objectives: list[str] = field(default_factory=list)  # "max val_acc", "min flops"
 
 
 def trial_resources(spec) -> dict[str, float]:
@@ -83,7 +84,8 @@ def plan_sweep(spec, results: str, cluster: dict[str, float] | None, run_id: str
         max_concurrent_trials=concurrency(spec, cluster) if cluster is not None else 0,
         trial_resources=trial_resources(spec), workers_per_trial=spec.resources.workers_per_trial,
         cluster={k: (cluster or {}).get(k, 0.0) for k in ("CPU", "GPU")}, searcher=searcher,
-        scheduler=scheduler, metric=spec.budget.metric, mode=spec.budget.mode,
+        scheduler=scheduler, metric=spec.budget.primary[0], mode=spec.budget.primary[1],
+        objectives=[f"{mode} {metric}" for metric, mode in spec.budget.objectives],
         max_epochs=spec.budget.max_epochs, tuning_trials=tuning)
 
 

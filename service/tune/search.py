@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
@@ -19,18 +22,51 @@ from service.tune.schedulers import (
 )
 from service.tune.seedgroups import SeedGroups
 
+JOURNAL = "optuna-journal.log"  # the sweep's Optuna study, beside summary.json
 
-def make_searcher(spec, max_concurrent: int = 0):
-    if spec.searcher.type == "optuna-tpe":
-        sampler = optuna.samplers.TPESampler(seed=spec.searcher.seed,
-                                             n_startup_trials=spec.searcher.n_startup_trials)
+
+def make_sampler(spec) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler the spec names; both take one metric or several objectives."""
+    if spec.searcher.type == "optuna-nsga2":
+        return optuna.samplers.NSGAIISampler(seed=spec.searcher.seed,
+                                             population_size=spec.searcher.population_size)
+    return optuna.samplers.TPESampler(seed=spec.searcher.seed,
+                                      n_startup_trials=spec.searcher.n_startup_trials)
+
+
+def study_storage(spec, study_dir: str | None):
+    """Where the Optuna study lives: the spec's RDB, else Optuna's journal file in the run
+    directory (so that `optuna-dashboard` opens any running or finished sweep), else memory
+    (results on remote storage: a journal needs a local file and its lock)."""
+    if spec.searcher.storage:
+        return optuna.storages.RDBStorage(spec.searcher.storage)  # OptunaSearch takes objects
+    if study_dir is None or "://" in study_dir:
+        return None
+    Path(study_dir).mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(Path(study_dir) / JOURNAL)))
+
+
+def journal_path(experiment_dir: str) -> Path | None:
+    """The journal file of a run directory's study, if it has one."""
+    path = Path(experiment_dir) / JOURNAL
+    return path if "://" not in experiment_dir and path.is_file() else None
+
+
+def make_searcher(spec, max_concurrent: int = 0, study_dir: str | None = None):
+    """Tune's searcher; an Optuna study is kept in `study_dir` (a run directory) when the spec
+    names no storage of its own."""
+    if spec.searcher.optuna:
+        storage = study_storage(spec, study_dir)
+        metrics = [m for m, _ in spec.budget.objectives]
+        modes = [mode for _, mode in spec.budget.objectives]
         # Trials a scheduler stopped early are PRUNED in the study, not COMPLETE with a
-        # truncated score that TPE would take for a final one.
-        storage = (optuna.storages.RDBStorage(spec.searcher.storage)
-                   if spec.searcher.storage else None)  # OptunaSearch takes an object, not a URL
+        # truncated score that the sampler would take for a final one.
         searcher = PrunedAwareOptunaSearch(
-            sampler=sampler, max_epochs=spec.budget.max_epochs, storage=storage,
-            study_name=(spec.searcher.study_name or spec.name) if storage else None)
+            sampler=make_sampler(spec), max_epochs=spec.budget.max_epochs, storage=storage,
+            study_name=(spec.searcher.study_name or spec.name) if storage else None,
+            # Several objectives are given to the searcher itself; Tune's own metric stays
+            # unset (schedulers are refused, and Tune ranks by one metric only).
+            **({"metric": metrics, "mode": modes} if spec.budget.multi_objective else {}))
         if spec.budget.seeds == 1:
             return searcher
         # Each config goes to `seeds` trials; the study gets one trial per config, PRUNED
@@ -64,7 +100,7 @@ def param_space(spec) -> dict[str, Any]:
     """Tune's param space: the translated search block, plus seed repeats for non-Optuna."""
 
     space = tune_param_space(spec)
-    if spec.searcher.type != "optuna-tpe" and spec.budget.seeds > 1:
+    if not spec.searcher.optuna and spec.budget.seeds > 1:
         space[SEED_KEY] = tune.grid_search(list(range(spec.budget.seeds)))
     return space
 

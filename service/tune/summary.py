@@ -6,7 +6,9 @@ import re
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+from urllib.parse import urlsplit
 
+from service.results.pareto import PARETO_STATUSES, pareto_front
 from service.results.records import Summary, TrialRecord
 from service.tune.paths import ARM_KEY, trial_id_of
 from service.tune.plan import SweepPlan
@@ -42,10 +44,14 @@ def trial_record(result, max_epochs: int, arms: dict[str, dict] | None = None) -
 def summarize(spec, plan: SweepPlan, results, wall_s: float, searched: list[str],
               arms: dict[str, dict] | None = None) -> Summary:
     """summary.json's content from a Tune ResultGrid (`arms`: an ablation's cells)."""
+    trials = [trial_record(r, spec.budget.max_epochs, arms) for r in results]
+    pareto = None
+    if spec.budget.multi_objective:
+        pareto = pareto_front(spec.budget.objectives, {t.trial_id: t.final for t in trials
+                                                       if t.status in PARETO_STATUSES})
     return Summary.ranked(
-        [trial_record(r, spec.budget.max_epochs, arms) for r in results],
-        name=spec.name, spec=redacted_spec(spec), plan=asdict(plan), searched=searched,
-        wall_s=round(wall_s, 2), ray_version=_version("ray"),
+        trials, name=spec.name, spec=redacted_spec(spec), plan=asdict(plan), searched=searched,
+        wall_s=round(wall_s, 2), pareto=pareto, ray_version=_version("ray"),
         torch_version=_version("torch"))  # the workers' torch; the driver never imports it
 
 
@@ -54,11 +60,24 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
+def redact_webhook(url: str) -> str:
+    """A webhook URL's path is its secret (Slack's hooks.slack.com/services/T…/B…/…): keep the
+    scheme and host only."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/***"
+
+
 def redacted_spec(spec) -> dict:
-    """The spec as recorded in summary.json: an RDB password never lands in a results file."""
+    """The spec as recorded in summary.json: no RDB or tracking password and no webhook
+    secret ever lands in a results file."""
     dump = spec.model_dump(mode="json")
     if dump.get("searcher", {}).get("storage"):
         dump["searcher"]["storage"] = redact_url(dump["searcher"]["storage"])
+    if (dump.get("tracking") or {}).get("mlflow"):
+        mlflow = dump["tracking"]["mlflow"]
+        mlflow["tracking_uri"] = redact_url(mlflow["tracking_uri"])
+    if dump.get("notify"):
+        dump["notify"]["webhook"] = redact_webhook(dump["notify"]["webhook"])
     return dump
 
 

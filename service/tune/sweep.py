@@ -22,6 +22,7 @@ from service.tune.paths import ledger_path, read_ledger, trial_id_of
 from service.tune.plan import SweepPlan
 from service.tune.search import make_scheduler, make_searcher, param_space
 from service.tune.summary import summarize
+from service.tune.tracking import tracking_callbacks
 from service.tune.trial import run_trial
 
 DRIVER_RESOURCES = {"CPU": 0, "memory": 50 * 2**20}  # the trial driver only waits on Train
@@ -46,14 +47,15 @@ class Phase:
 def sweep_phase(spec, plan: SweepPlan) -> Phase:
     """An ordinary sweep's single phase, from its `search` block."""
     num_samples = spec.budget.num_samples
-    if spec.searcher.type == "optuna-tpe":
+    if spec.searcher.optuna:
         num_samples *= spec.budget.seeds
     elif spec.searcher.type == "grid":
         num_samples = 1  # the grid itself enumerates the trials
     return Phase(base=spec.base_config().model_dump(mode="json"), param_space=param_space(spec),
-                 searcher=make_searcher(spec, plan.max_concurrent_trials),
+                 searcher=make_searcher(spec, plan.max_concurrent_trials,
+                                        plan.experiment_dir),
                  scheduler=make_scheduler(spec), num_samples=num_samples,
-                 searched=list(spec.search), limit_concurrency=spec.searcher.type == "optuna-tpe",
+                 searched=list(spec.search), limit_concurrency=spec.searcher.optuna,
                  # Optuna and random searchers make exactly `trials`; a grid may be smaller.
                  expected=plan.trials if spec.searcher.type != "grid" else 0)
 
@@ -141,14 +143,17 @@ def build_tuner(spec, plan: SweepPlan, progress, resume: bool = False,
         return tune.Tuner.restore(plan.experiment_dir, trainable=trainable,
                                   param_space=phase.param_space, resume_unfinished=True,
                                   resume_errored=False, restart_errored=False)
+    # Several objectives: the searcher has them all; Tune's single metric stays unset.
+    metric, mode = (None, None) if spec.budget.multi_objective else spec.budget.primary
     tune_config = tune.TuneConfig(
-        metric=spec.budget.metric, mode=spec.budget.mode, search_alg=phase.searcher,
+        metric=metric, mode=mode, search_alg=phase.searcher,
         scheduler=phase.scheduler, num_samples=phase.num_samples,
         # A ready-made generator (grid/random) takes the limit itself; Tune would warn here.
         max_concurrent_trials=plan.max_concurrent_trials if phase.limit_concurrency else None,
         time_budget_s=spec.budget.time_budget_s, reuse_actors=reuses_actors(phase.scheduler))
     storage, name = plan.experiment_dir.rsplit("/", 1)
-    run_config = tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[progress],
+    callbacks = [progress, *tracking_callbacks(spec, plan)]
+    run_config = tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=callbacks,
                                 failure_config=tune.FailureConfig(max_failures=0))
     return tune.Tuner(trainable, param_space=phase.param_space, tune_config=tune_config,
                       run_config=run_config)

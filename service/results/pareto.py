@@ -8,7 +8,8 @@ completed every epoch take part: one stopped early, diverged or failed is never 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -32,7 +33,8 @@ class Pareto(BaseModel):
     trials: list[str]  # trial ids on the front
     values: dict[str, list[float]]  # trial id -> its objective values (every compared trial)
     # The volume the front dominates up to `reference` (per objective, the worst value among
-    # the compared trials), in the objectives' own units; None with fewer than 2 trials.
+    # the compared trials pushed a tenth of the range further: `nadir`), in the objectives'
+    # own units; None with fewer than 2 compared trials.
     hypervolume: float | None = None
     reference: list[float] | None = None
 
@@ -64,6 +66,18 @@ def hypervolume(points: list[list[float]], modes: Sequence[str],
     return float(compute_hypervolume(inside, ref)) if len(inside) else 0.0
 
 
+NADIR_MARGIN = 0.1  # the reference point lies this share of each objective's range past the worst
+
+
+def nadir(column: list[float], mode: str) -> float:
+    """The hypervolume's reference in one objective: the worst value among the compared trials,
+    pushed a tenth of the range further, so that the trials at an extreme still count (at the
+    worst value itself their box would be flat)."""
+    worst, best = (min(column), max(column)) if mode == "max" else (max(column), min(column))
+    span = abs(best - worst) or abs(worst) or 1.0
+    return worst - NADIR_MARGIN * span if mode == "max" else worst + NADIR_MARGIN * span
+
+
 def pareto_front(objectives: list[tuple[str, str]], finals: dict[str, dict[str, float]]
                  ) -> Pareto:
     """The front of the trials in `finals` (trial id -> its last epoch's metrics; only trials
@@ -78,8 +92,15 @@ def pareto_front(objectives: list[tuple[str, str]], finals: dict[str, dict[str, 
     front.sort(key=lambda tid: sign * values[tid][0])
     hv = reference = None
     if len(values) >= 2:
-        reference = [(min if mode == "max" else max)(v[i] for v in values.values())
+        reference = [nadir([v[i] for v in values.values()], mode)
                      for i, mode in enumerate(modes)]
         hv = hypervolume([values[t] for t in front], modes, reference)
     return Pareto(objectives=[Objective(metric=m, mode=mode) for m, mode in objectives],
                   trials=front, values=values, hypervolume=hv, reference=reference)
+
+
+def pareto_of(trials: Iterable[Any], objectives: list[tuple[str, str]]) -> Pareto:
+    """The front of a sweep's `TrialRecord`s: only trials that completed every epoch compare
+    (a trial stopped early, diverged or failed never joins the front)."""
+    return pareto_front(objectives, {t.trial_id: t.final for t in trials
+                                     if t.status in PARETO_STATUSES})

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from service.config.spec import SweepSpec
 from service.results.ablation import sentences
 from service.results.records import Summary
-from service.tune.paths import SEED_KEY
+from service.tune.paths import JOURNAL, SEED_KEY, journal_path
 from service.tune.plan import describe_scheduler, describe_searcher
 
 
@@ -54,25 +56,60 @@ def _score(value: float | None) -> str:
 
 
 def print_table(summary: Summary, best: bool = True) -> None:
-    """All trials sorted by the sweep's metric, then (if `best`) the best configuration."""
+    """All trials sorted by the sweep's metric, then (if `best`) the best configuration; with
+    several objectives, each one's last-epoch value and the Pareto front instead."""
     keys, metric = summary.searched, summary.metric
+    pareto = summary.pareto
+    scores = ([f"{m} (last)" for m, _ in summary.objectives] if pareto else [f"best {metric}"])
     head = ["trial", *("seed" if k == SEED_KEY else k for k in keys), "status", "epochs",
-            f"best {metric}"]
+            *scores, *(["front"] if pareto else [])]
     rows = []
     for t in summary.trials:
+        values = ([_cell(v) for v in pareto.values.get(t.trial_id, ["-"] * len(scores))]
+                  if pareto else [_score(summary.score(t))])
+        front = (["*" if t.trial_id in pareto.trials else ""] if pareto else [])
         rows.append([t.trial_id, *(_cell(t.config.get(k, "")) for k in keys), t.status,
-                     str(t.epochs), _score(summary.score(t))])
+                     str(t.epochs), *values, *front])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     for t in summary.trials:
         if t.error:
             print(f"{t.trial_id}: {t.error}")
-    best = summary.best if best else None
-    if best:
-        knobs = " ".join(f"{k}={_cell(best.config.get(k))}" for k in keys)
-        print(f"best: {best.trial_id}  {metric} {_score(summary.score(best))}  {knobs}")
+    if pareto:
+        objectives = " and ".join(f"{o.mode} {o.metric}" for o in pareto.objectives)
+        reference = ", ".join(_cell(r) for r in pareto.reference or [])
+        hv = ("" if pareto.hypervolume is None else
+              f"; hypervolume {pareto.hypervolume:.4g} up to ({reference})")
+        print(f"Pareto front ({objectives}): {len(pareto.trials)} of {len(pareto.values)} "
+              f"completed trials: {' '.join(pareto.trials) or 'none'}{hv}")
+    elif best and summary.best:
+        knobs = " ".join(f"{k}={_cell(summary.best.config.get(k))}" for k in keys)
+        print(f"best: {summary.best.trial_id}  {metric} {_score(summary.score(summary.best))}  "
+              f"{knobs}")
     print(f"wall time {summary.wall_s or 0:.0f}s")
+
+
+def dashboard_command(spec, experiment_dir: str) -> str | None:
+    """The `optuna-dashboard` command that opens the sweep's Optuna study (running or
+    finished), or None without one (Tune's own searchers; results on remote storage)."""
+    from service.tune.summary import redact_url
+
+    if not spec.searcher.optuna:
+        return None
+    if spec.searcher.storage:  # the password stays out of the terminal's scrollback
+        return f"optuna-dashboard '{redact_url(spec.searcher.storage)}'"
+    journal = journal_path(experiment_dir)
+    if spec.ablation is not None and spec.ablation.tune is not None:
+        journal = journal or next(iter(sorted(Path(experiment_dir).glob(f"tuning/*/{JOURNAL}"))),
+                                  None)
+    return f"optuna-dashboard {shlex.quote(str(journal))}" if journal else None
+
+
+def print_dashboard_command(spec, experiment_dir: str) -> None:
+    command = dashboard_command(spec, experiment_dir)
+    if command:
+        print(f"Optuna dashboard: {command}  (needs pip install optuna-dashboard)")
 
 
 def print_ablation(study: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ TUNING_DIR = "tuning"  # an ablation's tuning sweeps: RUN/tuning/<cell>/, one pe
 ABLATION = "ablation.json"  # an ablation's statistics (service.results.ablation)
 TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's registered checkpoints
 SUMMARY = "summary.json"  # our record of a finished sweep (service.results)
+JOURNAL = "optuna-journal.log"  # the sweep's Optuna study (Optuna's journal file storage)
 TRIAL_PREFIX = "run_trial"  # Tune names a trial's directory after its trainable, run_trial
 
 
@@ -113,3 +114,9 @@ def trial_dir(run_dir: Path, trial_id: str) -> Path | None:
 def read_ledger(path: Path) -> set[str]:
     """Trial ids recorded as finished (completed, stopped early, diverged or failed)."""
     return set(json.loads(path.read_text())) if path.exists() else set()
+
+
+def journal_path(experiment_dir: str) -> Path | None:
+    """The journal file of a run directory's Optuna study, if it has one."""
+    path = Path(experiment_dir) / JOURNAL
+    return path if "://" not in experiment_dir and path.is_file() else None

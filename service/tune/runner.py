@@ -9,7 +9,12 @@ from dataclasses import dataclass
 from service.cli import Exit
 from service.config.spec import SweepSpec
 from service.results.records import FAILED, Summary
-from service.tune.console import print_ablation, print_plan, print_table
+from service.tune.console import (
+    print_ablation,
+    print_dashboard_command,
+    print_plan,
+    print_table,
+)
 from service.tune.plan import plan_sweep
 from service.tune.runtime import local_resources, start_ray
 
@@ -69,7 +74,7 @@ def run(req: Request) -> Outcome:
         except ValueError as err:
             print(f"{req.space}: {err}", file=sys.stderr)
             return Outcome(Exit.BAD_INPUT)
-    start_ray(req.address, req.verbose)
+    start_ray(req.address, req.verbose, announce=not req.quiet)
     plan = None
     try:
         try:
@@ -114,6 +119,7 @@ def run(req: Request) -> Outcome:
     print_table(summary, best=study is None)  # an ablation compares; it does not pick
     if study is not None:
         print_ablation(study)
+    print_dashboard_command(spec, plan.experiment_dir)
     failed = any(t.status in FAILED for t in summary.trials)
     return Outcome(Exit.TRIALS_FAILED if failed else Exit.OK, plan.experiment_dir, summary,
                    study)

@@ -85,8 +85,10 @@ def local_resources(via_ray: bool = False) -> dict[str, float]:
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
 
 
-def start_ray(address: str | None, verbose: bool) -> bool:
-    """Connect to `address` / RAY_ADDRESS, or start Ray here; True when we started it."""
+def start_ray(address: str | None, verbose: bool, announce: bool = False) -> bool:
+    """Connect to `address` / RAY_ADDRESS, or start Ray here; True when we started it. With
+    `announce`, print the Ray dashboard's address (the trials' actors, logs and resources
+    while the sweep runs)."""
     if not verbose:
         # Tune's boxed tables and Optuna's per-trial lines drown our own progress lines.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -115,8 +117,12 @@ def start_ray(address: str | None, verbose: bool) -> bool:
     # The dashboard stays on: Train V2 frees finished trials' placement groups through its
     # State API; without it they are never freed and later trials wait for CPUs. It binds to
     # 127.0.0.1 unless a cluster says otherwise.
-    ray.init(address=address, include_dashboard=address is None or None, dashboard_port=port,
-             log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.WARNING)
+    context = ray.init(address=address, include_dashboard=address is None or None,
+                       dashboard_port=port, log_to_driver=verbose,
+                       logging_level=logging.INFO if verbose else logging.WARNING)
+    if announce and context.dashboard_url:
+        where = "while the sweep runs" if address is None else "the cluster's"
+        print(f"Ray dashboard ({where}): http://{context.dashboard_url}", flush=True)
     return address is None
 
 

@@ -14,15 +14,13 @@ from ray.tune.search import BasicVariantGenerator
 
 from service.config.blocks import FloatRange, Values, make_pruner
 from service.config.spec import SweepSpec
-from service.tune.paths import SEED_KEY
+from service.tune.paths import JOURNAL, SEED_KEY
 from service.tune.schedulers import (
     OptunaPrunerScheduler,
     PrunedAwareOptunaSearch,
     RestorableASHA,
 )
 from service.tune.seedgroups import SeedGroups
-
-JOURNAL = "optuna-journal.log"  # the sweep's Optuna study, beside summary.json
 
 
 def make_sampler(spec) -> optuna.samplers.BaseSampler:
@@ -44,12 +42,6 @@ def study_storage(spec, study_dir: str | None):
         return None
     Path(study_dir).mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(Path(study_dir) / JOURNAL)))
-
-
-def journal_path(experiment_dir: str) -> Path | None:
-    """The journal file of a run directory's study, if it has one."""
-    path = Path(experiment_dir) / JOURNAL
-    return path if "://" not in experiment_dir and path.is_file() else None
 
 
 def make_searcher(spec, max_concurrent: int = 0, study_dir: str | None = None):

@@ -8,7 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 from urllib.parse import urlsplit
 
-from service.results.pareto import PARETO_STATUSES, pareto_front
+from service.results.pareto import pareto_of
 from service.results.records import Summary, TrialRecord
 from service.tune.paths import ARM_KEY, trial_id_of
 from service.tune.plan import SweepPlan
@@ -45,10 +45,7 @@ def summarize(spec, plan: SweepPlan, results, wall_s: float, searched: list[str]
               arms: dict[str, dict] | None = None) -> Summary:
     """summary.json's content from a Tune ResultGrid (`arms`: an ablation's cells)."""
     trials = [trial_record(r, spec.budget.max_epochs, arms) for r in results]
-    pareto = None
-    if spec.budget.multi_objective:
-        pareto = pareto_front(spec.budget.objectives, {t.trial_id: t.final for t in trials
-                                                       if t.status in PARETO_STATUSES})
+    pareto = pareto_of(trials, spec.budget.objectives) if spec.budget.multi_objective else None
     return Summary.ranked(
         trials, name=spec.name, spec=redacted_spec(spec), plan=asdict(plan), searched=searched,
         wall_s=round(wall_s, 2), pareto=pareto, ray_version=_version("ray"),

@@ -13,13 +13,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import yaml
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from service.config.blocks import SpecError
 from service.config.spec import parse_spec
 from service.results import paired
 from service.results.ablation import expected_best, factorial_contrasts, study
+from service.tune.paths import JOURNAL
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -229,6 +233,17 @@ def test_equal_tuning_per_cell_and_resume_after_an_interrupt(tmp_path: Path) -> 
     assert study_["baseline"]["tuned"] == tuning["arms"]["baseline"]["best"]
     assert study_["arms"][0]["tuned"] == tuning["arms"]["avg_pool"]["best"]
     assert study_["arms"][0]["settings"]["lr"] == tuning["arms"]["avg_pool"]["best"]["lr"]
+    # Each cell's Optuna study is kept beside its tuning trials (Optuna's journal file), its
+    # trials all finished after the resume, and the run's end says how to open each one.
+    for cell in ("baseline", "avg_pool"):
+        journal = run_dir / "tuning" / cell / JOURNAL
+        (study,) = optuna.get_all_study_summaries(JournalStorage(JournalFileBackend(
+            str(journal))), include_best_trial=False)
+        states = [t.state.name for t in optuna.load_study(
+            study_name=study.study_name, storage=JournalStorage(JournalFileBackend(
+                str(journal)))).trials]
+        assert len(states) == 2 and "RUNNING" not in states, (cell, states)
+        assert f"Optuna dashboard: optuna-dashboard {journal}" in again.stdout
 
 
 def test_seed_i_gives_every_arm_the_same_split_order_and_initial_weights() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from service.config.spec import SweepSpec
 from service.results.ablation import sentences
 from service.results.records import Summary
-from service.tune.paths import JOURNAL, SEED_KEY, journal_path
+from service.tune.paths import JOURNAL, SEED_KEY, TUNING_DIR, journal_path
 from service.tune.plan import describe_scheduler, describe_searcher
 
 
@@ -90,26 +90,25 @@ def print_table(summary: Summary, best: bool = True) -> None:
     print(f"wall time {summary.wall_s or 0:.0f}s")
 
 
-def dashboard_command(spec, experiment_dir: str) -> str | None:
-    """The `optuna-dashboard` command that opens the sweep's Optuna study (running or
-    finished), or None without one (Tune's own searchers; results on remote storage)."""
+def dashboard_commands(spec, experiment_dir: str) -> list[str]:
+    """The `optuna-dashboard` commands that open the sweep's Optuna study (running or
+    finished): one, or one per tuned cell of an ablation; none without an Optuna searcher or
+    with results on remote storage."""
     from service.tune.summary import redact_url
 
     if not spec.searcher.optuna:
-        return None
+        return []
     if spec.searcher.storage:  # the password stays out of the terminal's scrollback
-        return f"optuna-dashboard '{redact_url(spec.searcher.storage)}'"
-    journal = journal_path(experiment_dir)
-    if spec.ablation is not None and spec.ablation.tune is not None:
-        journal = journal or next(iter(sorted(Path(experiment_dir).glob(f"tuning/*/{JOURNAL}"))),
-                                  None)
-    return f"optuna-dashboard {shlex.quote(str(journal))}" if journal else None
+        return [f"optuna-dashboard '{redact_url(spec.searcher.storage)}'"]
+    journals = [journal_path(experiment_dir)]
+    if spec.ablation is not None and "://" not in experiment_dir:
+        journals = sorted(Path(experiment_dir).glob(f"{TUNING_DIR}/*/{JOURNAL}"))
+    return [f"optuna-dashboard {shlex.quote(str(j))}" for j in journals if j]
 
 
-def print_dashboard_command(spec, experiment_dir: str) -> None:
-    command = dashboard_command(spec, experiment_dir)
-    if command:
-        print(f"Optuna dashboard: {command}  (needs pip install optuna-dashboard)")
+def print_dashboard_commands(spec, experiment_dir: str) -> None:
+    for command in dashboard_commands(spec, experiment_dir):
+        print(f"Optuna dashboard: {command}  (pip install optuna-dashboard)")
 
 
 def print_ablation(study: dict[str, Any]) -> None:

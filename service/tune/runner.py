@@ -11,7 +11,7 @@ from service.config.spec import SweepSpec
 from service.results.records import FAILED, Summary
 from service.tune.console import (
     print_ablation,
-    print_dashboard_command,
+    print_dashboard_commands,
     print_plan,
     print_table,
 )
@@ -119,7 +119,7 @@ def run(req: Request) -> Outcome:
     print_table(summary, best=study is None)  # an ablation compares; it does not pick
     if study is not None:
         print_ablation(study)
-    print_dashboard_command(spec, plan.experiment_dir)
+    print_dashboard_commands(spec, plan.experiment_dir)
     failed = any(t.status in FAILED for t in summary.trials)
     return Outcome(Exit.TRIALS_FAILED if failed else Exit.OK, plan.experiment_dir, summary,
                    study)

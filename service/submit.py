@@ -12,8 +12,9 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 
-from service import cli
+from service import cli, notify
 from service.cli import Exit
 from service.config.data import DataError, check_available
 from service.config.schema import spec_schema
@@ -41,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, help="override budget.num_samples")
     p.add_argument("--no-report", action="store_true",
                    help="do not write report.html/report.md at the end (python -m service.report)")
+    p.add_argument("--no-notify", action="store_true",
+                   help="do not POST to the space's notify webhook (service.schedule's nights "
+                        "notify once themselves)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the final table")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="print every epoch and Ray's own logs")
@@ -64,12 +68,12 @@ def with_overrides(spec: SweepSpec, args: argparse.Namespace, path: str) -> Swee
     return spec
 
 
-def write_report(experiment_dir: str, quiet: bool) -> None:
+def write_report(experiment_dir: str, quiet: bool) -> str | None:
     """The sweep's report (service.report); a report that fails never fails the sweep."""
     if "://" in experiment_dir:
         print(f"report: results are remote; run python -m service.report on a local copy "
               f"of {experiment_dir}", file=sys.stderr)
-        return
+        return None
     # The report imports torch (the analyses): only after the sweep, never in its driver.
     from service.report.build import build_report
 
@@ -78,13 +82,44 @@ def write_report(experiment_dir: str, quiet: bool) -> None:
     except Exception as err:  # noqa: BLE001 - the sweep's results stand without the report
         print(f"report: not written ({type(err).__name__}: {err}); retry with python -m "
               f"service.report {experiment_dir}", file=sys.stderr)
-        return
+        return None
     if not quiet:
         print(f"report: {path}")
+    return str(path)
+
+
+@dataclass
+class Ending:
+    """What the notification tells of a run that ended (filled in as the run gets there)."""
+
+    run_id: str | None = None
+    summary: object = None  # service.results Summary, once written
+    summary_path: str | None = None
+    report: str | None = None
+    notify: bool = True  # False: a dry run, or --no-notify
+
+
+def tell(spec: SweepSpec, end: Ending, code: int, detail: str | None = None) -> None:
+    """POST the run's ending to the space's webhook, if it has one that listens for it."""
+    if not end.notify or spec.notify is None:
+        return
+    if detail is None and code != Exit.OK:
+        detail = notify.ENDINGS.get(code)
+    msg = notify.message(notify.event_for(code), spec.name, code, end.summary,
+                         _absolute(end.summary_path), run_id=end.run_id,
+                         report=_absolute(end.report), detail=detail,
+                         kind="ablation" if spec.ablation else "sweep")
+    notify.send(spec.notify, msg)
+
+
+def _absolute(path: str | None) -> str | None:
+    """A local path made absolute (the receiver is not in our directory); a URI as it is."""
+    return path if path is None or "://" in path else os.path.abspath(path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Validate, plan, run; exit codes as in service.cli.Exit (0, 2, 3, 4, 130)."""
+    """Validate, plan, run; exit codes as in service.cli.Exit (0, 2, 3, 4, 130). A space with
+    a `notify:` block is told how the run ended, after the summary and report are written."""
     args = parse_args(argv)
     if args.schema:
         print(json.dumps(spec_schema(), indent=2))
@@ -94,6 +129,22 @@ def main(argv: list[str] | None = None) -> int:
         spec = with_overrides(load_spec(space), args, space)
     except SpecError as err:
         return cli.say_problems(err.problems)
+    end = Ending(notify=not (args.dry_run or args.no_notify))
+    try:
+        code = run(args, spec, space, end)
+    except KeyboardInterrupt:
+        tell(spec, end, Exit.INTERRUPTED)
+        raise
+    except Exception as err:
+        tell(spec, end, 1, f"{type(err).__name__}: {err}")
+        raise
+    tell(spec, end, code)
+    return code
+
+
+def run(args: argparse.Namespace, spec: SweepSpec, space: str, end: Ending) -> int:
+    """Check the data and results directory, then run (or dry-run) the validated spec; what
+    the notification needs is recorded in `end` as it becomes known."""
     address = remote_address(args.address)
     if address is None:
         # On this machine the data must be here; a cluster's workers have their own disks.
@@ -106,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         run_id = find_run(results, spec.name, args.resume) if args.resume else new_run_id()
     except FileNotFoundError as err:
         return cli.say_problems([f"error: {err}"])
+    end.run_id = run_id
     request = runner.Request(spec=spec, space=space, results=results, run_id=run_id,
                              address=address, resume=bool(args.resume), quiet=args.quiet,
                              verbose=args.verbose)
@@ -118,9 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     outcome = runner.run(request)
     if outcome.summary is None:
         return outcome.code
+    end.summary, end.summary_path = outcome.summary, f"{outcome.experiment_dir}/summary.json"
     if not args.no_report:
-        write_report(outcome.experiment_dir, args.quiet)
-    print(f"{outcome.experiment_dir}/summary.json")
+        end.report = write_report(outcome.experiment_dir, args.quiet)
+    print(end.summary_path)
     return outcome.code
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from service import notify
 from service.cli import Exit
 from service.config.spec import SpecError, SweepSpec, load_spec
 from service.results.records import Summary
@@ -117,6 +118,7 @@ class Night:
     value: float | None  # None: no trial finished
     metric: str
     mode: str
+    best: str | None = None  # the best trial's id
 
 
 def best_value(summary: Summary) -> float | None:
@@ -127,7 +129,8 @@ def best_value(summary: Summary) -> float | None:
 def read_night(date: str, path: Path) -> Night:
     """A Night from a summary.json file; ResultsError if it is missing or not a summary."""
     summary = read_summary(path.parent)
-    return Night(date, path, best_value(summary), summary.metric, summary.mode)
+    return Night(date, path, best_value(summary), summary.metric, summary.mode,
+                 summary.best.trial_id if summary.best else None)
 
 
 def previous_night(results: Path, name: str, before: str) -> Night | None:
@@ -173,18 +176,72 @@ def summary_path(stdout: str) -> Path | None:
     return Path(lines[-1]) if lines else None
 
 
+@dataclass
+class NightEnd:
+    """What the notification tells of a night, filled in as the night gets there."""
+
+    date: str
+    now: Night | None = None
+    before: Night | None = None
+    detail: str | None = None  # one line: the regression, or why nothing was compared
+
+
 def run_night(args: argparse.Namespace, spec: SweepSpec, results: Path) -> int:
-    """Run tonight's sweep through service.submit, then compare with the previous night."""
-    date = args.date or time.strftime("%Y-%m-%d")
+    """Run tonight's sweep through service.submit, then compare with the previous night; a
+    space with a `notify:` block is told how the night ended (finished, failed, regression)."""
+    end = NightEnd(args.date or time.strftime("%Y-%m-%d"))
+    try:
+        code = _night(args, spec, results, end)
+    except KeyboardInterrupt:
+        tell_night(spec, end, Exit.INTERRUPTED)
+        raise
+    except OSError as err:  # service.schedule's main makes it bad input
+        tell_night(spec, end, Exit.BAD_INPUT, f"error: {err}")
+        raise
+    except Exception as err:
+        tell_night(spec, end, 1, f"{type(err).__name__}: {err}")
+        raise
+    tell_night(spec, end, code)
+    return code
+
+
+def tell_night(spec: SweepSpec, end: NightEnd, code: int, detail: str | None = None) -> None:
+    """POST the night's ending to the space's webhook, if it has one that listens for it."""
+    if spec.notify is None:
+        return
+    now, before = end.now, end.before
+    extra = {"date": end.date}
+    if before is not None:
+        extra.update(previous_date=before.date, previous_value=before.value)
+    report = now.summary.parent / "report.html" if now is not None else None
+    msg = notify.Message(
+        event="regression" if code == Exit.REGRESSION else notify.event_for(code),
+        sweep=spec.name, exit_code=code, kind="nightly",
+        run_id=now.summary.parent.name if now else None, metric=now.metric if now else None,
+        best_trial=now.best if now else None, best_value=now.value if now else None,
+        report=str(report) if report is not None and report.is_file() else None,
+        summary=str(now.summary) if now else None,
+        detail=detail or end.detail or (notify.ENDINGS.get(code) if code else None),
+        extra=extra)
+    notify.send(spec.notify, msg)
+
+
+def _night(args: argparse.Namespace, spec: SweepSpec, results: Path, end: NightEnd) -> int:
+    """One night: the sweep (service.submit, which leaves the notification to us), then the
+    comparison; `end` records what the notification needs."""
+    date = end.date
     night_dir = results / date
     night_dir.mkdir(parents=True, exist_ok=True)
     try:
-        before = previous_night(results, spec.name, date)
+        before = end.before = previous_night(results, spec.name, date)
     except ResultsError as err:
         print(f"error: {err}", file=sys.stderr)
+        end.detail = f"error: {err}"
         return Exit.BAD_INPUT
     space = nightly_space(spec, args.space, results, night_dir)
-    cmd = [sys.executable, "-m", "service.submit", space, "--results", str(night_dir), "-q"]
+    # --no-notify: one message a night, sent from here once the nights are compared
+    cmd = [sys.executable, "-m", "service.submit", space, "--results", str(night_dir), "-q",
+           "--no-notify"]
     if args.address:
         cmd += ["--address", args.address]
     if args.no_report:
@@ -196,11 +253,13 @@ def run_night(args: argparse.Namespace, spec: SweepSpec, results: Path) -> int:
     if proc.returncode not in (0, 3) or summary is None:
         print(f"night {date}: service.submit exited {proc.returncode}; nothing to compare",
               file=sys.stderr)
+        end.detail = f"service.submit exited {proc.returncode}; nothing to compare"
         return proc.returncode or 1
     try:
-        now = read_night(date, summary)
+        now = end.now = read_night(date, summary)
     except ResultsError as err:
         print(f"night {date}: {err}", file=sys.stderr)
+        end.detail = str(err)
         return Exit.WRITE_FAILED
     if before is None:
         print(f"night {date}: best {now.metric} {_fmt(now.value)}; first night, nothing to "
@@ -209,6 +268,7 @@ def run_night(args: argparse.Namespace, spec: SweepSpec, results: Path) -> int:
     problem = regression(now, before, args.tolerance)
     if problem:
         print(problem, file=sys.stderr)
+        end.detail = problem
         return Exit.REGRESSION
     print(f"night {date}: best {now.metric} {_fmt(now.value)} (previous {before.date}: "
           f"{_fmt(before.value)}, tolerance {args.tolerance:g})")

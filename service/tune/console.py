@@ -51,6 +51,13 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _objective(metric: str, value: float | str) -> str:
+    """An objective's value: counts (parameters, FLOPs per image) with thousands separators."""
+    if isinstance(value, str):
+        return value
+    return f"{value:,.0f}" if metric in ("params", "flops") else f"{value:.4f}"
+
+
 def _score(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -65,8 +72,9 @@ def print_table(summary: Summary, best: bool = True) -> None:
             *scores, *(["front"] if pareto else [])]
     rows = []
     for t in summary.trials:
-        values = ([_cell(v) for v in pareto.values.get(t.trial_id, ["-"] * len(scores))]
-                  if pareto else [_score(summary.score(t))])
+        values = ([_objective(m, v) for (m, _), v in zip(
+                      summary.objectives, pareto.values.get(t.trial_id, ["-"] * len(scores)),
+                      strict=True)] if pareto else [_score(summary.score(t))])
         front = (["*" if t.trial_id in pareto.trials else ""] if pareto else [])
         rows.append([t.trial_id, *(_cell(t.config.get(k, "")) for k in keys), t.status,
                      str(t.epochs), *values, *front])
@@ -78,7 +86,8 @@ def print_table(summary: Summary, best: bool = True) -> None:
             print(f"{t.trial_id}: {t.error}")
     if pareto:
         objectives = " and ".join(f"{o.mode} {o.metric}" for o in pareto.objectives)
-        reference = ", ".join(_cell(r) for r in pareto.reference or [])
+        reference = ", ".join(_objective(m, r) for (m, _), r in zip(
+            summary.objectives, pareto.reference or [], strict=False))
         hv = ("" if pareto.hypervolume is None else
               f"; hypervolume {pareto.hypervolume:.4g} up to ({reference})")
         print(f"Pareto front ({objectives}): {len(pareto.trials)} of {len(pareto.values)} "

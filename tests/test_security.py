@@ -89,3 +89,23 @@ finally:
     # The socket itself, as the kernel lists it: 127.0.0.1 (0100007F), never 0.0.0.0 / [::].
     assert seen["listening"] and set(seen["listening"]) == {"0100007F"}, seen
     assert seen["status"] in (401, 403), seen  # no token, no jobs
+
+
+def test_summary_never_records_a_tracking_password_or_a_webhook_secret():
+    pytest.importorskip("mlflow", reason="the tracking extra: pip install -e '.[tracking]'")
+    from service.config.spec import parse_spec
+    from service.tune.console import dashboard_commands
+    from service.tune.summary import redacted_spec
+
+    spec = parse_spec({
+        "name": "s", "model": {"family": "lenet5"},
+        "searcher": {"storage": "postgresql://cnn:pg-s3cret@db.internal/studies"},
+        "tracking": {"mlflow": {"tracking_uri": "postgresql://ml:ml-s3cret@db.internal/mlflow"}},
+        "notify": {"webhook": "https://hooks.slack.com/services/T000/B000/XXXXSECRET"}})
+    dump = redacted_spec(spec)
+    assert not any(s in str(dump) for s in ("pg-s3cret", "ml-s3cret", "XXXXSECRET", "T000"))
+    assert dump["tracking"]["mlflow"]["tracking_uri"] == "postgresql://ml:***@db.internal/mlflow"
+    assert dump["notify"]["webhook"] == "https://hooks.slack.com/***"
+    # The command printed at the end of a run, to open the study, is redacted as well.
+    assert dashboard_commands(spec, "/tmp/run") == [
+        "optuna-dashboard 'postgresql://cnn:***@db.internal/studies'"]

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,8 @@ def test_report_html_stands_alone(report_dir):
 def render_in_chromium(report: Path, shot: Path) -> tuple[int, int]:
     """Open report.html in a real headless Chromium: (images on the page, images the browser
     decoded), and a 1200x2000 screenshot at `shot` that must show something (not a blank
-    page). Skips the test when Chromium is not installed."""
+    page). The page the browser built passes check_page, and every contents link finds its
+    heading there. Skips the test when Chromium is not installed."""
     browser = chromium()
     if browser is None:
         pytest.skip("Chromium is not installed (.ci/run installs it with apt)")
@@ -98,8 +100,11 @@ def render_in_chromium(report: Path, shot: Path) -> tuple[int, int]:
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
     dom = subprocess.run([browser, *flags, "--dump-dom", page], capture_output=True, text=True,
                          timeout=120)
-    body = re.search(r'<body data-images="(\d+)" data-images-loaded="(\d+)"', dom.stdout)
+    body = re.search(r'<body data-images="(\d+)" data-images-loaded="(\d+)" '
+                     r'data-anchors="(\d+)" data-anchors-resolved="(\d+)"', dom.stdout)
     assert body, dom.stdout[:2000] + dom.stderr[-2000:]
+    assert int(body[3]) >= 3 and body[3] == body[4], body[0]  # every contents link resolves
+    check_page(dom.stdout)  # what the browser built: alt texts, precision, no tiny-n intervals
     subprocess.run([browser, *flags, "--window-size=1200,2000", f"--screenshot={shot}", page],
                    capture_output=True, timeout=120)
     from PIL import Image
@@ -111,10 +116,138 @@ def render_in_chromium(report: Path, shot: Path) -> tuple[int, int]:
     return int(body[1]), int(body[2])
 
 
+class _Page(HTMLParser):
+    """A report page as read back: visible text, images' alt texts, tables, headings."""
+
+    def __init__(self):
+        super().__init__()
+        self.text: list[str] = []
+        self.alts: list[str | None] = []
+        self.tables: list[list[list[str]]] = []
+        self.headings: list[tuple[int, str]] = []
+        self._skip = 0
+        self._cell: list[str] | None = None
+        self._heading: tuple[int, list[str]] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("script", "style", "head"):
+            self._skip += 1
+        elif tag == "img":
+            self.alts.append(dict(attrs).get("alt"))
+        elif tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif re.fullmatch(r"h[1-6]", tag):
+            self._heading = (int(tag[1]), [])
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style", "head"):
+            self._skip -= 1
+        elif tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif re.fullmatch(r"h[1-6]", tag) and self._heading:
+            self.headings.append((self._heading[0], "".join(self._heading[1]).strip()))
+            self._heading = None
+
+    def handle_data(self, data):
+        if self._skip:
+            return
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._heading is not None:
+            self._heading[1].append(data)
+
+
+def read_page(page: str) -> _Page:
+    parsed = _Page()
+    parsed.feed(page)
+    return parsed
+
+
+INTERVAL = re.compile(r"±|\[[^\]]*,[^\]]*\]")
+
+
+def check_page(page: str) -> _Page:
+    """What every report page must satisfy: each image has alt text (a sentence, not a file
+    name), no raw float with more than 4 decimals in the visible text, and no interval in a
+    table row whose n is below 3. Returns the parsed page."""
+    parsed = read_page(page)
+    assert parsed.alts and all(a and len(a.split()) >= 5 and not a.endswith(".png")
+                               for a in parsed.alts), parsed.alts
+    text = " ".join(parsed.text)
+    assert not re.findall(r"\d\.\d{5,}", text), re.findall(r".{40}\d\.\d{5,}.{10}", text)
+    for table in parsed.tables:
+        head = table[0]
+        if "n" not in head:
+            continue
+        col = head.index("n")
+        for row in table[1:]:
+            if row[col].isdigit() and int(row[col]) < 3:
+                assert not any(INTERVAL.search(c) for c in row), row
+    return parsed
+
+
+def md_page(md: str) -> tuple[list[tuple[int, str]], list[list[list[str]]]]:
+    """report.md's headings and tables (cells unescaped)."""
+    headings = [(len(m[1]), m[2].strip()) for m in re.finditer(r"^(#{1,6}) (.*)$", md, re.M)]
+    tables, current = [], None
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip().replace("\\|", "|")
+                     for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            if current is None:
+                current = []
+                tables.append(current)
+            if not all(re.fullmatch(r"-+:?", c) for c in cells):
+                current.append(cells)
+        else:
+            current = None
+    return headings, tables
+
+
+def check_markdown_matches_html(run: Path) -> None:
+    """report.md says what report.html says: the same headings and, table by table, the same
+    cells (every number written the same way)."""
+    parsed = read_page((run / "report.html").read_text())
+    headings, tables = md_page((run / "report.md").read_text())
+    assert headings == parsed.headings
+    assert tables == parsed.tables
+
+
+NUMBER = re.compile(r"[−+]?\d+(?:,\d{3})*\.\d+(?:%| pts| M)?|\d+%")
+
+
+def check_findings_numbers(run: Path) -> str:
+    """Every decimal or percentage in the findings paragraph is written, the same way,
+    somewhere in the sections below it (the findings compute nothing of their own)."""
+    md = (run / "report.md").read_text()
+    start = md.index("## Findings\n")
+    end = md.index("## Contents\n")
+    findings, rest = md[start:end], md[:start] + md[end:]
+    numbers = NUMBER.findall(findings)
+    assert numbers, findings
+    for number in numbers:
+        assert number in rest, (number, findings)
+    return findings.split("\n", 1)[1].strip()
+
+
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     images, decoded = render_in_chromium(report_dir / "report.html", tmp_path / "shot.png")
     assert images >= 8 and decoded == images  # every image decoded in the browser
+    check_markdown_matches_html(report_dir)
+    findings = check_findings_numbers(report_dir)
+    summary = load_run(report_dir)
+    best = summary.best
+    assert findings.startswith(f"Best configuration: trial {best.trial_id}, best val_acc "
+                               f"{best.best_val_acc * 100:.1f}%, with conv1_kernel=")
+    assert "By Optuna's fANOVA importance over 4 scored trials" in findings
+    assert "are associations, not effects" in findings and "Caveats: n = 4 trials;" in findings
 
 
 @pytest.mark.slow
@@ -190,8 +323,8 @@ def test_knob_effects_compare_finished_trials_at_the_final_epoch(tmp_path):
     doc = Doc(tmp_path)
     numbers = _effects_section(doc, summary)
     md = "\n".join(doc.md)
-    assert "| lrn | False | 2 | 0.93 | — |" in md
-    assert "| lrn | True | 3 | 0.9133 |" in md
+    assert "| lrn | False | 2 | 93.0% | — |" in md  # no interval from two trials
+    assert f"| lrn | True | 3 | 91.3% | ± {mean_ci95(on)[1] * 100:.1f} pts |" in md
     assert "final epoch (4)" in md and "3 trial(s) left out: 2 stopped early at epoch 2; " \
         "1 diverged." in md
     example = ("ablation: {baseline: {lrn: false, dropout: 0.2}, arms: {with_lrn: {lrn: true}, "
@@ -328,3 +461,136 @@ def test_many_trials_draw_their_learning_curves_in_aggregate(many_report, tmp_pa
 def test_a_report_of_many_trials_renders_in_headless_chromium(many_report, tmp_path):
     images, decoded = render_in_chromium(many_report / "report.html", tmp_path / "shot.png")
     assert images >= 4 and decoded == images  # curves, effects, importance, parallel
+    check_markdown_matches_html(many_report)
+    check_findings_numbers(many_report)
+
+
+PARETO_SPACE = {"name": "front", "data": {"dataset": "digits", "image_size": 67},
+                "model": {"family": "alexnet"},
+                "search": {"conv1_kernel": {"type": "choice", "values": [11, 7]},
+                           "width_mult": {"type": "choice", "values": [0.125, 0.25, 0.5]}},
+                "budget": {"max_epochs": 3, "num_samples": 8, "metric": ["val_acc", "flops"]},
+                "searcher": {"type": "optuna-tpe", "seed": 0}}
+# (id, conv1_kernel, width_mult, status, last val_acc, flops): a, c, e and g are the front
+# (each cheaper or more accurate than the others); b, d and f are dominated; s was stopped
+# early and x failed, so neither is compared.
+FRONT_TRIALS = [("a", 7, 0.5, "completed", 0.975, 30.0e6), ("b", 11, 0.5, "completed", 0.95, 31e6),
+                ("c", 11, 0.25, "completed", 0.962, 8.7e6), ("d", 7, 0.125, "completed", 0.90,
+                                                                        9.1e6),
+                ("e", 11, 0.125, "completed", 0.91, 2.4e6), ("f", 7, 0.25, "completed", 0.955,
+                                                                        12.2e6),
+                ("g", 7, 0.25, "completed", 0.9685, 12.3e6),
+                ("s", 11, 0.5, "stopped-early", 0.5, 1.0e6), ("x", 7, 0.5, "error", None, None)]
+
+
+def front_run(tmp_path: Path, objectives: list[str] | None = None) -> tuple[Path, Summary]:
+    """A run directory whose summary.json has the Pareto front of FRONT_TRIALS, as the sweep
+    builds it: TrialRecords, then pareto_front over the completed trials' last epochs."""
+    from service.results.pareto import PARETO_STATUSES, pareto_front
+    from service.results.store import write_json
+
+    space = copy.deepcopy(PARETO_SPACE)
+    if objectives:
+        space["budget"]["metric"] = objectives
+    spec = parse_spec(space).model_dump(mode="json")
+    records = []
+    for tid, kernel, width, status, acc, flops in FRONT_TRIALS:
+        epochs = {"completed": 3, "stopped-early": 1, "error": 0}[status]
+        rows = [{"epoch": e, "val_acc": acc - 0.05 * (epochs - e), "val_loss": 1.5 - acc,
+                 "flops": flops, "params": flops / 20, "epoch_s": 1.25}
+                for e in range(1, epochs + 1)]
+        records.append(TrialRecord.from_history(
+            tid, {"conv1_kernel": kernel, "width_mult": width}, status, rows,
+            error="RuntimeError: boom" if status == "error" else None))
+    summary = Summary.ranked(records, name="front", spec=spec,
+                             searched=["conv1_kernel", "width_mult"], wall_s=12.0)
+    summary.pareto = pareto_front(summary.objectives, {
+        t.trial_id: t.final for t in summary.trials if t.status in PARETO_STATUSES})
+    run = tmp_path / "run"
+    write_json(run / "summary.json", summary)
+    return run, summary
+
+
+def test_the_pareto_section_shows_the_front_in_order(tmp_path):
+    from service.report import fmt
+    from service.report.build import build_report
+
+    run, summary = front_run(tmp_path)
+    assert summary.pareto.trials == ["a", "g", "c", "e"]  # best first on val_acc
+    build_report(run, analyses=False)
+    md = (run / "report.md").read_text()
+    assert md.index("## Pareto front") < md.index("## Trials")
+    rows = next(t for t in md_page(md)[1] if t[0][:3] == ["trial", "val_acc", "flops"])
+    assert rows[0] == ["trial", "val_acc", "flops", "conv1_kernel", "width_mult"]
+    assert [r[0] for r in rows[1:]] == summary.pareto.trials
+    values = summary.pareto.values
+    assert rows[1] == ["a", "97.5%", "30.0 M", "7", "0.5"]
+    for row in rows[1:]:
+        assert row[1:3] == [fmt.percent(values[row[0]][0]), fmt.si(values[row[0]][1])]
+    numbers = json.loads((run / "report.json").read_text())["pareto"]
+    assert numbers["trials"] == summary.pareto.trials
+    assert numbers["hypervolume"] == pytest.approx(summary.pareto.hypervolume)
+    # The reference: the worst of each objective (90%, 31 M), a tenth of its range further.
+    reference = [0.90 - 0.1 * 0.075, 31e6 + 0.1 * 28.6e6]
+    assert numbers["reference"] == summary.pareto.reference == pytest.approx(reference)
+    assert numbers["ideal"] == [0.975, 2.4e6]
+    assert numbers["compared"] == 7 and numbers["left_out"] == ["s", "x"]
+    share = numbers["hypervolume_share"]  # of the box from the reference to (97.5%, 2.4 M)
+    box = (0.975 - reference[0]) * (reference[1] - 2.4e6)
+    assert share == pytest.approx(summary.pareto.hypervolume / box) and 0 < share < 1
+    assert (f"Hypervolume {fmt.si(summary.pareto.hypervolume)} (in val_acc × flops units): the "
+            "area of objective space that the front dominates up to the reference point "
+            "(val_acc 89.2%, flops 33.9 M), which lies 10% of each objective's range past its "
+            "worst value among the compared trials") in md
+    assert (run / "report_files" / "pareto.png").stat().st_size > 5000
+    page = (run / "report.html").read_text()
+    assert 'alt="val_acc against flops for each of the 7 compared trials; the 4 trials' in page
+    # The findings name the front's size and its two ends, as the table writes them.
+    findings = check_findings_numbers(run)
+    assert ("The Pareto front of val_acc and flops holds 4 of the 7 compared trials, from "
+            "trial a (val_acc 97.5%, flops 30.0 M) to trial e (val_acc 91.0%, flops 2.40 M); "
+            f"its hypervolume is {fmt.percent(share)} of the box") in findings
+    assert findings.startswith("Highest on the first objective: trial a, best val_acc 97.5%")
+    check_page(page)
+    check_markdown_matches_html(run)
+
+
+def test_a_front_of_three_objectives_plots_the_first_two_and_says_so(tmp_path):
+    from service.report.build import build_report
+
+    run, summary = front_run(tmp_path, ["val_acc", "flops", "val_loss"])
+    build_report(run, analyses=False)
+    md = (run / "report.md").read_text()
+    rows = next(t for t in md_page(md)[1] if t[0][:4] == ["trial", "val_acc", "flops",
+                                                          "val_loss"])
+    assert [r[0] for r in rows[1:]] == summary.pareto.trials
+    assert "only the first two of the 3 objectives are plotted" in md
+    assert "the volume of objective space" in md
+    numbers = json.loads((run / "report.json").read_text())["pareto"]
+    assert numbers["plotted"] == ["val_acc", "flops"]
+
+
+def test_one_formatting_module_writes_every_number():
+    from service.report import fmt
+
+    assert fmt.metric("val_acc", 0.9639) == "96.4%" and fmt.metric("val_acc", None) == "—"
+    assert fmt.metric("params", 617992) == "617,992" and fmt.metric("flops", 28551568) == "28.6 M"
+    assert fmt.metric("val_loss", 0.12) == "0.120" and fmt.metric("epoch_s", 4.253) == "4.3"
+    assert fmt.setting(0.05914) == "0.0591" and fmt.setting(0.28421697) == "0.284"
+    assert fmt.setting(0.0123) == "0.0123" and fmt.setting(1e-5) == "1e−5"
+    assert fmt.setting(True) == "True" and fmt.setting(512) == "512"
+    assert fmt.p_value(0.05914) == "0.059" and fmt.p_value(0.723) == "0.723"
+    assert fmt.p_value(0.0031) == "0.0031" and fmt.p_value(0.0004) == "<0.001"
+    assert fmt.spread("val_acc", 0.0131) == "± 1.3 pts" and fmt.spread("val_acc", None) == "—"
+    assert fmt.signed(-0.00001) == "0.0" and fmt.signed(-0.5) == "−0.5"
+    assert fmt.si(1.2e9) == "1.20 G" and fmt.seconds(75.53) == "75.5"
+
+
+@pytest.mark.slow
+def test_a_pareto_report_renders_in_headless_chromium(tmp_path):
+    from service.report.build import build_report
+
+    run, _ = front_run(tmp_path)
+    build_report(run, analyses=False)
+    images, decoded = render_in_chromium(run / "report.html", tmp_path / "shot.png")
+    assert images >= 5 and decoded == images  # pareto, curves, effects, importance, parallel

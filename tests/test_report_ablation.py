@@ -117,6 +117,12 @@ def run_dir(tmp_path: Path, ablation: dict[str, Any] | None) -> Path:
     return run
 
 
+def pts(value: float) -> str:
+    """A difference of accuracies in signed points at one decimal, as the report writes it."""
+    text = f"{value * 100:+.1f}"
+    return "0.0" if float(text) == 0 else text.replace("-", "−")
+
+
 def table(md: str, first: str) -> dict[str, list[str]]:
     """The Markdown table whose header starts with `first`: row name -> its cells."""
     lines = md.splitlines()
@@ -133,13 +139,24 @@ def table(md: str, first: str) -> dict[str, list[str]]:
 
 def test_numbers_are_written_for_a_reader():
     show = Display(study())
-    assert show.signed(-0.0032, 1) == "−0.32 pts" and show.signed(0.0141) == "+1.4 pts"
+    assert show.decimals == 1  # typical half-widths of 1-3 points: one decimal
+    assert show.signed(-0.0032) == "−0.3 pts" and show.signed(0.0141) == "+1.4 pts"
     assert show.signed(-0.00001) == "0.0 pts"  # no signed zero
     assert show.size(0.0131) == "1.3 pts" and show.size(None) == "—"
     assert show.p(0.05914) == "0.059" and show.p(0.0031) == "0.0031"
-    assert show.p(0.0004) == "<0.001" and show.p(None) == "—" and show.p(0.62) == "0.62"
-    assert show.p(0.0496) == "0.0496"  # two digits would round it up to alpha, 0.05
-    assert show.value(0.9517) == "95.17"
+    assert show.p(0.0004) == "<0.001" and show.p(None) == "—" and show.p(0.62) == "0.620"
+    assert show.p(0.0496) == "0.0496"  # three decimals would round it up to alpha, 0.05
+    assert show.value(0.9517) == "95.2%"  # a mean of an accuracy: percent, one decimal
+    row = {"effect": -0.005, "ci_low": -0.009, "ci_high": -0.001, "n": 6}
+    assert show.effect(row) == "−0.5 pts [−0.9, −0.1]"
+    assert show.effect({**row, "n": 2}) == "−0.5 pts"  # no interval from two seeds
+    # Intervals a tenth of a point wide need a second decimal.
+    narrow = study()
+    for arm in narrow["arms"]:
+        if arm["ci_low"] is not None:
+            mid = (arm["ci_low"] + arm["ci_high"]) / 2
+            arm["ci_low"], arm["ci_high"] = mid - 0.0004, mid + 0.0004
+    assert Display(narrow).decimals == 2
 
 
 def test_the_report_opens_with_the_ablation_section(tmp_path):
@@ -157,28 +174,28 @@ def test_the_report_opens_with_the_ablation_section(tmp_path):
     d = [VALUES["tiny_lr"][s] - BASE[s] for s in range(5)]
     mean, sd = sum(d) / 5, math.sqrt(sum((x - sum(d) / 5) ** 2 for x in d) / 4)
     half = 2.776 * sd / math.sqrt(5)  # t(0.975, 4 dof)
-    assert tiny["n"] == "5" and tiny["verdict"] == "hurts" and tiny["changes"] == "lr=1e-05"
-    assert tiny["effect [t CI]"].startswith(f"−{abs(mean) * 100:.2f} pts [−")
+    assert tiny["n"] == "5" and tiny["verdict"] == "hurts" and tiny["changes"] == "lr=1e−5"
+    effect = f"−{abs(mean) * 100:.1f} pts [{pts(mean - half)}, {pts(mean + half)}]"
+    assert tiny["effect [t CI]"] == effect
     assert tiny["p Holm"] == "<0.001" and tiny["wins"] == "0/5" and tiny["d_z"].startswith("−")
-    assert tiny["baseline mean (×100)"] == f"{sum(BASE[s] for s in range(5)) / 5 * 100:.2f}"
-    assert re.search(rf"tiny_lr: hurts — −{abs(mean) * 100:.1f} ± {half * 100:.1f} pts "
-                     r"\(Holm p < 0\.001, 5 seeds\)\.", md)
+    assert tiny["baseline mean"] == f"{sum(BASE[s] for s in range(5)) / 5 * 100:.1f}%"
+    assert f"tiny_lr: hurts — {effect} (Holm p < 0.001, 5 seeds)." in md
 
     # no_lrn: noise around zero, not resolved, with the smallest effect 6 seeds detect.
     nolrn = results["no_lrn"]
     assert rows["no_lrn"]["verdict"] == "not resolved" == nolrn["verdict"]
-    assert rows["no_lrn"]["MDE"] == f"{nolrn['mde'] * 100:.2f} pts"
-    assert rows["no_lrn"]["p"] == f"{nolrn['p']:.2g}"
+    assert rows["no_lrn"]["MDE"] == f"{nolrn['mde'] * 100:.1f} pts"
+    assert nolrn["p"] >= 0.01 and rows["no_lrn"]["p"] == f"{nolrn['p']:.3f}"
     k = round(nolrn["win_share"] * 6)
     assert rows["no_lrn"]["wins"] == f"{k}/6" and k == 3
-    assert (f"no_lrn: not resolved — {nolrn['effect'] * 100:+.1f}".replace("-", "−")
-            + f" ± {(nolrn['ci_high'] - nolrn['ci_low']) * 50:.1f} pts (Holm p = "
-            f"{nolrn['p_adjusted']:.2g}); 6 seeds detect ≥ {nolrn['mde'] * 100:.1f} pts.") in md
+    assert (f"no_lrn: not resolved — {pts(nolrn['effect'])} pts [{pts(nolrn['ci_low'])}, "
+            f"{pts(nolrn['ci_high'])}] (Holm p = {nolrn['p_adjusted']:.3f}); 6 seeds detect "
+            f"≥ {nolrn['mde'] * 100:.1f} pts.") in md
 
     # same: no spread, so no p, d_z or MDE; a dash, never "None" or "nan".
     same = rows["same"]
     assert [same[c] for c in ("p", "p Holm", "d_z", "MDE")] == ["—"] * 4
-    assert same["effect [t CI]"] == "0.00 pts [0.00, 0.00]" and same["verdict"] == "not resolved"
+    assert same["effect [t CI]"] == "0.0 pts [0.0, 0.0]" and same["verdict"] == "not resolved"
     assert "same: not resolved — every one of the 6 seeds moved by 0.0 pts." in md
     ablation_part = md[md.index("## Ablation"):md.index("## The study's runs")]
     assert not re.search(r"None|nan|\d\.\d{5}", ablation_part)  # no raw floats
@@ -190,8 +207,8 @@ def test_the_report_opens_with_the_ablation_section(tmp_path):
     for name in ("ablation_forest.png", "ablation_seeds.png"):
         assert (run / "report_files" / name).stat().st_size > 5000
     page = (run / "report.html").read_text()
-    assert page.index("<h2>Ablation</h2>") < page.index("<h2>Trials</h2>")
-    assert 'alt="forest plot of the arms&#x27; effects"' in page
+    assert page.index('<h2 id="ablation">Ablation</h2>') < page.index('<h2 id="trials">')
+    assert 'alt="Forest plot: each arm&#x27;s effect on val_acc' in page
     numbers = json.loads((run / "report.json").read_text())["ablation"]
     assert numbers["arms"] == data["arms"]
     assert [(s["group"], s["name"]) for s in numbers["sentences"]] == [
@@ -210,7 +227,7 @@ def test_factorial_effects_and_equal_tuning(tmp_path):
     (inter,) = data["factorial"]["interactions"]
     row = table(md, "interaction")["no_lrn×wide"]
     assert row["changes"] == "lrn=False × fc_width=256"
-    assert row["baseline mean (×100)"] == "—"  # a contrast against zero has no means
+    assert row["baseline mean"] == "—"  # a contrast against zero has no means
     assert row["verdict"] == inter["verdict"] and row["n"] == "6"
     # The arm no_lrn and the main effect no_lrn each get their own sentence.
     effect = data["factorial"]["main_effects"][0]
@@ -223,7 +240,7 @@ def test_factorial_effects_and_equal_tuning(tmp_path):
     assert "Every arm had the same tuning budget of 8 trials over lr;" in md
     tuned = table(md, "arm | tuned settings")
     assert tuned["baseline"]["tuned settings"] == "lr=0.03"
-    assert tuned["no_lrn"]["best val_acc (×100)"] == "94.000"  # expected best of 8: the best
+    assert tuned["no_lrn"]["best val_acc"] == "94.0%"  # expected best of 8: the best
     assert (run / "report_files" / "ablation_tuning.png").stat().st_size > 5000
     assert "tuned: lr=0.03" in md  # the baseline's tuned settings in the introduction
 
@@ -276,3 +293,55 @@ def test_an_arm_without_two_valued_seeds_is_listed_with_its_reason(tmp_path):
     assert rows["broken"]["effect [t CI]"] == "—"
     assert "broken: not resolved: only 0 seed(s) have a value" in md
     assert rows["tiny_lr"]["verdict"] == "hurts"  # the others are still tested
+
+
+def test_an_arm_of_two_seeds_shows_no_interval_anywhere(tmp_path):
+    from test_report import check_findings_numbers, check_markdown_matches_html, check_page
+
+    two = {0: 0.955, 1: 0.93, **{s: None for s in SEEDS[2:]}}  # seeds 2-5 failed
+    cells = {"baseline": SETTINGS, **{k: {**SETTINGS, **c} for k, c in CHANGES.items()},
+             "two": {**SETTINGS, "fc_width": 64}}
+    data = results_ablation.study(
+        name="lrn-and-lr", run_id="r1", metric="val_acc", mode="max", alpha=0.05,
+        design="one-at-a-time", epochs=4, seeds=SEEDS, cells=cells,
+        changes={**CHANGES, "two": {"fc_width": 64}},
+        values={"baseline": BASE, **VALUES, "two": two},
+        excluded=[{"arm": "two", "seed": s, "status": "error", "why": "boom"} for s in SEEDS[2:]])
+    (row,) = [a for a in data["arms"] if a["name"] == "two"]
+    assert row["n"] == 2 and row["ci_low"] is not None  # the statistics have an interval ...
+    run = run_dir(tmp_path, data)
+    build_report(run, analyses=False)
+    md = (run / "report.md").read_text()
+    cells_of = table(md, "arm")["two"]  # ... the report shows none from two seeds
+    effect = f"{pts(row['effect'])} pts"
+    assert cells_of["n"] == "2" and cells_of["effect [t CI]"] == effect
+    assert cells_of["BCa CI"] == "—"
+    (text,) = [s for s in md.splitlines() if s.startswith("two: ")]
+    assert "[" not in text and "±" not in text and text.startswith(f"two: {row['verdict']} — "
+                                                                   f"{effect} (")
+    check_page((run / "report.html").read_text())
+    check_markdown_matches_html(run)
+    # The findings give each arm's verdict with the table's own cells.
+    findings = check_findings_numbers(run)
+    rows = table(md, "arm")
+    assert f"tiny_lr hurts ({rows['tiny_lr']['effect [t CI]']}, Holm p < 0.001)" in findings
+    assert (f"no_lrn ({rows['no_lrn']['effect [t CI]']}; 6 seeds detect ≥ "
+            f"{rows['no_lrn']['MDE']})") in findings
+    assert f"two ({effect}" in findings and "not resolved: " in findings
+    assert "every comparison pairs at most 6 seeds (0, 1, 2, 3, 4, 5)" in findings
+    assert "4 run(s) left out (no value at epoch 4)." in findings
+
+
+def test_the_findings_say_when_an_interval_excludes_zero_but_holm_does_not(tmp_path):
+    from service.report import findings
+
+    data = study()
+    arm = data["arms"][0]  # no_lrn, as the shipped study's zfnet_conv1: −0.5 [−0.9, −0.1]
+    arm.update(effect=-0.005, ci_low=-0.009, ci_high=-0.001, p=0.028, p_adjusted=0.114,
+               mde=0.006, verdict="not resolved")
+    summary = Summary.ranked([], name="abl", spec=SPACE)
+    text = findings.paragraph(summary, {"ablation": data, "effects": {}})
+    assert ("no_lrn (−0.5 pts [−0.9, −0.1]; 6 seeds detect ≥ 0.6 pts; its interval excludes "
+            "zero, p = 0.028, but not after Holm's adjustment, Holm p = 0.114)") in text
+    assert text.startswith("Ablation (one-at-a-time design, 3 arms against the baseline, "
+                           "verdicts at Holm-adjusted α = 0.05): tiny_lr hurts (")

@@ -1,10 +1,12 @@
 """`python -m service.report RUN_DIR`: a finished sweep as report.html (standalone, images
 embedded) and report.md (figures beside it in report_files/).
 
-The trials table, learning curves, each searched knob's effect (mean and 95% CI, Optuna's
-fANOVA importance), parallel coordinates, a model comparison (params, FLOPs, conv1, best
-metric, time per epoch, dead conv1 filters, layer-2 aliasing) and the best trial's ZFNet
-analyses (service.analysis).
+A findings paragraph written from the numbers and a table of contents open it; then an
+ablation study's verdicts or a multi-objective sweep's Pareto front, the trials table, learning
+curves, each searched knob's per-value means (n, and a 95% CI from 3 trials on), Optuna's
+fANOVA importance, parallel coordinates, a model comparison (params, FLOPs, conv1, best metric,
+time per epoch, dead conv1 filters, layer-2 aliasing) and the best trial's ZFNet analyses
+(service.analysis). report.json holds the numbers.
 """
 
 from __future__ import annotations

@@ -11,65 +11,61 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.report import plots
+from service.report import ablation_plots as plots
+from service.report import fmt
+from service.report.data import MIN_CI_N
 
 if TYPE_CHECKING:  # build imports this module; the Doc is only passed in
-    from service.report.build import Doc
+    from service.report.doc import Doc
 
 FILE = "ablation.json"
-MINUS = "−"
-DASH = "—"
+DASH = fmt.DASH
 REQUIRED = ("name", "n", "effect", "ci_low", "ci_high", "verdict")
 
 
 class Display:
-    """How a study's numbers are written: effects as effect * scale + unit, with as many
-    decimals as the intervals' half-widths need (two significant digits of the typical one)."""
+    """How a study's numbers are written: effects as effect * scale + unit (points for an
+    accuracy), with as many decimals as one significant digit of the typical interval
+    half-width needs (at least one); metric values (means) as report.fmt writes the metric."""
 
     def __init__(self, data: dict[str, Any]):
         self.scale = float(data.get("scale") or 1.0)
         self.unit = data.get("unit") or ""
         self.alpha = float(data.get("alpha") or 0.05)
+        self.metric = data.get("metric") or "metric"
         tested = [r for r in rows_of(data) if tested_row(r)]
         halves = [abs(r["ci_high"] - r["ci_low"]) / 2 * self.scale for r in tested]
         typical = [h for h in halves if h > 0] or [
             abs(r["effect"]) * self.scale for r in tested if r["effect"]]
-        self.decimals = (min(6, max(0, 1 - math.floor(math.log10(statistics.median(typical)))))
+        self.decimals = (min(6, max(1, -math.floor(math.log10(statistics.median(typical)))))
                          if typical else 2)
 
-    def signed(self, value: float, extra: int = 0, unit: bool = True) -> str:
-        """'−0.32 pts', '+1.5 pts' ('0.0 pts' rather than a signed zero)."""
-        d = self.decimals + extra
-        text = f"{value * self.scale:+.{d}f}"
-        if float(text) == 0:
-            text = f"{0:.{d}f}"
-        return text.replace("-", MINUS) + (self.unit if unit else "")
+    def signed(self, value: float, unit: bool = True) -> str:
+        """'−0.3 pts', '+1.5 pts' ('0.0 pts' rather than a signed zero)."""
+        return fmt.signed(value * self.scale, self.decimals) + (self.unit if unit else "")
 
-    def size(self, value: float | None, extra: int = 0) -> str:
+    def size(self, value: float | None) -> str:
         """A magnitude (a half-width, an MDE): '1.3 pts'; a dash for None."""
         if value is None:
             return DASH
-        return f"{abs(value) * self.scale:.{self.decimals + extra}f}{self.unit}"
+        return f"{abs(value) * self.scale:.{self.decimals}f}{self.unit}"
 
     def value(self, value: float | None) -> str:
-        """A metric value (a mean) on the effects' scale, without the unit."""
-        if value is None:
-            return DASH
-        if self.scale == 1:
-            return f"{value:.4g}".replace("-", MINUS)
-        return f"{value * self.scale:.{self.decimals + 1}f}".replace("-", MINUS)
+        """A metric value (a mean), written for the metric: '95.2%'."""
+        return fmt.metric(self.metric, value)
 
     def p(self, p: float | None) -> str:
-        """'<0.001', '0.0031', '0.059', '0.62'; two significant digits, three where two would
-        round a p below alpha up to it; a dash for None (no spread, no test)."""
-        if p is None:
-            return DASH
-        if p < 0.001:
-            return "<0.001"
-        text = f"{p:.2g}"
-        if p < self.alpha <= float(text):
-            text = f"{p:.3g}"
-        return text
+        """'<0.001', '0.0031', '0.059', '0.723' (report.fmt.p_value at this study's alpha)."""
+        return fmt.p_value(p, self.alpha)
+
+    def effect(self, row: dict[str, Any]) -> str:
+        """'−0.5 pts [−0.9, −0.1]': the effect with its t interval; the effect alone below
+        MIN_CI_N seeds, where an interval from two values would mean nothing."""
+        text = self.signed(row["effect"])
+        if row["n"] < MIN_CI_N:
+            return text
+        return (f"{text} [{self.signed(row['ci_low'], False)}, "
+                f"{self.signed(row['ci_high'], False)}]")
 
 
 def tested_row(row: dict[str, Any]) -> bool:
@@ -103,7 +99,7 @@ def load(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _settings(settings: dict[str, Any] | None) -> str:
-    return ", ".join(f"{k}={v}" for k, v in (settings or {}).items())
+    return fmt.settings(settings or {})
 
 
 def _changes(row: dict[str, Any], arms: dict[str, dict[str, Any]]) -> str:
@@ -116,44 +112,49 @@ def _changes(row: dict[str, Any], arms: dict[str, dict[str, Any]]) -> str:
 
 def table_row(row: dict[str, Any], show: Display, arms: dict[str, dict[str, Any]],
               means: bool) -> list[str]:
-    """One row of the table, every number written for a reader."""
+    """One row of the table, every number written for a reader; no interval below MIN_CI_N
+    seeds."""
     n = row["n"]
     wins = row.get("win_share")
     if not tested_row(row):
         return [row["name"], _changes(row, arms), str(n), *[DASH] * 10, row["verdict"]]
+    boot = "boot_low" in row and n >= MIN_CI_N
     return [row["name"], _changes(row, arms), str(n),
             show.value(row.get("baseline_mean")) if means else DASH,
             show.value(row.get("arm_mean")) if means else DASH,
-            f"{show.signed(row['effect'], 1)} [{show.signed(row['ci_low'], 1, False)}, "
-            f"{show.signed(row['ci_high'], 1, False)}]",
-            f"[{show.signed(row['boot_low'], 1, False)}, {show.signed(row['boot_high'], 1, False)}]"
-            if "boot_low" in row else DASH,
+            show.effect(row),
+            f"[{show.signed(row['boot_low'], False)}, {show.signed(row['boot_high'], False)}]"
+            if boot else DASH,
             show.p(row.get("p")), show.p(row.get("p_perm")), show.p(row.get("p_adjusted")),
-            DASH if row.get("d_z") is None else f"{row['d_z']:+.2f}".replace("-", MINUS),
+            DASH if row.get("d_z") is None else fmt.signed(row["d_z"], 2),
             DASH if wins is None else f"{round(wins * n)}/{n}",
-            show.size(row.get("mde"), 1), row["verdict"]]
+            show.size(row.get("mde")), row["verdict"]]
 
 
 def sentence(row: dict[str, Any], show: Display, shared: set[str]) -> str:
-    """'no_lrn: not resolved — −0.3 ± 1.3 pts (Holm p = 0.62); 6 seeds detect ≥ 1.6 pts.'"""
+    """'no_lrn: not resolved — −0.3 pts [−1.6, +1.0] (Holm p = 0.620); 6 seeds detect
+    ≥ 1.6 pts.'"""
     name, n, verdict = row["name"], row["n"], row["verdict"]
     if not tested_row(row):  # the reason says which seeds lack a value
         return f"{name}: {row.get('reason') or verdict}."
-    half = (row["ci_high"] - row["ci_low"]) / 2
     p = row.get("p_adjusted")
     if p is None:
         text = f"{name}: {verdict} — every one of the {n} seeds moved by " \
                f"{show.signed(row['effect'])}."
     else:
-        holm = show.p(p)
-        holm = f"Holm p {'< 0.001' if holm == '<0.001' else '= ' + holm}"
-        text = f"{name}: {verdict} — {show.signed(row['effect'], unit=False)} ± {show.size(half)}"
+        text = f"{name}: {verdict} — {show.effect(row)} ({holm(show, p)}"
         if verdict == "not resolved" and row.get("mde") is not None:
-            text += f" ({holm}); {n} seeds detect ≥ {show.size(row['mde'])}."
+            text += f"); {n} seeds detect ≥ {show.size(row['mde'])}."
         else:
-            text += f" ({holm}, {n} seeds)."
+            text += f", {n} seeds)."
     own = [note for note in row.get("notes", []) if note not in shared]
     return " ".join([text, *(f"{note[0].upper()}{note[1:]}." for note in own)])
+
+
+def holm(show: Display, p: float) -> str:
+    """'Holm p < 0.001', 'Holm p = 0.620'."""
+    text = show.p(p)
+    return f"Holm p {'< ' + text[1:] if text.startswith('<') else '= ' + text}"
 
 
 def _shared_notes(rows: list[dict[str, Any]]) -> set[str]:
@@ -175,7 +176,8 @@ def _intro(data: dict[str, Any], show: Display) -> str:
             f"for {data.get('epochs', '?')} epochs; {data.get('metric', 'metric')}, "
             f"{'higher' if data.get('mode', 'max') == 'max' else 'lower'} is better. An effect "
             f"is arm − baseline, paired by seed, in {units}. Intervals at {level}: Student t, "
-            "and the BCa bootstrap beside it (too narrow below 8 seeds). p: paired t-test; "
+            "and the BCa bootstrap beside it (too narrow below 8 seeds); none below "
+            f"{MIN_CI_N} seeds. p: paired t-test; "
             "p_perm: exact sign-flip test; p Holm: the t-test's p adjusted across the arms "
             f"(Holm), which the verdict reads at α = {show.alpha:g}; d_z: mean / sd of the "
             "differences; wins: seeds where the arm did better; MDE: the smallest effect these "
@@ -205,13 +207,12 @@ def _tuning(doc: Doc, data: dict[str, Any], show: Display) -> None:
         rows.append([name, _settings(arm.get("best") or tuned.get(name)) or DASH,
                      str(len(arm.get("values") or [])),
                      show.value(best_k[-1]) if best_k else DASH])
-    scaled = f" (×{show.scale:g})" if show.scale != 1 else ""
-    doc.table(["arm", "tuned settings", "trials", f"best {data.get('metric', '')}{scaled}"],
-              rows)
+    doc.table(["arm", "tuned settings", "trials", f"best {data.get('metric', '')}"], rows)
     curves = {name: arm.get("expected_best") or [] for name, arm in arms.items()}
     if any(curves.values()):
         doc.image("ablation_tuning.png", plots.expected_best(curves, data.get("metric", "")),
-                  "expected best of k tuning trials")
+                  f"The expected best {data.get('metric', 'value')} after k tuning trials, "
+                  "k = 1 to the budget, one curve per configuration: the budgets were equal.")
 
 
 def section(doc: Doc, run_dir: Path) -> dict[str, Any] | None:
@@ -234,20 +235,18 @@ def section(doc: Doc, run_dir: Path) -> dict[str, Any] | None:
     arms = {a["name"]: a for a in data["arms"]}
     doc.heading("Ablation")
     doc.para(_intro(data, show))
-    labelled = [(label, [(r, f"{show.signed(r['effect'], unit=False)} "
-                             f"[{show.signed(r['ci_low'], unit=False)}, "
-                             f"{show.signed(r['ci_high'], unit=False)}] {r['verdict']}")
+    labelled = [(label, [(r, f"{show.effect(r)} {r['verdict']}")
                          for r in rows if tested_row(r)]) for label, rows in groups]
     labelled = [(label, rows) for label, rows in labelled if rows]
     if labelled:
         doc.image("ablation_forest.png", plots.forest(
             labelled, show.scale, show.unit, metric, data.get("mode", "max"), show.alpha),
-            "forest plot of the arms' effects")
+            f"Forest plot: each arm's effect on {metric} (arm − baseline, paired by seed) "
+            f"with its {1 - show.alpha:.0%} t interval around zero, coloured by its verdict.")
     if any(a.get("per_seed") for a in data["arms"]):
         doc.image("ablation_seeds.png", plots.paired_seeds(data["arms"], metric),
-                  "each seed's baseline and arm values")
-    scaled = f" (×{show.scale:g})" if show.scale != 1 else ""
-    head = [h + scaled if h.endswith("mean") else h for h in HEAD]
+                  f"Each seed's {metric} under the baseline joined to the same seed's value "
+                  "under each arm; green where the arm did better, red where worse.")
     for label, rows in groups:
         if label != "arms":
             doc.heading(label.capitalize(), level=3)
@@ -255,7 +254,7 @@ def section(doc: Doc, run_dir: Path) -> dict[str, Any] | None:
                      "interaction, the difference of differences; each tested against zero per "
                      "seed, Holm-adjusted across the main effects and interactions together."
                      if label == "main effects" else "Interactions of two arms' changes.")
-        doc.table([GROUP_HEAD[label], *head[1:]],
+        doc.table([GROUP_HEAD[label], *HEAD[1:]],
                   [table_row(r, show, arms, label == "arms") for r in rows])
     shared = _shared_notes(rows_of(data))
     sentences = [{"group": label, "name": r["name"],
@@ -270,7 +269,8 @@ def section(doc: Doc, run_dir: Path) -> dict[str, Any] | None:
         doc.para(f"{len(excluded)} run(s) left out (no value at epoch {data.get('epochs')}); "
                  "each comparison pairs only the seeds where both runs have a value:")
         doc.table(["arm", "seed", "status", "why"],
-                  [[e.get("arm"), e.get("seed"), e.get("status"), e.get("why", "")]
+                  [[str(e.get("arm")), str(e.get("seed")), str(e.get("status")),
+                    e.get("why", "")]
                    for e in excluded])
     if data.get("tuning"):
         _tuning(doc, data, show)

@@ -1,25 +1,25 @@
 """`python -m service.report RUN_DIR`: a finished sweep as report.html (standalone, images
 embedded) and report.md (figures beside it in report_files/).
 
-The trials table, learning curves, each searched knob's effect (mean and 95% CI, Optuna's
-fANOVA importance), parallel coordinates, a model comparison (params, FLOPs, conv1, best
-metric, time per epoch, dead conv1 filters, layer-2 aliasing) and the best trial's ZFNet
-analyses (service.analysis). When the run is an ablation study (it holds ablation.json), its
-Ablation section (service.report.ablation) opens the report.
+The findings paragraph (service.report.findings) and a table of contents open the page; then an
+ablation study's section (service.report.ablation) or a multi-objective sweep's Pareto front
+(service.report.pareto), the trials table, learning curves, each searched knob's per-value
+means, Optuna's fANOVA importance, parallel coordinates, a model comparison (params, FLOPs,
+conv1, best metric, time per epoch, dead conv1 filters, layer-2 aliasing) and the best trial's
+ZFNet analyses (service.analysis). Every number is written by service.report.fmt.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 from pathlib import Path
 from typing import Any
 
 from service.analysis import AnalysisError, analyze_trial
-from service.report import ablation, plots
+from service.report import ablation, findings, fmt, pareto, plots
 from service.report.data import (
     MANY_TRIALS,
+    MIN_CI_N,
     ablation_example,
     conv_health,
     curve_bands,
@@ -29,74 +29,29 @@ from service.report.data import (
     model_groups,
     searched_knobs,
 )
+from service.report.doc import FILES, Doc  # noqa: F401  (Doc: tests build sections with it)
 from service.results.records import Summary
 from service.results.store import load_run, write_bytes
 from service.tune.paths import SEED_KEY
 
-FILES = "report_files"
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    if isinstance(value, int) and abs(value) >= 10_000:
-        return f"{value:,}"
-    return str(value)
-
-
-class Doc:
-    """Builds the HTML and Markdown versions side by side, so they always say the same."""
-
-    def __init__(self, out_dir: Path):
-        self.html: list[str] = []
-        self.md: list[str] = []
-        self.files = out_dir / FILES
-        self.files.mkdir(parents=True, exist_ok=True)
-
-    def heading(self, text: str, level: int = 2) -> None:
-        """A heading of `level` (1 is the page title)."""
-        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
-        self.md.append(f"{'#' * level} {text}\n")
-
-    def para(self, text: str) -> None:
-        """A paragraph of plain text."""
-        self.html.append(f"<p>{html.escape(text)}</p>")
-        self.md.append(f"{text}\n")
-
-    def table(self, head: list[str], rows: list[list[Any]]) -> None:
-        """A table; numbers shown to 4 significant digits, None as a dash."""
-        cells = [[_fmt(c) for c in r] for r in rows]
-        self.html.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
-                         + "</tr>" + "".join(
-                             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
-                             for r in cells) + "</table>")
-        self.md.append("| " + " | ".join(head) + " |\n|" + " --- |" * len(head) + "\n" + "".join(
-            "| " + " | ".join(c.replace("|", "/") for c in r) + " |\n" for r in cells))
-
-    def code(self, text: str) -> None:
-        """A block of code (YAML, commands), verbatim."""
-        self.html.append(f"<pre><code>{html.escape(text)}</code></pre>")
-        self.md.append(f"```\n{text}\n```\n")
-
-    def image(self, name: str, png: bytes, alt: str) -> None:
-        """A PNG: embedded in the HTML, written to report_files/ for the Markdown."""
-        write_bytes(self.files / name, png)
-        data = base64.b64encode(png).decode()
-        self.html.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">')
-        self.md.append(f"![{alt}]({FILES}/{name})\n")
-
-
-STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}
-img{max-width:100%;display:block;margin:1em 0}"""
-# Lets a headless browser (and a person's console) confirm that every image decoded.
-CHECK = """<script>window.addEventListener('load',function(){var i=document.images,ok=0;
-for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0)ok++;}
-document.body.setAttribute('data-images',i.length);
-document.body.setAttribute('data-images-loaded',ok);});</script>"""
+ANALYSIS_TITLES = {"filters": "First-layer filters", "aliasing": "Layer-2 aliasing",
+                   "deconv": "Deconvnet projections", "evolution": "Feature evolution",
+                   "occlusion": "Occlusion sensitivity", "invariance": "Invariance"}
+# One sentence per analysis figure: what it shows (its alt text and caption).
+ANALYSIS_ALT = {
+    "filters": "The best trial's conv1 filters, each scaled on its own, beside each filter's "
+               "share of low, mid and high spatial frequencies; dead filters are marked x.",
+    "aliasing": "The best trial's layer-2 feature maps and the share of their energy at the "
+                "Nyquist frequencies (checkerboard aliasing), against white noise's share.",
+    "deconv": "Deconvnet projections of the top-9 activations of the strongest channels of "
+              "each conv layer, beside the image patches that caused them.",
+    "evolution": "The strongest activation of two channels per conv layer projected to pixels "
+                 "at each checkpointed epoch: how the features formed during training.",
+    "occlusion": "Occlusion sensitivity: the true class's probability, the most likely class "
+                 "and the strongest top-layer map as a grey square slides over each image.",
+    "invariance": "Invariance to vertical shift, scale and rotation: each layer's relative "
+                  "feature distance (top) and the true class's probability per image (bottom).",
+}
 
 
 def _trials_section(doc: Doc, summary: Summary) -> dict[str, Any] | None:
@@ -104,10 +59,12 @@ def _trials_section(doc: Doc, summary: Summary) -> dict[str, Any] | None:
     curves in aggregate (returned, for report.json), else one line per trial (None)."""
     keys, metric = summary.searched, summary.metric
     doc.heading("Trials")
+    errors = any(t.error for t in summary.trials)  # a column of blanks says nothing
     doc.table(["trial", *("seed" if k == SEED_KEY else k for k in keys), "status", "epochs",
-               f"best {metric}", "error"],
-              [[t.trial_id, *(t.config.get(k) for k in keys), t.status, t.epochs,
-                summary.score(t), t.error or ""] for t in summary.trials])
+               f"best {metric}", *(["error"] if errors else [])],
+              [[t.trial_id, *(fmt.setting(t.config.get(k)) for k in keys), t.status,
+                str(t.epochs), fmt.metric(metric, summary.score(t)),
+                *([t.error or ""] if errors else [])] for t in summary.trials])
     bands = curve_bands(summary) if len(summary.trials) > MANY_TRIALS else None
     if bands is not None:
         st = bands["statuses"]
@@ -117,20 +74,15 @@ def _trials_section(doc: Doc, summary: Summary) -> dict[str, Any] | None:
                  "trials that reached that epoch (n under each epoch), with the "
                  f"{len(bands['best'])} best trials drawn one by one; "
                  f"{st.get('stopped-early', 0)} stopped early, {failed} diverged or failed.")
+        alt = (f"{metric} per epoch over the {bands['trials']} trials: the median and the "
+               f"10-90% band, with the {len(bands['best'])} best trials drawn one by one.")
+    else:
+        alt = (f"{metric} per epoch of every trial; a trial stopped early is dashed and ends "
+               "in an x, a diverged or failed one is red.")
     doc.image("curves.png", plots.learning_curves(summary.trials, metric,
                                                   summary.spec["budget"]["max_epochs"], bands),
-              "learning curves")
+              alt)
     return bands
-
-
-def _left_out(left: list[dict[str, Any]]) -> str:
-    counts: dict[str, int] = {}
-    for t in left:
-        counts[t["why"]] = counts.get(t["why"], 0) + 1
-    if not left:
-        return "No trial was left out."
-    return (f"{len(left)} trial(s) left out: "
-            + "; ".join(f"{n} {why}" for why, n in counts.items()) + ".")
 
 
 def _effects_section(doc: Doc, summary: Summary) -> dict[str, Any]:
@@ -148,33 +100,53 @@ def _effects_section(doc: Doc, summary: Summary) -> dict[str, Any]:
         rule = (f"fewer than 2 trials completed the budget, so every trial that did not fail, "
                 f"each at its {metric} at epoch {epoch}, the last epoch all of them reached "
                 f"({effects['trials']} trials)")
-    doc.para(f"Per value (or per half of a range): {rule}; the mean and, from 3 trials on, its "
-             f"95% confidence interval (Student t). {_left_out(effects['left_out'])} A trial "
-             "stopped early is never pooled with finished ones: its value measures the "
-             "schedule, not the configuration.")
-    doc.table(["knob", "value", "n", f"mean {metric} at epoch {epoch}", "± 95% CI"],
-              [[k, r["value"], r["n"], r["mean"], "—" if r["ci95"] is None else r["ci95"]]
+    doc.para(f"Per value (or per half of a range): {rule}; the mean and, from {MIN_CI_N} "
+             f"trials on, its 95% confidence interval (Student t). "
+             f"{findings.left_out_text(effects['left_out'])} A trial stopped early is never "
+             "pooled with finished ones: its value measures the schedule, not the "
+             "configuration.")
+    doc.table(["knob", "value", "n", f"mean {metric} at epoch {epoch}", "95% CI"],
+              [[k, r["value"], str(r["n"]), fmt.metric(metric, r["mean"]),
+                fmt.spread(metric, r["ci95"])]
                for k, e in knobs.items() for r in e["rows"]])
-    searcher = summary.spec.get("searcher", {}).get("type", "")
-    why = ("TPE picks each configuration from the earlier results, so the knobs are "
-           "confounded" if searcher.startswith("optuna-") else
-           "the other knobs vary at the same time, so the knobs are confounded")
     example = ablation_example(summary)
     doc.para(f"These per-value means are associations under the searcher's sampling, not "
-             f"effects: {why}. To measure a knob's effect, run an ablation study (every arm "
-             "trained with the same seeds and compared paired by seed)"
+             f"effects: {findings.confounded(summary)}. To measure a knob's effect, run an "
+             "ablation study (every arm trained with the same seeds and compared paired by seed)"
              + (", e.g. a copy of this search space with `search:`, `scheduler:` and "
                 "`budget.num_samples` replaced by this block (baseline: the best trial's "
                 "values; one arm per knob, set to another value; 4 seeds):" if example else "."))
     if example:
         doc.code(example)
     if knobs:
-        doc.image("effects.png", plots.knob_effects(knobs, metric, epoch), "knob effects")
+        doc.image("effects.png", plots.knob_effects(knobs, metric, epoch),
+                  f"Mean {metric} at epoch {epoch} per value of each searched knob, with its "
+                  f"95% interval where a value has {MIN_CI_N} or more trials, over the "
+                  "individual trials as dots.")
+    imp = _importance_section(doc, summary)
+    return {"effects": {k: e["rows"] for k, e in knobs.items()},
+            "effects_basis": {k: effects[k] for k in ("rule", "epoch", "trials", "left_out")},
+            "ablation_example": example, "importance": imp}
+
+
+def _importance_section(doc: Doc, summary: Summary) -> dict[str, Any]:
+    metric = summary.metric
+    doc.heading("Parameter importance")
     imp = importance(summary)
     if "importances" in imp:
-        doc.para(f"Optuna's fANOVA parameter importance over {imp['trials']} trials:")
-        doc.table(["knob", "importance"], [[k, v] for k, v in imp["importances"].items()])
-        doc.image("importance.png", plots.importance(imp["importances"]), "importance")
+        # importance() scores every trial at its best value, a stopped one's included.
+        imp["stopped_early"] = sum(t.status == "stopped-early" and summary.score(t) is not None
+                                   for t in summary.trials)
+        cut = (f" Its trials include {imp['stopped_early']} stopped early, each at the best "
+               "value it reached before it was stopped, so the importances mix the "
+               "configuration with the schedule." if imp["stopped_early"] else "")
+        doc.para(f"Optuna's fANOVA importance over {imp['trials']} scored trials: each knob's "
+                 f"share of the variance of the best {metric} that the knobs explain (an "
+                 f"association, like the per-value means).{cut}")
+        doc.table(["knob", "importance"],
+                  [[k, fmt.percent(v)] for k, v in imp["importances"].items()])
+        doc.image("importance.png", plots.importance(imp["importances"]),
+                  f"fANOVA importance of each searched knob for {metric}, largest first.")
     else:
         doc.para(f"Parameter importance not computed: {imp['error']}.")
     if summary.searched:
@@ -182,10 +154,10 @@ def _effects_section(doc: Doc, summary: Summary) -> dict[str, Any]:
         best = ([r["trial_id"] for r in curve_bands(summary)["best"]]
                 if len(summary.trials) > MANY_TRIALS else None)
         doc.image("parallel.png", plots.parallel_coordinates(
-            summary.trials, summary.searched, metric, values, best), "parallel coordinates")
-    return {"effects": {k: e["rows"] for k, e in knobs.items()},
-            "effects_basis": {k: effects[k] for k in ("rule", "epoch", "trials", "left_out")},
-            "ablation_example": example, "importance": imp}
+            summary.trials, summary.searched, metric, values, best),
+            f"Parallel coordinates: one line per trial across the searched knobs to its best "
+            f"{metric}, coloured by {metric}; failed trials red and dotted.")
+    return imp
 
 
 def _models_section(doc: Doc, summary: Summary, run_dir: Path) -> list[dict[str, Any]]:
@@ -197,16 +169,17 @@ def _models_section(doc: Doc, summary: Summary, run_dir: Path) -> list[dict[str,
         health = conv_health(run_dir, g["best_trial"]) if g["best_trial"] else {}
         rows.append({**g, **info, **health})
     doc.para("One row per architecture in the sweep (training knobs such as lr or dropout "
-             "pooled). Dead filters: conv1 filters with near-zero RMS; aliasing: share of "
-             "layer-2 map energy at the Nyquist frequencies, and that share over white noise's "
-             "(comparable across map sizes; docs/analysis.md), both on the best trial's last "
-             "checkpoint.")
+             "pooled). FLOPs: one image's forward pass. Dead conv1: the share of conv1 filters "
+             "with near-zero RMS; aliasing: the share of layer-2 map energy at the Nyquist "
+             "frequencies, and that share over white noise's (comparable across map sizes; "
+             "docs/analysis.md), both on the best trial's last checkpoint.")
     doc.table(["model", "knobs", "params", "FLOPs/image", "conv1", f"best {metric}",
                "s/epoch", "trials", "dead conv1", "layer-2 aliasing", "aliasing / noise"],
-              [[r["model"], ", ".join(f"{k}={_fmt(v)}" for k, v in r["knobs"].items()),
-                r["params"], r["flops"], r["conv1"], r["best"], r["epoch_s"], r["trials"],
-                r.get("dead_fraction"), r.get("aliasing"), r.get("aliasing_vs_noise")]
-               for r in rows])
+              [[r["model"], fmt.settings(r["knobs"]), fmt.count(r["params"]),
+                fmt.si(r["flops"]), r["conv1"], fmt.metric(metric, r["best"]),
+                fmt.seconds(r["epoch_s"]), str(r["trials"]),
+                fmt.percent(r.get("dead_fraction")), fmt.percent(r.get("aliasing")),
+                fmt.ratio(r.get("aliasing_vs_noise"))] for r in rows])
     return rows
 
 
@@ -221,41 +194,55 @@ def _analysis_section(doc: Doc, run_dir: Path, trial_id: str, images: int) -> di
     doc.para(f"ZFNet-style analyses of the checkpoint at epoch {result['epoch']} "
              f"(numbers in analysis/{trial_id}/analysis.json; see docs/analysis.md).")
     for name, png in result.get("figures", {}).items():
-        doc.heading(name.replace("_", " "), level=3)
+        doc.heading(ANALYSIS_TITLES.get(name, name.replace("_", " ")), level=3)
         block = result.get(name, {})
         if isinstance(block, dict) and block.get("skipped"):
             doc.para(f"skipped: {block['skipped']}")
-        doc.image(f"analysis_{Path(png).name}", (out / png).read_bytes(), name)
+        doc.image(f"analysis_{Path(png).name}", (out / png).read_bytes(),
+                  ANALYSIS_ALT.get(name, f"The {name.replace('_', ' ')} analysis of the best "
+                                         "trial."))
     return {"trial_id": trial_id, "epoch": result["epoch"]}
+
+
+def _meta(summary: Summary) -> str:
+    spec, plan = summary.spec, summary.plan
+    goal = ", ".join(f"{mode} {metric}" for metric, mode in summary.objectives)
+    return (f"{len(summary.trials)} trials of up to {spec['budget']['max_epochs']} epochs; "
+            f"searcher {plan.get('searcher', spec['searcher']['type'])}; scheduler "
+            f"{plan.get('scheduler', spec['scheduler']['type'])}; {goal}; wall time "
+            f"{fmt.seconds(summary.wall_s or 0)} s; Ray {summary.ray_version}, torch "
+            f"{summary.torch_version}.")
 
 
 def build_report(run_dir: str | Path, analyses: bool = True, images: int = 64) -> Path:
     """Write RUN_DIR/report.html, report.md and report.json; returns report.html's path."""
     run_dir = Path(run_dir)
     summary = load_run(run_dir)
-    spec, plan = summary.spec, summary.plan
     doc = Doc(run_dir)
-    doc.heading(f"Sweep report: {summary.name}", level=1)
+    title = f"Sweep report: {summary.name}"
+    doc.heading(title, level=1)
+    if summary.spec.get("description"):
+        doc.para(summary.spec["description"])
+    doc.para(_meta(summary), css="meta")
+    doc.heading("Findings")
+    slot = doc.slot()  # written last, from the numbers every section below computed
+    doc.contents()
+    numbers: dict[str, Any] = {}
     study = ablation.section(doc, run_dir)  # an ablation study's results open the report
+    front = pareto.numbers(summary)
+    if front is not None:
+        pareto.section(doc, summary, front)
+        numbers["pareto"] = front
+    best = summary.best
     if study is not None:
         doc.heading("The study's runs")
-    if spec.get("description"):
-        doc.para(spec["description"])
-    doc.para(f"{len(summary.trials)} trials of up to {spec['budget']['max_epochs']} epochs; "
-             f"searcher {plan.get('searcher', spec['searcher']['type'])}; scheduler "
-             f"{plan.get('scheduler', spec['scheduler']['type'])}; {summary.mode} "
-             f"{summary.metric}; wall time {summary.wall_s or 0:.0f} s; "
-             f"Ray {summary.ray_version}, torch {summary.torch_version}.")
-    best = summary.best
-    if best:
-        knobs = ", ".join(f"{'seed' if k == SEED_KEY else k}={_fmt(best.config.get(k))}"
-                          for k in summary.searched)
-        # An ablation compares configurations; its highest run is only the one analysed.
-        doc.para(f"{'Highest run' if study is not None else 'Best'}: trial {best.trial_id} "
-                 f"with {summary.metric} "
-                 f"{_fmt(summary.score(best))} ({knobs}).")
+        if best:  # an ablation compares configurations; its highest run is only the one analysed
+            doc.para(f"Every (configuration, seed) is one run below. Highest run: trial "
+                     f"{best.trial_id} with {summary.metric} "
+                     f"{fmt.metric(summary.metric, summary.score(best))} "
+                     f"({findings.searched_settings(summary, best.config)}).")
     bands = _trials_section(doc, summary)
-    numbers = _effects_section(doc, summary)
+    numbers.update(_effects_section(doc, summary))
     if bands is not None:
         numbers["curve_bands"] = bands
     numbers["models"] = _models_section(doc, summary, run_dir)
@@ -263,10 +250,10 @@ def build_report(run_dir: str | Path, analyses: bool = True, images: int = 64) -
         numbers["ablation"] = study
     if analyses and best:
         numbers["analysis"] = _analysis_section(doc, run_dir, best.trial_id, images)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>"
-            f"{html.escape(summary.name)} report</title><style>{STYLE}</style>{CHECK}"
-            f"</head><body>{''.join(doc.html)}</body></html>")
-    for name, text in (("report.html", page), ("report.md", "\n".join(doc.md)),
+    numbers["findings"] = findings.paragraph(summary, numbers)
+    doc.fill(slot, [numbers["findings"]], css="findings")
+    for name, text in (("report.html", doc.page(f"{summary.name} report")),
+                       ("report.md", doc.markdown()),
                        ("report.json", json.dumps(numbers, indent=2, default=str))):
         write_bytes(run_dir / name, text.encode())
     return run_dir / "report.html"

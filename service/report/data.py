@@ -18,6 +18,7 @@ from service.analysis.aliasing import aliasing_stats
 from service.analysis.filters import filter_stats
 from service.analysis.load import val_images
 from service.models import architecture_knobs, describe, model_knobs
+from service.report import fmt
 from service.results.records import Summary, TrialRecord, rank
 from service.results.stats import mean_ci95
 
@@ -26,8 +27,9 @@ MANY_TRIALS = 40  # above this, per-trial figures aggregate: one line per trial 
 BEST_SHOWN = 5  # trials still drawn one by one in an aggregated learning-curve figure
 
 
-def _label(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+def value_label(value: Any) -> str:
+    """A searched value as the per-value table and figure name it (report.fmt.setting)."""
+    return fmt.setting(value)
 
 
 def searched_knobs(summary: Summary) -> list[str]:
@@ -140,11 +142,11 @@ def knob_effects(summary: Summary) -> dict[str, Any]:
         groups: dict[str, list[float]] = {}
         if "values" in dist:
             for value in dist["values"]:
-                groups[_label(value)] = [v for k, v in pairs if k == value]
+                groups[value_label(value)] = [v for k, v in pairs if k == value]
         elif pairs:
             cut = statistics.median(k for k, _ in pairs)
-            groups[f"<= {_label(cut)}"] = [v for k, v in pairs if k <= cut]
-            groups[f"> {_label(cut)}"] = [v for k, v in pairs if k > cut]
+            groups[f"<= {value_label(cut)}"] = [v for k, v in pairs if k <= cut]
+            groups[f"> {value_label(cut)}"] = [v for k, v in pairs if k > cut]
         rows = []
         for label, values in groups.items():
             mean = statistics.fmean(values) if values else None
@@ -175,7 +177,7 @@ def _other_value(dist: dict[str, Any], best: Any) -> Any:
 def _arm_name(knob: str, value: Any) -> str:
     if isinstance(value, bool):
         return f"{'with' if value else 'no'}_{knob}"
-    return f"{knob}_{_label(value)}"
+    return f"{knob}_{value:.3g}" if isinstance(value, float) else f"{knob}_{value}"
 
 
 def ablation_example(summary: Summary, seeds: int = 4) -> str | None:
@@ -191,7 +193,7 @@ def ablation_example(summary: Summary, seeds: int = 4) -> str | None:
         if value is None:
             continue
         if isinstance(value, float):
-            value = float(f"{value:.4g}")
+            value = float(f"{value:.3g}")  # a hyperparameter at 3 significant digits
         baseline[knob] = value
         other = _other_value(summary.spec["search"][knob], value)
         if other is not None:

@@ -12,16 +12,25 @@ matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from service.report import fmt  # noqa: E402
 from service.results.records import TrialRecord  # noqa: E402
 
 
-def _png(fig) -> bytes:
+def to_png(fig) -> bytes:
+    """The figure as PNG bytes (closed afterwards)."""
     buf = io.BytesIO()
     try:
         fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     finally:
         plt.close(fig)
     return buf.getvalue()
+
+
+def _metric_axis(ax, metric: str, size: int | None = None) -> None:
+    """Label the y axis with the metric; an accuracy's ticks in percent."""
+    ax.set_ylabel(metric, fontsize=size)
+    if fmt.is_accuracy(metric):
+        fmt.percent_axis(ax)
 
 
 STYLES = {"completed": ("-", None, None), "stopped-early": ("--", "x", None)}
@@ -54,12 +63,12 @@ def learning_curves(trials: list[TrialRecord], metric: str, max_epochs: int,
                label=t.trial_id if len(trials) <= 12 else None)
     ax.set_xlim(0.8, max_epochs + 0.2)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
+    _metric_axis(ax, metric)
     ax.set_title("learning curves (dashed + x: stopped early; red: diverged or failed)")
-    if len(trials) <= 12:
+    if len(trials) <= 12 and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return to_png(fig)
 
 
 def _learning_bands(trials: list[TrialRecord], metric: str, max_epochs: int,
@@ -84,7 +93,7 @@ def _learning_bands(trials: list[TrialRecord], metric: str, max_epochs: int,
     colours = plt.get_cmap("autumn")(np.linspace(0, 0.8, max(len(bands["best"]), 1)))
     for i, (top, colour) in enumerate(zip(bands["best"], colours, strict=False), 1):
         _curve(ax, by_id[top["trial_id"]], metric, color=colour, lw=1.3, alpha=0.95, zorder=3,
-               label=f"#{i} {top['trial_id']} ({top['score']:.4g})")
+               label=f"#{i} {top['trial_id']} ({fmt.metric(metric, top['score'])})")
     st = bands["statuses"]
     failed = sum(n for k, n in st.items() if k not in STYLES)
     ax.plot([], [], " ", label=f"{st.get('completed', 0)} completed, "
@@ -94,12 +103,12 @@ def _learning_bands(trials: list[TrialRecord], metric: str, max_epochs: int,
     ax.set_xticks(ticks, [f"{e}\nn={r['n']}" for e, r in zip(ticks, rows, strict=True)]
                   if len(ticks) <= 16 else ticks, fontsize=8)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
+    _metric_axis(ax, metric)
     ax.set_title(f"learning curves of {bands['trials']} trials: median and 10-90% band; "
                  f"the best {len(bands['best'])} drawn", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the data
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return to_png(fig)
 
 
 def knob_effects(effects: dict[str, dict[str, Any]], metric: str, epoch: int | None) -> bytes:
@@ -111,7 +120,7 @@ def knob_effects(effects: dict[str, dict[str, Any]], metric: str, epoch: int | N
         rows = eff["rows"]
         xs = np.arange(len(rows))
         means = [r["mean"] if r["mean"] is not None else np.nan for r in rows]
-        errs = [r["ci95"] or 0.0 for r in rows]
+        errs = [np.nan if r["ci95"] is None else r["ci95"] for r in rows]  # none below n = 3
         ax.errorbar(xs, means, yerr=errs, fmt="o", capsize=5, color="tab:blue", zorder=3)
         if eff["kind"] == "choice":
             for x, r in zip(xs, rows, strict=True):
@@ -124,16 +133,16 @@ def knob_effects(effects: dict[str, dict[str, Any]], metric: str, epoch: int | N
             pad = 0.15 * (hi - lo) or 0.05
             ax.set_ylim(lo - pad, hi + pad)
         ax.set_title(knob, fontsize=10)
-        ax.set_ylabel(metric, fontsize=8)
+        _metric_axis(ax, metric, 8)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{metric} at epoch {epoch} per value (mean, 95% CI when n ≥ 3; dots: "
                  "trials)", fontsize=10)
     fig.tight_layout()
-    return _png(fig)
+    return to_png(fig)
 
 
 def _same(value: Any, label: str) -> bool:
-    return (f"{value:.4g}" if isinstance(value, float) else str(value)) == label
+    return fmt.setting(value) == label  # as data.value_label names a choice
 
 
 def importance(importances: dict[str, float]) -> bytes:
@@ -141,9 +150,10 @@ def importance(importances: dict[str, float]) -> bytes:
     fig, ax = plt.subplots(figsize=(5, 0.5 + 0.45 * len(importances)))
     names = list(importances)[::-1]
     ax.barh(names, [importances[k] for k in names], color="tab:green")
-    ax.set_xlabel("importance (fANOVA, sums to 1)")
+    ax.set_xlabel("share of the metric's variance (fANOVA importance; sums to 100%)")
     ax.set_xlim(0, 1)
-    return _png(fig)
+    fmt.percent_axis(ax, "x")
+    return to_png(fig)
 
 
 def parallel_coordinates(trials: list[TrialRecord], knobs: list[str], metric: str,
@@ -159,7 +169,7 @@ def parallel_coordinates(trials: list[TrialRecord], knobs: list[str], metric: st
         if all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
             lo, hi = min(raw), max(raw)
             table.append([(v - lo) / (hi - lo) if hi > lo else 0.5 for v in raw])
-            ticks.append(([0, 1], [f"{lo:.3g}", f"{hi:.3g}"]))
+            ticks.append(([0, 1], [fmt.setting(lo), fmt.setting(hi)]))
         else:
             cats = sorted({str(v) for v in raw})
             pos = {c: i / max(len(cats) - 1, 1) for i, c in enumerate(cats)}
@@ -169,7 +179,7 @@ def parallel_coordinates(trials: list[TrialRecord], knobs: list[str], metric: st
     lo, hi = (min(scored), max(scored)) if scored else (0.0, 1.0)
     table.append([((v - lo) / (hi - lo) if hi > lo else 0.5) if v is not None else 0.0
                   for v in values])
-    ticks.append(([0, 1], [f"{lo:.3g}", f"{hi:.3g}"]))
+    ticks.append(([0, 1], [fmt.metric(metric, lo), fmt.metric(metric, hi)]))
     data = np.array(table).T  # (trials, columns)
     fig, ax = plt.subplots(figsize=(1.6 * len(cols) + 2, 4))
     cmap = plt.get_cmap("viridis")
@@ -188,7 +198,7 @@ def parallel_coordinates(trials: list[TrialRecord], knobs: list[str], metric: st
     ax.set_xticks(range(len(cols)), cols)
     ax.set_yticks([])
     ax.set_title(title, fontsize=10)
-    return _png(fig)
+    return to_png(fig)
 
 
 def _faint_lines(ax, data: np.ndarray, trials: list[TrialRecord], values: list[float | None],
@@ -218,85 +228,3 @@ def _faint_lines(ax, data: np.ndarray, trials: list[TrialRecord], values: list[f
     failed = len(trials) - len(ok)
     return (f"parallel coordinates of {len(trials)} trials (colour: {metric}; bold: the best "
             f"{len(highlight)}; {failed} failed, not drawn)")
-
-
-VERDICT_COLOURS = {"helps": "tab:green", "hurts": "tab:red", "not resolved": "tab:gray"}
-
-
-def forest(groups: list[tuple[str, list[tuple[dict[str, Any], str]]]], scale: float, unit: str,
-           metric: str, mode: str, alpha: float) -> bytes:
-    """An ablation's forest plot: per row (arm, then a factorial design's main effects and
-    interactions, each group under its label) the effect * scale with its Student t interval,
-    coloured by its verdict, around a zero line; beside it the row's text (effect, interval and
-    verdict, so that a short bar next to a long one still reads)."""
-    lines: list[tuple[float, tuple[dict[str, Any], str]]] = []
-    labels: list[tuple[float, str]] = []
-    y = 0.0
-    for label, rows in groups:
-        if len(groups) > 1:
-            labels.append((y, label))
-            y -= 1
-        for row in rows:
-            lines.append((y, row))
-            y -= 1
-        y -= 0.5
-    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.42 * (len(lines) + len(labels))))
-    ax.axvline(0, color="black", lw=1)
-    for y, (row, text) in lines:
-        colour = VERDICT_COLOURS.get(row["verdict"], "tab:gray")
-        ax.hlines(y, row["ci_low"] * scale, row["ci_high"] * scale, color=colour, lw=3)
-        ax.plot(row["effect"] * scale, y, "o", color=colour, ms=7, mec="black", mew=0.6)
-        ax.text(1.02, y, text, transform=ax.get_yaxis_transform(), va="center",
-                color=colour, fontsize=9)
-    for y, label in labels:
-        ax.text(0.0, y, label, transform=ax.get_yaxis_transform(), va="center",
-                fontsize=9, fontweight="bold")
-        if y < 0:
-            ax.axhline(y + 0.75, color="grey", lw=0.6, ls="--")
-    ax.set_yticks([y for y, _ in lines], [row["name"] for _, (row, _) in lines])
-    ax.set_ylim(min(y for y, _ in lines) - 0.7, 0.7)
-    ax.set_xlabel(f"{metric}: arm − baseline" + (f" ({unit.strip()})" if unit.strip() else "")
-                  + f"; {'higher' if mode == 'max' else 'lower'} is better")
-    ax.set_title(f"effect of each arm, {1 - alpha:.0%} t interval, paired by seed", fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
-
-
-def paired_seeds(arms: list[dict[str, Any]], metric: str) -> bytes:
-    """One panel per arm: each seed's baseline value joined to its arm value (green where the
-    arm did better, red where worse), so that the pairing is visible."""
-    arms = [a for a in arms if a.get("per_seed")]
-    cols = min(4, len(arms))
-    nrows = -(-len(arms) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(2.6 * cols, 2.8 * nrows), squeeze=False)
-    for ax in axes.flat[len(arms):]:
-        ax.set_visible(False)
-    for ax, arm in zip(axes.flat, arms, strict=False):
-        sign = 1 if arm.get("mode", "max") == "max" else -1
-        for r in arm["per_seed"]:
-            better = sign * r["diff"] > 0
-            colour = "tab:green" if better else ("tab:red" if r["diff"] else "tab:gray")
-            ax.plot([0, 1], [r["baseline"], r["arm"]], "-o", color=colour, ms=4, alpha=0.8)
-            ax.text(1.06, r["arm"], str(r["seed"]), fontsize=7, va="center")
-        ax.set_xticks([0, 1], ["baseline", arm["name"]], fontsize=8)
-        ax.set_xlim(-0.25, 1.3)
-        ax.set_title(f"{arm['name']} (n={arm['n']})", fontsize=9)
-        ax.set_ylabel(metric, fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("per seed: baseline → arm (green: arm better; numbers: seeds)", fontsize=10)
-    fig.tight_layout()
-    return _png(fig)
-
-
-def expected_best(curves: dict[str, list[float]], metric: str) -> bytes:
-    """Each arm's expected best value after k tuning trials, k = 1..trials."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for name, values in curves.items():
-        if values:
-            ax.plot(range(1, len(values) + 1), values, "-o", ms=3, label=name)
-    ax.set_xlabel("tuning trials k")
-    ax.set_ylabel(f"expected best {metric}")
-    ax.set_title("expected best of k tuning trials (equal budget per arm)", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return _png(fig)

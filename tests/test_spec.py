@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from service.config.blocks import MAX_FILE_BYTES
+from service.config.blocks import MAX_FILE_BYTES, default_mode
 from service.config.spec import SpecError, SweepSpec, load_spec
 from service.models import check_model
 from service.tune.search import tune_param_space
@@ -72,7 +72,8 @@ def test_searchspaces_validate(path: Path) -> None:
     else:
         assert spec.name == path.stem
     assert spec.base_config().epochs == spec.budget.max_epochs
-    assert spec.budget.mode == spec.default_mode
+    assert spec.budget.primary[1] == spec.default_mode
+    assert all(mode == default_mode(m) for m, mode in spec.budget.objectives)
     assert set(tune_param_space(spec)) == set(spec.search)
 
 

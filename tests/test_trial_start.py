@@ -1,7 +1,9 @@
 """What a trial's start costs in Ray actors (issue 18): a real sweep through the service's own
 path (bench/trial_start.py: `start_ray`, `run_sweep`), counted by Ray's State API."""
 
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +45,47 @@ def test_actors_are_reused_only_where_no_scheduler_stops_trials():
         spec = parse_spec({**base, "scheduler": {"type": kind}})
         assert reuses_actors(make_scheduler(spec)) is reused, kind
     assert reuses_actors(None)
+
+
+# A sweep whose Tune event loop is slow: a callback that sleeps at every result, as Ray's W&B
+# callback blocks while a trial's queue actor starts (or a busy machine does).
+SLOW_LOOP = """
+import sys, time
+from service.config.spec import parse_spec
+from service.tune.plan import plan_sweep
+from service.tune.progress import Progress
+from service.tune.runtime import start_ray
+from service.tune.sweep import run_sweep
+
+class SlowProgress(Progress):
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        time.sleep(1.5)
+        return super().on_trial_result(iteration, trials, trial, result, **info)
+
+spec = parse_spec({"name": "slow-loop", "data": {"dataset": "digits"},
+                   "model": {"family": "lenet5"}, "train": {"batch_size": 64, "num_threads": 1},
+                   "search": {"lr": {"type": "float", "low": 0.01, "high": 0.1, "log": True}},
+                   "budget": {"max_epochs": 2, "num_samples": 4}, "scheduler": {"type": "none"}})
+start_ray(None, False)
+import ray
+plan = plan_sweep(spec, sys.argv[1], ray.cluster_resources(), "run")
+summary = run_sweep(spec, plan, SlowProgress(plan.trials, plan.max_epochs, ["lr"], quiet=True))
+print("statuses", *[t.status for t in summary.trials])
+"""
+
+
+@pytest.mark.slow
+def test_a_slow_tune_loop_never_hangs_a_finished_trial(tmp_path):
+    """Without `trial.wait_until_tune_has_the_last_result` this sweep hung in Ray 2.60 (3 runs
+    of 3): a trial's last epoch was still queued for Tune when its function returned."""
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_LOOP, str(tmp_path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its Ray is in its process group
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"the sweep hung (killed after 300 s): {out[-1000:]} {err[-2000:]}")
+    assert proc.returncode == 0, out[-1000:] + err[-3000:]
+    assert "statuses completed completed completed completed" in out, out

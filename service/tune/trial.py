@@ -14,6 +14,7 @@ stay small. For the same reason the workers start their own process group
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import ray.tune
@@ -142,3 +143,24 @@ def run_trial(config: dict[str, Any], base: dict[str, Any] | None = None,
         ),
     )
     trainer.fit()
+    wait_until_tune_has_the_last_result()
+
+
+def wait_until_tune_has_the_last_result(poll_s: float = 0.05) -> None:
+    """Return only once Tune has taken the Train run's last result from the queue between them.
+
+    Ray 2.60 deadlocks otherwise when Tune's event loop is slow (a busy machine, a callback
+    that blocks: Ray's W&B callback did): `TuneReportCallback` leaves the last epoch's result
+    in a one-slot queue actor, this function returns, and its end-of-trial result fills the
+    session's one-slot `result_queue`; when Tune then asks for the next result, the session
+    moves the queued epoch into the full `result_queue` from the very thread that would empty
+    it, and the trial waits forever (`ray.train._internal.session._get_result_from_queues`).
+    tests/test_trial_start.py slows Tune's loop and shows the sweep hang without this wait.
+    While the trial runs Tune keeps asking for results, so the queue empties; a trial that
+    Tune stops is ended with this thread."""
+    from ray.train._internal.session import get_session  # private: docs/architecture.md
+
+    session = get_session()
+    queue = getattr(session, "_inter_actor_queue", None) if session is not None else None
+    while queue is not None and not queue.empty():
+        time.sleep(poll_s)

@@ -144,6 +144,21 @@ def test_a_tracker_that_cannot_be_used_fails_as_the_sweep_starts(monkeypatch, tm
         callback.setup()
 
 
+@pytest.mark.slow
+def test_an_unreachable_mlflow_server_exits_2_in_one_line(tmp_path):
+    """Through `service.submit`: the tracker fails Tune's callback setup, before any trial."""
+    uri = f"http://user:secret@127.0.0.1:{_free_port()}"
+    space = dict(TRACKED, tracking={"mlflow": {"tracking_uri": uri}})
+    proc = run_submit([str(write_space(tmp_path, space)), "--results", str(tmp_path / "res"),
+                       "--no-report"])
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    problems = [line for line in proc.stderr.splitlines() if "tracking.mlflow" in line]
+    assert len(problems) == 1 and "cannot use http://user:***@127.0.0.1:" in problems[0], \
+        proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "secret" not in proc.stderr
+    assert not list((tmp_path / "res").rglob("run_trial_*"))  # no trial started
+
+
 # --- readers: each tool's own ----------------------------------------------------------------
 
 def wandb_records(path: Path):

@@ -64,6 +64,7 @@ def run(req: Request) -> Outcome:
 
     from service.tune.progress import Progress
     from service.tune.sweep import run_sweep
+    from service.tune.tracking import TrackingError
 
     spec = req.spec
     if req.address is None:
@@ -102,6 +103,9 @@ def run(req: Request) -> Outcome:
             summary = run_sweep(spec, plan, progress, resume=req.resume)
     except KeyboardInterrupt:
         summary = None
+    except TrackingError as err:  # a tracker that cannot be used: before any trial ran
+        print(f"{req.space}: {err}", file=sys.stderr)
+        return Outcome(Exit.BAD_INPUT)
     except OSError as err:  # e.g. the disk filled up while the summary was written
         where = plan.experiment_dir if plan else req.results
         print(f"error: {err.filename or where}: {err.strerror or err}; the trials' results "

@@ -20,8 +20,10 @@ EXTRA = "pip install -e '.[tracking]'"  # the optional extra with mlflow and wan
 NOTIFY_EVENTS = ("finished", "failed", "regression")
 
 
-def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+def _require(module: str) -> None:
+    """A tracker's package must be importable (found, not imported: config stays light)."""
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"{module} is not installed: {EXTRA}")
 
 
 class MlflowTracking(_Strict):
@@ -43,8 +45,7 @@ class MlflowTracking(_Strict):
 
     @model_validator(mode="after")
     def _package(self) -> MlflowTracking:
-        if not _installed("mlflow"):
-            raise ValueError(f"mlflow is not installed: {EXTRA}")
+        _require("mlflow")
         return self
 
 
@@ -58,8 +59,7 @@ class WandbTracking(_Strict):
 
     @model_validator(mode="after")
     def _package(self) -> WandbTracking:
-        if not _installed("wandb"):
-            raise ValueError(f"wandb is not installed: {EXTRA}")
+        _require("wandb")
         return self
 
 

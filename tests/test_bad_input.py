@@ -1,5 +1,6 @@
 """Hundreds of malformed search spaces, each refused with exit code 2, one line per problem that
-names the field, no traceback, and without Ray ever being imported (so no Ray process starts).
+names the field by its full path (`search.conv1_kernel.values[1]`, not only `search`), no
+traceback, and without Ray ever being imported (so no Ray process starts).
 
 The cases are generated from the shipped default space by a table of mutations (wrong types,
 unknown keys, empty choices, inverted ranges, absurd resources, infeasible kernel/stride/size
@@ -66,6 +67,25 @@ UNKNOWN_KEYS = [(("nmae",), "x"), (("data", "datset"), "digits"), (("model", "kn
                 (("scheduler", "grace"), 1)]
 
 
+# Where the message names another field than the mutated one: a list's bad item by its index,
+# or the range check that compares high with low. Every other case names the mutated field.
+FIELD: dict[tuple[tuple, str], str] = {
+    **{(("search", k, "values"), "[[1, 2]]"): f"search.{k}.values[0]:"
+       for k in ("conv1_kernel", "conv1_stride", "fc_width", "lrn")},
+    (("search", "conv1_kernel", "values"), "[11, 'eleven']"): "search.conv1_kernel.values[1]:",
+    (("search", "conv1_kernel", "values"), "[11, 0]"): "search.conv1_kernel.values[1]:",
+    (("search", "conv1_stride", "values"), "[4, -2]"): "search.conv1_stride.values[1]:",
+    (("search", "conv1_stride", "values"), "[4, 4.5]"): "search.conv1_stride.values[1]:",
+    (("search", "fc_width", "values"), "[0]"): "search.fc_width.values[0]:",
+    (("search", "fc_width", "values"), "['wide']"): "search.fc_width.values[0]:",
+    (("search", "lrn", "values"), "['yes', 'no']"): "search.lrn.values[1]:",
+    (("search", "dropout", "low"), "0.9"): "search.dropout.high: 0.5 → high must be greater "
+                                          "than low (0.9)",
+    (("search", "dropout", "low"), "1.0"): "search.dropout.high: 0.5 → high must be greater "
+                                          "than low (1.0)",
+}
+
+
 def _set(spec: dict, path: tuple, value) -> dict:
     spec = copy.deepcopy(spec)
     node = spec
@@ -91,13 +111,14 @@ def cases() -> list[tuple[str, bytes, str]]:
         for wrong in ({"nested": 1}, [[1, 2]]):
             spec = _set(DEFAULT, path, wrong)
             out.append((f"{'.'.join(map(str, path))}={wrong!r}", yaml.safe_dump(spec).encode(),
-                        path[0]))
+                        FIELD.get((path, repr(wrong)), ".".join(map(str, path)) + ":")))
     for path, values in WRONG_VALUES.items():
         for v in values:
             spec = _set(DEFAULT, path, v)
             if path[0] == "search" and path[1] == "lr":
                 spec["search"]["lr"] = {"type": "float", "low": 0.01, "high": 0.1}
-            out.append((f"{'.'.join(path)}={v!r}", yaml.safe_dump(spec).encode(), path[0]))
+            out.append((f"{'.'.join(path)}={v!r}", yaml.safe_dump(spec).encode(),
+                        FIELD.get((path, repr(v)), ".".join(path) + ":")))
     for path, v in UNKNOWN_KEYS:
         spec = copy.deepcopy(DEFAULT)
         spec.setdefault("search", {})["lr"] = {"type": "float", "low": 0.01, "high": 0.1}

@@ -329,15 +329,28 @@ class Budget(_Strict):
     seeds: int = Field(1, ge=1)  # training seeds per configuration
     time_budget_s: float | None = Field(None, gt=0)  # wall-clock cap for the whole sweep
 
+    # Checked before pydantic tries the union's members, so that a bad value is one line at
+    # budget.metric / budget.mode (not one per member, under pydantic's member names).
     @field_validator("metric", mode="before")
     @classmethod
     def _known(cls, metric: Any) -> Any:
-        # One line for an unknown name (the union would add a second, "a valid list").
+        if not isinstance(metric, str | list):
+            raise ValueError("a metric's name, or a list of two or more")
         for name in metric if isinstance(metric, list) else [metric]:
-            if isinstance(name, str) and name not in METRICS:
+            if not isinstance(name, str) or name not in METRICS:
                 raise ValueError(f"unknown metric {name!r}; choose one of "
                                  f"{', '.join(map(repr, METRICS))}")
         return metric
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _max_or_min(cls, mode: Any) -> Any:
+        if mode is None:
+            return mode
+        values = mode if isinstance(mode, list) else [mode]
+        if not isinstance(mode, str | list) or any(m not in ("max", "min") for m in values):
+            raise ValueError("max or min, or a list of them (one per metric)")
+        return mode
 
     @field_validator("metric")
     @classmethod

@@ -248,6 +248,7 @@ def test_invariance_is_zero_at_the_identity():
 
 
 @pytest.mark.parametrize("name", ["lenet5", "lenet5-1998", "zfnet"])
+@pytest.mark.slow
 def test_analyze_model_covers_lenet_and_zfnet(name, tmp_path):
     torch.manual_seed(0)
     knobs = {"width_mult": 0.125, "image_size": 112, "fc_width": 64} if name == "zfnet" else {}

@@ -49,6 +49,7 @@ def test_digits_resize_is_torchvisions() -> None:
         assert torch.equal(_digits_resized(size)[0], ref)
 
 
+@pytest.mark.slow
 def test_a_fresh_process_builds_plain_digits_without_torchvision_or_sklearn(tmp_path) -> None:
     probe = ("import sys\n"
              "from service.config.data import DataConfig\n"

@@ -45,6 +45,7 @@ print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
+@pytest.mark.slow
 def test_a_layer_imports_only_what_it_may(package: str) -> None:
     proc = subprocess.run([sys.executable, "-c", IMPORT_ALL, package], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)

@@ -170,6 +170,7 @@ def test_a_webhook_that_fails_is_one_line_on_stderr(hook, closed_port, capsys, f
 
 # ---- service.submit: runs that end before Ray starts (fast) ----
 
+@pytest.mark.slow
 def test_submit_notifies_a_run_that_could_not_start_and_not_a_dry_run(tmp_path, hook,
                                                                        closed_port):
     missing = dict(SWEEP, data={"dataset": "mnist", "root": "/nonexistent/data"},

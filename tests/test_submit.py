@@ -56,6 +56,7 @@ def in_process_without_ray(args: list[str]) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_plan_without_starting_ray(tmp_path):
     proc = in_process_without_ray([str(write_space(tmp_path, TINY)), "--dry-run",
                                    "--results", str(tmp_path / "res")])
@@ -69,6 +70,7 @@ def test_dry_run_prints_the_plan_without_starting_ray(tmp_path):
     assert not (tmp_path / "res").exists()
 
 
+@pytest.mark.slow
 def test_default_space_dry_run():
     proc = in_process_without_ray(["--dry-run"])
     assert proc.returncode == 0, proc.stderr
@@ -86,6 +88,7 @@ def test_bad_space_exits_2_before_ray(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_bad_flag_and_missing_resume_exit_2(tmp_path):
     assert submit("--max-epochs", "many").returncode == 2
     proc = submit(str(write_space(tmp_path, TINY)), "--resume", "--results", str(tmp_path))
@@ -198,6 +201,7 @@ def test_diverging_trial_is_recorded_and_the_exit_code_says_so(tmp_path):
     assert "diverged at epoch 1" in proc.stdout
 
 
+@pytest.mark.slow
 def test_dry_run_for_a_cluster_is_not_sized_against_this_machine(tmp_path):
     big = dict(TINY, resources={"workers_per_trial": 2, "cpus_per_worker": 4096})
     space = str(write_space(tmp_path, big))
@@ -216,6 +220,7 @@ def test_dry_run_for_a_cluster_is_not_sized_against_this_machine(tmp_path):
     ({"dataset": "imagefolder", "root": "/nonexistent/imagenette"}, "not a directory"),
     ({"dataset": "mnist"}, "data.root"),
 ])
+@pytest.mark.slow
 def test_missing_dataset_exits_2_before_ray(tmp_path, data, needle):
     proc = in_process_without_ray([str(write_space(tmp_path, dict(TINY, data=data)))])
     assert proc.returncode == 2, proc.stdout + proc.stderr

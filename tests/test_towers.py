@@ -153,6 +153,7 @@ def test_one_tower_preset_has_about_alexnets_parameters():
     assert abs(count_params(one) / count_params(two) - 1) < 0.03
 
 
+@pytest.mark.slow
 def test_gpu_check_script_quick_mode_agrees():
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "towers_check.py"), "--quick"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)

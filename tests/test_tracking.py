@@ -56,6 +56,7 @@ def test_an_mlflow_uri_that_is_not_one_exits_2_before_ray(tmp_path):
     assert "not an MLflow tracking URI" in lines[0]
 
 
+@pytest.mark.slow
 def test_wandb_configured_but_not_installed_exits_2_with_the_extra(tmp_path):
     space = dict(TRACKED, tracking={"wandb": {"project": "p", "mode": "offline"}})
     # None in sys.modules: Python's import system (and importlib.util.find_spec) sees no wandb.

@@ -57,6 +57,7 @@ def test_temporary_checkpoints_are_removed_after_report():
     assert not Path(reports[0]["checkpoint_dir"]).exists()
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path):
     cfg = small_config(hflip=True, crop="random", crop_padding=2, dropout=0.3)
     straight = collect(cfg)

@@ -23,7 +23,7 @@ analyses included, as after a sweep) is timed.
 
     python bench/scale.py                    # N = 16 64 256 (256 one-epoch trials: ~20 min)
     python bench/scale.py --sizes 8 32
-    python bench/scale.py --quick            # N = 4 8
+    python bench/scale.py --quick            # N = 2 4
 
 Ends with `per_trial_ratio=<wall per trial at the largest N / at the smallest N>
 rss_mb_per_trial=<the largest N's slope> report_s=<report of the largest N> leaks=<count at
@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZES, QUICK_SIZES = [16, 64, 256], [4, 8]
+SIZES, QUICK_SIZES = [16, 64, 256], [2, 4]  # quick: the fewest trials that still give a slope
 TAG = "SCALE_JSON "  # the child's result line
 # Created once per cluster and kept on purpose (detached, named; `get_if_exists`): Ray
 # Train's state actor, and Ray Data's autoscaling coordinator that Train V2's scaling policy

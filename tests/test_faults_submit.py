@@ -1,0 +1,140 @@
+"""`resources.max_failures` wired from a search space through `python -m service.submit`: a
+Ray Train worker SIGKILLed mid-trial is restarted and the trial resumes from its last
+checkpoint (max_failures 1), or the trial is an error (max_failures 0).
+
+tests/test_faults.py builds the trainer with its own FailureConfig; this one goes through the
+spec's resources block, service/tune/trial.py and a real sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from test_faults import _kill_session, _trained_epochs
+
+from service.tune.paths import json_lines, trial_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 5
+
+
+def _tree_train_workers(root_pid: int) -> list[int]:
+    """Live Ray Train workers among the descendants of `root_pid` (this sweep's driver): Ray
+    sets their process title to ray::RayTrainWorker..."""
+    import ray  # noqa: F401  (puts Ray's bundled psutil on sys.path)
+
+    psutil = pytest.importorskip("psutil")
+    try:
+        children = psutil.Process(root_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    pids = []
+    for child in children:
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and " ".join(
+                    child.cmdline()).startswith("ray::RayTrainWorker"):
+                pids.append(child.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return pids
+
+
+def _registered_epochs(run_dir: Path) -> list[int]:
+    try:
+        return [e for epochs in _trained_epochs(run_dir).values() for e in epochs]
+    except (OSError, ValueError, KeyError):  # a snapshot being written
+        return []
+
+
+def _read_lines(stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("max_failures", [1, 0])
+def test_max_failures_from_the_spec_restarts_a_killed_worker(tmp_path, max_failures):
+    pytest.importorskip("ray")
+    # 96 px LeNet epochs take seconds, so the kill lands inside the trial, not after it.
+    spec = {
+        "name": "wkill", "data": {"dataset": "digits", "image_size": 96},
+        "model": {"family": "lenet5"},
+        "train": {"batch_size": 64, "num_threads": 1},
+        "search": {"lr": {"type": "grid", "values": [0.05]}},
+        "budget": {"max_epochs": EPOCHS, "num_samples": 1},
+        "searcher": {"type": "grid"}, "scheduler": {"type": "none"},
+        "resources": {"workers_per_trial": 1, "cpus_per_worker": 1,
+                      "max_failures": max_failures},
+    }
+    space = tmp_path / "wkill.yaml"
+    space.write_text(yaml.safe_dump(spec))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.submit", str(space), "--results", str(tmp_path / "res"),
+         "--no-report"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
+    out: list[str] = []
+    run_dir = victim = None
+    killed_at_epochs: list[int] = []
+    new_workers: set[int] = set()
+    try:
+        deadline = time.time() + 240
+        while True:
+            assert time.time() < deadline, "sweep did not finish in time:\n" + "".join(out)
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                line = ""
+            if line is None:
+                break
+            out.append(line)
+            if line.strip().startswith("results: "):
+                run_dir = Path(line.split("results: ", 1)[1].strip())
+            if run_dir is None:
+                continue
+            if victim is None:
+                if registered := _registered_epochs(run_dir):
+                    assert max(registered) < EPOCHS, "the trial ended before the kill"
+                    workers = _tree_train_workers(proc.pid)
+                    assert len(workers) == 1, workers
+                    victim, killed_at_epochs = workers[0], registered
+                    os.kill(victim, signal.SIGKILL)
+            else:  # a restarted worker group is a new process in this sweep's tree
+                new_workers.update(set(_tree_train_workers(proc.pid)) - {victim})
+        code = proc.wait(timeout=60)
+    finally:
+        _kill_session(proc.pid)
+    text = "".join(out)
+    assert victim is not None, "no epoch was registered before the sweep ended:\n" + text
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (trial,) = summary["trials"]
+    history = [row["epoch"] for row in json_lines(trial_dir(run_dir, trial["trial_id"])
+                                                  / "result.json")]
+    if max_failures == 0:
+        assert code == 3, text
+        assert trial["status"] == "error", trial
+        assert "worker process has died" in trial["error"], trial["error"]
+        assert not new_workers, "the worker group was restarted with max_failures 0"
+        assert max(history) < EPOCHS, history
+        return
+    assert code == 0, text
+    assert trial["status"] == "completed" and trial["epochs"] == EPOCHS, trial
+    assert new_workers, "no new Ray Train worker appeared after the kill:\n" + text
+    # Every epoch was reached; at most the one in flight when the worker died ran twice.
+    assert sorted(set(history)) == list(range(1, EPOCHS + 1)), history
+    assert len(history) - len(set(history)) <= 1 and history == sorted(history), history
+    registered = _registered_epochs(run_dir)
+    assert sorted(set(registered)) == list(range(1, EPOCHS + 1)), registered
+    assert len(registered) - len(set(registered)) <= 1, registered
+    assert max(killed_at_epochs) < EPOCHS

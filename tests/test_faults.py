@@ -24,18 +24,25 @@ from service.training.loop import CHECKPOINT_FILE
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train_worker_pids() -> list[int]:
-    """PIDs of live Ray Train worker processes (their title starts with ray::RayTrainWorker)."""
+def train_worker_pids(root_pid: int) -> list[int]:
+    """Live Ray Train workers among the descendants of `root_pid` (this test, or the sweep's
+    driver it started): Ray titles them ray::RayTrainWorker. Only our own process tree is
+    searched, never every process on the machine."""
+    import ray  # noqa: F401  (puts Ray's bundled psutil on sys.path)
+
+    psutil = pytest.importorskip("psutil")
+    try:
+        children = psutil.Process(root_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
     pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for child in children:
         try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
+            if child.status() != psutil.STATUS_ZOMBIE and " ".join(
+                    child.cmdline()).startswith("ray::RayTrainWorker"):
+                pids.append(child.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if cmdline.startswith(b"ray::RayTrainWorker"):
-            pids.append(int(proc.name))
     return pids
 
 
@@ -70,7 +77,7 @@ def test_killed_worker_resumes_from_its_last_checkpoint(tmp_path):
         while len(checkpoints()) < 2:
             assert time.time() < deadline and thread.is_alive(), "no checkpoints appeared"
             time.sleep(0.2)
-        victims = train_worker_pids()
+        victims = train_worker_pids(os.getpid())
         assert len(victims) == 1
         os.kill(victims[0], signal.SIGKILL)
         thread.join(timeout=300)

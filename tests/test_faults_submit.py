@@ -19,33 +19,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_faults import _kill_session, _trained_epochs
+from test_faults import _kill_session, _trained_epochs, train_worker_pids
 
 from service.tune.paths import json_lines, trial_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 5
-
-
-def _tree_train_workers(root_pid: int) -> list[int]:
-    """Live Ray Train workers among the descendants of `root_pid` (this sweep's driver): Ray
-    sets their process title to ray::RayTrainWorker..."""
-    import ray  # noqa: F401  (puts Ray's bundled psutil on sys.path)
-
-    psutil = pytest.importorskip("psutil")
-    try:
-        children = psutil.Process(root_pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    pids = []
-    for child in children:
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE and " ".join(
-                    child.cmdline()).startswith("ray::RayTrainWorker"):
-                pids.append(child.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return pids
 
 
 def _registered_epochs(run_dir: Path) -> list[int]:
@@ -106,12 +85,12 @@ def test_max_failures_from_the_spec_restarts_a_killed_worker(tmp_path, max_failu
             if victim is None:
                 if registered := _registered_epochs(run_dir):
                     assert max(registered) < EPOCHS, "the trial ended before the kill"
-                    workers = _tree_train_workers(proc.pid)
+                    workers = train_worker_pids(proc.pid)
                     assert len(workers) == 1, workers
                     victim, killed_at_epochs = workers[0], registered
                     os.kill(victim, signal.SIGKILL)
             else:  # a restarted worker group is a new process in this sweep's tree
-                new_workers.update(set(_tree_train_workers(proc.pid)) - {victim})
+                new_workers.update(set(train_worker_pids(proc.pid)) - {victim})
         code = proc.wait(timeout=60)
     finally:
         _kill_session(proc.pid)

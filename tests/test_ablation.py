@@ -18,6 +18,7 @@ import pytest
 import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from test_submit import Lines
 
 from service.config.blocks import SpecError
 from service.config.spec import parse_spec
@@ -204,15 +205,14 @@ def test_equal_tuning_per_cell_and_resume_after_an_interrupt(tmp_path: Path) -> 
                              str(results), "--no-report"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    out, deadline = [], time.time() + 600
-    for line in proc.stdout:
-        out.append(line)
-        if line.startswith("tuning avg_pool:"):  # the baseline's tuning has finished
-            proc.send_signal(signal.SIGINT)
-            break
-        assert time.time() < deadline, "".join(out)
-    out += proc.stdout.readlines()
-    assert proc.wait(timeout=180) == 130, "".join(out)
+    lines = Lines(proc)
+    try:  # the baseline's tuning has finished when the next cell's starts
+        lines.until(lambda s: s.startswith("tuning avg_pool:"), 600)
+        proc.send_signal(signal.SIGINT)
+        out = lines.rest(180)
+        assert proc.wait(timeout=60) == 130, out
+    finally:
+        proc.kill()
     (run_dir,) = [d for d in (results / "tuned").iterdir() if not d.name.startswith(".")]
     first = (run_dir / "tuning" / "baseline" / "summary.json").read_bytes()
 

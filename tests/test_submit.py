@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,6 +47,49 @@ def write_space(tmp_path: Path, spec: dict) -> Path:
 def submit(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "service.submit", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
+
+
+class Lines:
+    """A child's stdout read on a thread, so that every wait has a deadline that holds even
+    when the child prints nothing (a blocking `for line in proc.stdout` would not)."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.seen: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, args=(proc.stdout,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self._queue.put(line)
+        self._queue.put(None)  # end of output
+
+    def until(self, wanted, timeout: float) -> str:
+        """The first line for which `wanted(line)` holds; fails at the deadline or at EOF."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no such line within {timeout:.0f} s:\n{''.join(self.seen)}"
+            try:
+                line = self._queue.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                continue
+            assert line is not None, f"output ended first:\n{''.join(self.seen)}"
+            self.seen.append(line)
+            if wanted(line):
+                return line
+
+    def rest(self, timeout: float) -> str:
+        """Everything up to the end of output, within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                continue
+            if line is None:
+                return "".join(self.seen)
+            self.seen.append(line)
+        raise AssertionError(f"output did not end within {timeout:.0f} s:\n{''.join(self.seen)}")
 
 
 def in_process_without_ray(args: list[str]) -> subprocess.CompletedProcess:
@@ -160,20 +205,18 @@ def test_resume_finishes_an_interrupted_sweep_without_rerunning(tmp_path):
                              str(results), "--no-report"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    first_out, finished_before = [], []
-    deadline = time.time() + 300
-    for line in proc.stdout:
-        first_out.append(line)
-        if " completed " in line or " stopped early " in line:
-            finished_before.append(line.split()[1])
-            proc.send_signal(signal.SIGINT)
-            break
-        assert time.time() < deadline, "".join(first_out)
-    first_out += proc.stdout.readlines()
-    assert proc.wait(timeout=120) == 130, "".join(first_out)
+    lines = Lines(proc)
+    try:
+        line = lines.until(lambda s: " completed " in s or " stopped early " in s, 300)
+        finished_before = [line.split()[1]]
+        proc.send_signal(signal.SIGINT)
+        first_out = lines.rest(120)
+        assert proc.wait(timeout=60) == 130, first_out
+    finally:
+        proc.kill()
     (run_dir,) = [d for d in (results / "resumable").iterdir() if not d.name.startswith(".")]
     assert not (run_dir / "summary.json").exists()
-    assert "--resume" in "".join(first_out)
+    assert "--resume" in first_out
 
     again = submit(str(space), "--results", str(results), "--resume", "--no-report")
     assert again.returncode == 0, again.stdout + again.stderr

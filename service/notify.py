@@ -14,6 +14,7 @@ import math
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,23 @@ def message(event: str, sweep: str, code: int, summary=None, summary_path: str |
                    best_trial=best.trial_id if best is not None else None,
                    best_value=summary.score(best) if best is not None else None,
                    summary=str(summary_path) if summary_path else None, **fields)
+
+
+def run_and_tell(run: Callable[[], int], tell: Callable[[int, str | None], None],
+                 codes: dict[type[Exception], int] | None = None) -> int:
+    """`run()`'s exit code, with `tell(code, detail)` called however the run ends: Ctrl-C as
+    130, an exception as its code in `codes` (else 1) with its message, both raised again."""
+    try:
+        code = run()
+    except KeyboardInterrupt:
+        tell(Exit.INTERRUPTED, None)
+        raise
+    except Exception as err:
+        code = next((c for kind, c in (codes or {}).items() if isinstance(err, kind)), 1)
+        tell(code, f"{type(err).__name__}: {err}")
+        raise
+    tell(code, None)
+    return code
 
 
 def send(notify, msg: Message, timeout: float = TIMEOUT_S) -> bool:

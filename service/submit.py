@@ -130,16 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as err:
         return cli.say_problems(err.problems)
     end = Ending(notify=not (args.dry_run or args.no_notify))
-    try:
-        code = run(args, spec, space, end)
-    except KeyboardInterrupt:
-        tell(spec, end, Exit.INTERRUPTED)
-        raise
-    except Exception as err:
-        tell(spec, end, 1, f"{type(err).__name__}: {err}")
-        raise
-    tell(spec, end, code)
-    return code
+    return notify.run_and_tell(lambda: run(args, spec, space, end),
+                               lambda code, detail: tell(spec, end, code, detail))
 
 
 def run(args: argparse.Namespace, spec: SweepSpec, space: str, end: Ending) -> int:

@@ -190,19 +190,9 @@ def run_night(args: argparse.Namespace, spec: SweepSpec, results: Path) -> int:
     """Run tonight's sweep through service.submit, then compare with the previous night; a
     space with a `notify:` block is told how the night ended (finished, failed, regression)."""
     end = NightEnd(args.date or time.strftime("%Y-%m-%d"))
-    try:
-        code = _night(args, spec, results, end)
-    except KeyboardInterrupt:
-        tell_night(spec, end, Exit.INTERRUPTED)
-        raise
-    except OSError as err:  # service.schedule's main makes it bad input
-        tell_night(spec, end, Exit.BAD_INPUT, f"error: {err}")
-        raise
-    except Exception as err:
-        tell_night(spec, end, 1, f"{type(err).__name__}: {err}")
-        raise
-    tell_night(spec, end, code)
-    return code
+    return notify.run_and_tell(lambda: _night(args, spec, results, end),
+                               lambda code, detail: tell_night(spec, end, code, detail),
+                               {OSError: Exit.BAD_INPUT})  # service.schedule's main: bad input
 
 
 def tell_night(spec: SweepSpec, end: NightEnd, code: int, detail: str | None = None) -> None:

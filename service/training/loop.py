@@ -52,24 +52,26 @@ def _set_threads(cfg: TrainConfig) -> None:
 
 def prepare(cfg: TrainConfig, datasets: Datasets | None = None) -> tuple[nn.Module, Datasets]:
     """Build the datasets (unless given) and the model sized for them (classes from the data)."""
-    knobs = cfg.model_knobs()
-    preset = {**model_knobs(cfg.model), **knobs}
+    preset = {**model_knobs(cfg.model), **cfg.model_knobs()}
     if datasets is None:
         datasets = build_datasets(cfg.data, image_size=preset["image_size"],
                                   in_channels=preset["in_channels"], seed=cfg.seed)
+    return build_model(cfg.model, **_knobs(cfg, datasets.num_classes)), datasets
+
+
+def _knobs(cfg: TrainConfig, num_classes: int) -> dict[str, Any]:
+    """The model's knobs for data of `num_classes` classes."""
+    knobs = cfg.model_knobs()
     if "num_classes" in knob_names(cfg.model):
-        knobs["num_classes"] = datasets.num_classes
-    return build_model(cfg.model, **knobs), datasets
+        knobs["num_classes"] = num_classes
+    return knobs
 
 
 def static_cost(cfg: TrainConfig, num_classes: int) -> dict[str, int]:
     """The model's parameters and forward FLOPs per image (torch.utils.flop_counter, on the
     meta device): fixed per configuration, reported every epoch so that a sweep can trade
     accuracy against them (`budget.metric: [val_acc, flops]`)."""
-    knobs = cfg.model_knobs()
-    if "num_classes" in knob_names(cfg.model):
-        knobs["num_classes"] = num_classes
-    info = describe(cfg.model, flops=True, **knobs)
+    info = describe(cfg.model, flops=True, **_knobs(cfg, num_classes))
     return {"params": int(info["params"]), "flops": int(info["flops"])}
 
 

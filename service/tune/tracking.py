@@ -14,16 +14,13 @@ torch, so the driver stays torch-free. What we change in Ray 2.60's callbacks, a
 * **Off Tune's event loop.** Ray's callbacks talk to the tracker inside Tune's loop: MLflow
   with one HTTP request per metric and param, W&B with a blocking put into a per-trial queue
   actor, which waits for that actor to start (0.8-1.4 s at a trial's first result on 2
-  cores). A loop that slow can hang a sweep in Ray 2.60: if Tune has not yet asked a trial's
-  driver for its next result when the Train run ends, the last epoch's result is still in
-  the inter-actor queue while the end-of-function result already fills the driver's one-slot
-  `result_queue`, and the driver's main thread blocks forever putting the one into the other
-  (ray.train._internal.session, `_get_result_from_queues`; seen with py-spy). The 2-trial
-  sweep of tests/test_tracking.py hung so in 3 runs out of 3 with Ray's blocking calls, in
-  none since. Every tracker call therefore runs in order on one background thread per
-  tracker (at the sweep's end, queued calls get FLUSH_S), and a failing call is logged, not
-  raised: a tracker outage never stops training. `setup` stays synchronous, so a tracker
-  that cannot be used fails the sweep before any trial starts.
+  cores). Every result and every scheduler decision of the sweep waits behind them. (A loop
+  that slow also deadlocked finished trials in Ray 2.60; that is fixed where it happens,
+  `tune/trial.py:wait_until_tune_has_the_last_result`.) Every tracker call therefore runs in
+  order on one background thread per tracker (at the sweep's end, queued calls get FLUSH_S),
+  and a failing call is logged, not raised: a tracker outage never stops training. `setup`
+  stays synchronous, so a tracker that cannot be used fails the sweep before any trial
+  starts.
 * **MLflow:** a result is one `log_batch` request (0.03 s, against 0.48 s for Ray's loop of
   `log_metric` on a local server); `config/…` echoes of the params are not logged as metrics.
 * **Trials cut off** (Ctrl-C, `budget.time_budget_s`) get no `on_trial_complete` from Tune.

@@ -155,6 +155,7 @@ class Loopback:
     env: dict[str, str]  # token auth on, our own token
     node_ids: dict[str, str]  # node name -> Ray node id
     temp_dir: Path
+    procs: dict[str, subprocess.Popen]  # node name -> its `ray start --block` process
 
 
 def _free_base(count: int) -> int:
@@ -206,41 +207,53 @@ def _wait_for_nodes(dashboard: str, env: dict[str, str], n: int, procs) -> list[
     raise AssertionError(f"the loopback cluster did not reach {n} nodes")
 
 
-def _stop(procs: list[subprocess.Popen], temp_dir: Path) -> None:
-    """Stop exactly what this test started: each `ray start --block` process group, then any
-    process left that names our temp dir (Ray workers run in their own groups)."""
+def process_tree(pid: int) -> list:
+    """The live process `pid` and its descendants (psutil processes): a node's `ray start`,
+    its raylet and the workers the raylet started. Only this tree is searched, never every
+    process on the machine."""
+    import ray  # noqa: F401  (puts Ray's bundled psutil on sys.path)
+
+    psutil = pytest.importorskip("psutil")
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def kill_tree(procs: list) -> None:
+    """SIGKILL every process of `procs` (from `process_tree`) still alive, and reap them."""
+    psutil = pytest.importorskip("psutil")
+
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=30)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Stop exactly what this test started: each `ray start --block` process group with
+    SIGTERM (`ray stop` gives its processes ~10 s before SIGKILL), then SIGKILL whatever is
+    left of each node's process tree (Ray workers run in their own process groups)."""
+    trees = [process_tree(p.pid) for p in procs]
     for p in procs:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGTERM)
     for p in procs:
         try:
-            p.wait(timeout=10)  # `ray stop` gives its processes as long before SIGKILL
+            p.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    for pid in _pids_naming(str(temp_dir)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            pass
+    kill_tree([proc for tree in trees for proc in tree])
+    for p in procs:
+        p.wait()
 
 
-def _pids_naming(text: str) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                if text.encode() in (d / "cmdline").read_bytes():
-                    pids.append(int(d.name))
-            except OSError:
-                continue
-    return pids
-
-
-@pytest.fixture(scope="module")
-def loopback(tmp_path_factory):
+@contextlib.contextmanager
+def loopback_cluster(tmp: Path, cpus: int = 1, gpus: int = 1):
     """Head and second node, each `ray start --block` in its own process group with its own
-    ports, one CPU and one advertised GPU; token auth on with a token of our own."""
-    tmp = tmp_path_factory.mktemp("loopback")
+    ports, `cpus` CPUs and `gpus` advertised GPUs; token auth on with a token of our own.
+    Everything started is stopped on exit."""
     temp_dir = Path(tempfile.mkdtemp(prefix="rl", dir="/tmp"))  # short: Unix socket paths
     token = tmp / "auth_token"
     token.write_text(secrets.token_hex(32))
@@ -248,8 +261,8 @@ def loopback(tmp_path_factory):
     env.pop("RAY_ADDRESS", None)
     base = _free_base(3 * PORTS_PER_NODE)
     gcs, dash, client = base, base + 1, base + 2
-    common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=1",
-              "--disable-usage-stats"]
+    common = ["--block", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
+              f"--num-gpus={gpus}", "--disable-usage-stats"]
     # A temp dir per node, as on separate machines: a node deletes its unpacked job packages
     # when done with them, which must not pull the job driver's cwd away on the head.
     head = [str(RAY), "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
@@ -257,20 +270,28 @@ def loopback(tmp_path_factory):
             f"--temp-dir={temp_dir / 'head'}", *_node_args(base + PORTS_PER_NODE)]
     worker = [str(RAY), "start", f"--address=127.0.0.1:{gcs}", *common,
               f"--temp-dir={temp_dir / 'node2'}", *_node_args(base + 2 * PORTS_PER_NODE)]
-    procs: list[subprocess.Popen] = []
+    procs: dict[str, subprocess.Popen] = {}
     try:
         for name, cmd in (("head", head), ("node2", worker)):
             log = (tmp / f"{name}.log").open("w")
-            procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True, cwd=ROOT))
-            nodes = _wait_for_nodes(f"http://127.0.0.1:{dash}", env, len(procs), procs)
+            procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True, cwd=ROOT)
+            nodes = _wait_for_nodes(f"http://127.0.0.1:{dash}", env, len(procs),
+                                    procs.values())
         head_id = next(x["node_id"] for x in nodes if x.get("is_head_node"))
         other = next(x["node_id"] for x in nodes if x["node_id"] != head_id)
         yield Loopback(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}", env,
-                       {"head": head_id, "node2": other}, temp_dir)
+                       {"head": head_id, "node2": other}, temp_dir, procs)
     finally:
-        _stop(procs, temp_dir)
+        _stop(list(procs.values()))
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def loopback(tmp_path_factory):
+    """A two-node loopback cluster, one CPU and one advertised GPU per node."""
+    with loopback_cluster(tmp_path_factory.mktemp("loopback")) as cluster:
+        yield cluster
 
 
 def _train_workers(cluster: Loopback) -> list[dict]:

@@ -25,7 +25,12 @@ from service.tune.summary import summarize
 from service.tune.tracking import tracking_callbacks
 from service.tune.trial import run_trial
 
-DRIVER_RESOURCES = {"CPU": 0, "memory": 50 * 2**20}  # the trial driver only waits on Train
+# A trial's driver only waits on its Train run. It holds no CPU and stays on the head node, with
+# the sweep's driver: Train's controller runs beside it, so a lost worker node (a preempted
+# spot instance) costs only Train workers, which Train restarts (`resources.max_failures`),
+# never a trial's driver (tests/test_node_loss.py). The head advertises one unit of
+# `node:__internal_head__`; each driver asks for a thousandth.
+DRIVER_RESOURCES = {"CPU": 0, "memory": 50 * 2**20, "node:__internal_head__": 0.001}
 
 
 @dataclass

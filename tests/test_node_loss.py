@@ -1,0 +1,132 @@
+"""A node lost mid-sweep: on a loopback two-node cluster, the second node's Ray processes are
+SIGKILLed while a trial trains there. Ray Train restarts that trial's worker group on the node
+left (`resources.max_failures`), from its last registered checkpoint; the sweep finishes.
+
+The trial drivers and Train controllers hold no CPU and stay on the head with the sweep's
+driver (service/tune/sweep.py), so a lost worker node costs only Train workers."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from test_cluster import _ray_list, kill_tree, loopback_cluster, process_tree
+from test_faults import _trained_epochs
+from test_submit import Lines
+
+from service.tune.paths import json_lines, trial_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 4
+
+SPACE = {
+    "name": "nodeloss",
+    # 96 px LeNet epochs take seconds, so the kill lands inside a trial.
+    "data": {"dataset": "digits", "image_size": 96},
+    "model": {"family": "lenet5"},
+    "train": {"batch_size": 64, "num_threads": 1},
+    "search": {"lr": {"type": "grid", "values": [0.05, 0.03]}},
+    "budget": {"max_epochs": EPOCHS, "num_samples": 1},
+    "searcher": {"type": "grid"}, "scheduler": {"type": "none"},
+    # One CPU per node: the two trials train on different nodes.
+    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_failures": 1,
+                  "max_concurrent_trials": 2},
+}
+
+
+def _workers(cluster) -> list[dict]:
+    return _ray_list("actors", cluster.dashboard, cluster.env, "--filter",
+                     "class_name=RayTrainWorker")
+
+
+def _registered(run_dir: Path | None) -> dict[str, list[int]]:
+    try:
+        return _trained_epochs(run_dir) if run_dir else {}
+    except (OSError, ValueError, KeyError):  # a snapshot being written
+        return {}
+
+
+def _trial_of(worker: dict, node_tree: list) -> str | None:
+    """The trial whose Train worker `worker` (a State API row) is: Ray Train runs each worker
+    in its run's working directory, named after the run (`train_<trial id>`). The process is
+    looked up in the node's own process tree."""
+    for proc in node_tree:
+        if proc.pid == worker.get("pid"):
+            try:
+                m = re.search(r"/train_([0-9a-f]+_\d+)(/|$)", proc.cwd())
+            except Exception:  # the process ended
+                return None
+            return m[1] if m else None
+    return None
+
+
+@pytest.mark.slow
+def test_a_lost_node_costs_one_epoch_and_the_trial_resumes_on_the_other(tmp_path):
+    pytest.importorskip("ray")
+    space = tmp_path / "nodeloss.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    with loopback_cluster(tmp_path, cpus=1, gpus=0) as cluster:
+        head, node2 = cluster.node_ids["head"], cluster.node_ids["node2"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.submit", str(space), "--address", cluster.gcs,
+             "--results", str(tmp_path / "res"), "--no-report"], cwd=ROOT,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=dict(cluster.env, PYTHONUNBUFFERED="1"), start_new_session=True)
+        lines = Lines(proc)
+        try:
+            line = lines.until(lambda s: s.strip().startswith("results: "), 120)
+            run_dir = Path(line.split("results: ", 1)[1].strip())
+            # Wait until the trial training on node2 has registered an epoch, not its last.
+            deadline = time.monotonic() + 240
+            while True:
+                assert time.monotonic() < deadline, "no epoch registered on node2:\n" + \
+                    "".join(lines.seen)
+                alive = [w for w in _workers(cluster) if w.get("state") == "ALIVE"]
+                on2 = [w for w in alive if w["node_id"] == node2]
+                victim = on2 and _trial_of(on2[0], process_tree(cluster.procs["node2"].pid))
+                killed_at = _registered(run_dir).get(victim) if victim else None
+                if killed_at:
+                    assert max(killed_at) < EPOCHS, "the trial on node2 ended before the kill"
+                    break
+                time.sleep(0.5)
+            before = {w["actor_id"] for w in _workers(cluster)}
+            kill_tree(process_tree(cluster.procs["node2"].pid))
+            out = lines.rest(480)
+            code = proc.wait(timeout=60)
+        finally:
+            kill_tree(process_tree(proc.pid))
+        # Every actor the sweep started after the kill (the State API keeps finished ones).
+        after = [w for w in _workers(cluster) if w["actor_id"] not in before]
+        drivers = _ray_list("actors", cluster.dashboard, cluster.env, "--filter",
+                            "class_name=TrainController")
+    assert code == 0, out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert len(summary["trials"]) == 2
+    assert len({t["trial_id"] for t in summary["trials"]}) == 2
+    assert [t["status"] for t in summary["trials"]] == ["completed"] * 2, summary["trials"]
+    assert all(t["epochs"] == EPOCHS for t in summary["trials"])
+    # The trial that lost its node got one new worker group, on the node left; the Train
+    # controllers (and the trial drivers beside them) were on the head throughout.
+    assert [w["node_id"] for w in after] == [head], after
+    assert {d["node_id"] for d in drivers} == {head}, drivers
+    registered = _trained_epochs(run_dir)
+    for t in summary["trials"]:
+        history = [row["epoch"] for row in json_lines(trial_dir(run_dir, t["trial_id"])
+                                                      / "result.json")]
+        assert sorted(set(history)) == list(range(1, EPOCHS + 1)), history
+        assert history == sorted(history), history
+        epochs = registered[t["trial_id"]]
+        assert sorted(set(epochs)) == list(range(1, EPOCHS + 1)), epochs
+        # No epoch twice, except on the lost node's trial the one in flight at the kill: it
+        # resumed from its last registered checkpoint, not from the start.
+        twice = len(history) - len(set(history))
+        assert twice <= (1 if t["trial_id"] == victim else 0), (t["trial_id"], history)
+        if t["trial_id"] == victim:
+            assert epochs[:len(killed_at)] == killed_at
+            assert epochs[len(killed_at)] == killed_at[-1] + 1, epochs

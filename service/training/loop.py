@@ -223,6 +223,7 @@ def fit(config: TrainConfig | dict[str, Any], report: Report, *,
     images_per_s, params, flops (per image), status (running | completed | diverged).
     `checkpoint_dir` holds `checkpoint.pt` for this epoch; unless `checkpoint_root` is given it
     is a temporary directory removed once `report` returns (Ray copies it during the call).
+    With several workers only rank 0 writes a checkpoint; the others report None.
     `resume_from` is a checkpoint directory written by an earlier call. `datasets` replaces the
     ones `cfg.data` describes (in-memory data in tests and benchmarks). Returns the last
     metrics reported.
@@ -261,8 +262,11 @@ def fit(config: TrainConfig | dict[str, Any], report: Report, *,
             break
         loop.sched.step()
         history.append({k: metrics[k] for k in ("epoch", "train_loss", "val_loss", "val_acc")})
-        state = {**loop.state(epoch, history), "metrics": metrics}
-        _report_with_checkpoint(report, metrics, state, checkpoint_root)
+        if loop.rank == 0:
+            state = {**loop.state(epoch, history), "metrics": metrics}
+            _report_with_checkpoint(report, metrics, state, checkpoint_root)
+        else:  # the workers' states are identical: rank 0's checkpoint is the only one
+            report(metrics, None)
     return metrics
 
 

@@ -23,12 +23,11 @@ from service.tune.trial import trial_train_config
 def run_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: `fit` with Ray's report and checkpoint restore."""
     cfg = trial_train_config(config["base"], config["sampled"])
-    rank = ray.train.get_context().get_world_rank()
 
     def report(metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        # Only rank 0 persists a checkpoint: the workers' states are identical.
-        ckpt = (ray.train.Checkpoint.from_directory(checkpoint_dir)
-                if checkpoint_dir and rank == 0 else None)
+        # `fit` writes a checkpoint on rank 0 only (the workers' states are identical), so Ray
+        # gets one per epoch (tests/test_parallel.py, tests/test_ddp.py).
+        ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=ckpt)
 
     join_process_group(config.get("backend", "gloo"))

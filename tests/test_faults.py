@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +45,22 @@ def train_worker_pids(root_pid: int) -> list[int]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return pids
+
+
+def train_worker_trials(root_pid: int) -> dict[int, str | None]:
+    """Live Ray Train workers under `root_pid` (pid -> trial id). Ray Train runs a worker in
+    its run's working directory, which is named after the run (`train_<trial id>`,
+    service/tune/paths.train_run_name); None where it cannot be read."""
+    import psutil  # importable once train_worker_pids has imported ray
+
+    out = {}
+    for pid in train_worker_pids(root_pid):
+        try:
+            m = re.search(r"/train_([0-9a-f]+_\d+)(/|$)", psutil.Process(pid).cwd())
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        out[pid] = m[1] if m else None
+    return out
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ driver (service/tune/sweep.py), so a lost worker node costs only Train workers."
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_cluster import _ray_list, kill_tree, loopback_cluster, process_tree
-from test_faults import _trained_epochs
+from test_faults import _trained_epochs, train_worker_trials
 from test_submit import Lines
 
 from service.tune.paths import json_lines, trial_dir
@@ -52,27 +51,13 @@ def _registered(run_dir: Path | None) -> dict[str, list[int]]:
         return {}
 
 
-def _trial_of(worker: dict, node_tree: list) -> str | None:
-    """The trial whose Train worker `worker` (a State API row) is: Ray Train runs each worker
-    in its run's working directory, named after the run (`train_<trial id>`). The process is
-    looked up in the node's own process tree."""
-    for proc in node_tree:
-        if proc.pid == worker.get("pid"):
-            try:
-                m = re.search(r"/train_([0-9a-f]+_\d+)(/|$)", proc.cwd())
-            except Exception:  # the process ended
-                return None
-            return m[1] if m else None
-    return None
-
-
 @pytest.mark.slow
 def test_a_lost_node_costs_one_epoch_and_the_trial_resumes_on_the_other(tmp_path):
     pytest.importorskip("ray")
     space = tmp_path / "nodeloss.yaml"
     space.write_text(yaml.safe_dump(SPACE))
     with loopback_cluster(tmp_path, cpus=1, gpus=0) as cluster:
-        head, node2 = cluster.node_ids["head"], cluster.node_ids["node2"]
+        head = cluster.node_ids["head"]
         proc = subprocess.Popen(
             [sys.executable, "-m", "service.submit", str(space), "--address", cluster.gcs,
              "--results", str(tmp_path / "res"), "--no-report"], cwd=ROOT,
@@ -87,9 +72,8 @@ def test_a_lost_node_costs_one_epoch_and_the_trial_resumes_on_the_other(tmp_path
             while True:
                 assert time.monotonic() < deadline, "no epoch registered on node2:\n" + \
                     "".join(lines.seen)
-                alive = [w for w in _workers(cluster) if w.get("state") == "ALIVE"]
-                on2 = [w for w in alive if w["node_id"] == node2]
-                victim = on2 and _trial_of(on2[0], process_tree(cluster.procs["node2"].pid))
+                on2 = train_worker_trials(cluster.procs["node2"].pid)
+                victim = next(iter(on2.values()), None)
                 killed_at = _registered(run_dir).get(victim) if victim else None
                 if killed_at:
                     assert max(killed_at) < EPOCHS, "the trial on node2 ended before the kill"

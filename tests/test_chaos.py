@@ -1,0 +1,103 @@
+"""Chaos: a 12-trial sweep through `python -m service.submit` whose Ray Train worker processes
+are SIGKILLed five times at seeded random moments. With `resources.max_failures: 2` Ray Train
+restarts each killed worker group from its trial's last registered checkpoint: every trial
+ends completed or stopped early, none errors, and no trial trains an epoch twice more than
+once per kill it took.
+
+The victims are found in the sweep's own process tree (tests/test_faults.py), never by
+scanning the machine's processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from test_faults import _kill_session, train_worker_trials
+from test_submit import Lines
+
+from service.tune.paths import json_lines, trial_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+TRIALS, KILLS, MAX_FAILURES, SEED = 12, 5, 2, 20261202
+
+SPACE = {
+    "name": "chaos",
+    # 64 px LeNet epochs take about a second on one core: the kills land inside trials.
+    "data": {"dataset": "digits", "image_size": 64},
+    "model": {"family": "lenet5"},
+    "train": {"batch_size": 64, "num_threads": 1},
+    "search": {"lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True}},
+    "budget": {"max_epochs": 3, "num_samples": TRIALS},
+    "searcher": {"type": "random", "seed": 0},
+    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1,
+                  "max_failures": MAX_FAILURES},
+}
+
+
+@pytest.mark.slow
+def test_five_seeded_worker_kills_leave_no_trial_in_error(tmp_path):
+    pytest.importorskip("ray")
+    space = tmp_path / "chaos.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.submit", str(space), "--results", str(tmp_path / "res"),
+         "--no-report"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"), start_new_session=True)
+    lines = Lines(proc)
+    rng = random.Random(SEED)
+    kills: Counter[str] = Counter()
+    try:
+        line = lines.until(lambda s: s.strip().startswith("results: "), 120)
+        run_dir = Path(line.split("results: ", 1)[1].strip())
+        deadline = time.monotonic() + 400
+        while sum(kills.values()) < KILLS:
+            # The next kill: a seeded wait, then a seeded pick among the live workers of
+            # trials that can still afford one.
+            moment = time.monotonic() + rng.uniform(1.0, 6.0)
+            while time.monotonic() < moment:
+                assert proc.poll() is None, "the sweep ended before the kills:\n" + \
+                    "".join(lines.seen)
+                time.sleep(0.1)
+            while True:
+                assert time.monotonic() < deadline and proc.poll() is None, \
+                    f"only {sum(kills.values())} kills landed:\n" + "".join(lines.seen)
+                workers = {pid: trial for pid, trial in train_worker_trials(proc.pid).items()
+                           if trial and kills[trial] < MAX_FAILURES}
+                if workers:
+                    break
+                time.sleep(0.1)
+            pid = rng.choice(sorted(workers))
+            os.kill(pid, signal.SIGKILL)
+            kills[workers[pid]] += 1
+        out = lines.rest(600)
+        code = proc.wait(timeout=60)
+    finally:
+        _kill_session(proc.pid)
+    assert code == 0, out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    trials = summary["trials"]
+    assert len(trials) == TRIALS and len({t["trial_id"] for t in trials}) == TRIALS
+    statuses = Counter(t["status"] for t in trials)
+    assert set(statuses) <= {"completed", "stopped-early"}, (statuses, kills)
+    assert set(kills) <= {t["trial_id"] for t in trials}
+    retrained = 0
+    for t in trials:
+        history = [row["epoch"] for row in json_lines(trial_dir(run_dir, t["trial_id"])
+                                                      / "result.json")]
+        assert sorted(set(history)) == list(range(1, t["epochs"] + 1)), history
+        assert history == sorted(history), history
+        twice = len(history) - len(set(history))
+        assert twice <= kills[t["trial_id"]], (t["trial_id"], history, kills)
+        retrained += twice
+    print(f"chaos: {TRIALS} trials, {sum(kills.values())} kills on {len(kills)} trials, "
+          f"{retrained} epochs retrained, statuses {dict(statuses)}")

@@ -4,7 +4,7 @@ join Ray, run the Tuner, write the summary, print the table. `service.submit` is
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from service.cli import Exit
 from service.config.spec import SweepSpec
@@ -63,7 +63,7 @@ def run(req: Request) -> Outcome:
     import ray
 
     from service.tune.progress import Progress
-    from service.tune.sweep import run_sweep
+    from service.tune.sweep import run_sweep, sweep_phase
     from service.tune.tracking import TrackingError
 
     spec = req.spec
@@ -100,7 +100,11 @@ def run(req: Request) -> Outcome:
         else:
             progress = Progress(plan.trials, plan.max_epochs, list(spec.search),
                                 quiet=req.quiet, verbose=req.verbose)
-            summary = run_sweep(spec, plan, progress, resume=req.resume)
+            # Every searcher makes exactly plan.trials trials, a grid too: a run that ended
+            # with fewer was stopped by Ctrl-C before Tune made the rest (between a grid's
+            # trials), and must stay resumable, not be summarised as done with exit 0.
+            phase = replace(sweep_phase(spec, plan), expected=plan.trials)
+            summary = run_sweep(spec, plan, progress, resume=req.resume, phase=phase)
     except KeyboardInterrupt:
         summary = None
     except TrackingError as err:  # a tracker that cannot be used: before any trial ran
@@ -123,7 +127,8 @@ def run(req: Request) -> Outcome:
     print_table(summary, best=study is None)  # an ablation compares; it does not pick
     if study is not None:
         print_ablation(study)
-    print_dashboard_commands(spec, plan.experiment_dir)
+    if not req.quiet:  # -q: only the final table (README), then the summary's path
+        print_dashboard_commands(spec, plan.experiment_dir)
     failed = any(t.status in FAILED for t in summary.trials)
     return Outcome(Exit.TRIALS_FAILED if failed else Exit.OK, plan.experiment_dir, summary,
                    study)

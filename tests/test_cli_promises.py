@@ -1,0 +1,348 @@
+"""What README's table of `python -m service.submit` flags promises, each shown end to end: the
+command in a subprocess, a real Ray sweep (embedded, or a one-node `ray start` cluster joined
+through RAY_ADDRESS), and what the sweep left on disk (summary.json, Tune's result.json, the
+TrainConfig inside Ray Train's registered checkpoints).
+
+LeNet-5 on digits, batch 64, one thread, one or two epochs: the promises, not the models."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_cluster import PORTS_PER_NODE, RAY, _free_base, _node_args, _ray_list, _wait_for_nodes
+from test_submit import Lines, submit
+
+from service.analysis.load import trial_checkpoints
+from service.nightly.schedule import summary_path
+from service.training.loop import load_checkpoint
+from service.tune.paths import SEED_KEY, trial_dir
+from service.tune.runtime import find_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE: dict[str, Any] = {
+    "data": {"dataset": "digits"},
+    "model": {"family": "lenet5"},
+    "train": {"batch_size": 64, "num_threads": 1},
+    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
+}
+
+
+def space(tmp_path: Path, name: str, **blocks: Any) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, **BASE, **blocks}))
+    return path
+
+
+def ok(proc: subprocess.CompletedProcess) -> dict:
+    """The summary.json of a run that exited 0 (its path: submit's last line)."""
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    path = Path(proc.stdout.strip().splitlines()[-1])
+    assert path.name == "summary.json", proc.stdout
+    return json.loads(path.read_text())
+
+
+def epochs_trained(run_dir: Path, trial_id: str) -> list[int]:
+    """The epochs Tune recorded for a trial (its result.json, one line per reported epoch)."""
+    rows = (trial_dir(run_dir, trial_id) / "result.json").read_text().splitlines()
+    return [json.loads(row)["epoch"] for row in rows]
+
+
+def worker_configs(run_dir: Path, trial_id: str) -> dict[int, dict]:
+    """epoch -> the TrainConfig the trial's Ray Train worker trained with (as `fit` stored it
+    in each checkpoint that Ray Train registered)."""
+    return {epoch: load_checkpoint(ckpt)["config"]
+            for epoch, ckpt in trial_checkpoints(run_dir, trial_id)}
+
+
+# ---- --max-epochs, budget.seeds > 1, -q: two runs of one seeded space ----------------------
+
+SEEDED = {  # optuna-tpe (the default searcher): each configuration it draws, trained per seed
+    "train": {**BASE["train"], "seed": 7},
+    "search": {"lr": {"type": "float", "low": 0.01, "high": 0.1, "log": True}},
+    "budget": {"max_epochs": 5, "num_samples": 3, "seeds": 2},  # both runs override both
+    "searcher": {"type": "optuna-tpe", "seed": 0, "n_startup_trials": 4},
+    "scheduler": {"type": "none"},  # nothing stops a trial: every one trains the budget
+}
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """The same space run twice with --max-epochs 2 (the file says 5): `loud` with
+    --num-samples 2 (2 configurations x 2 seeds), `quiet` with -q and --num-samples 1."""
+    tmp = tmp_path_factory.mktemp("seeded")
+    path = space(tmp, "seeded", **SEEDED)
+    common = [str(path), "--results", str(tmp / "res"), "--no-report", "--max-epochs", "2"]
+    return {"loud": submit(*common, "--num-samples", "2", timeout=600),
+            "quiet": submit(*common, "--num-samples", "1", "-q", timeout=600)}
+
+
+@pytest.mark.slow
+def test_max_epochs_overrides_the_budget_that_the_trials_train(seeded):
+    assert "sweep seeded: 4 trials of up to 2 epochs" in seeded["loud"].stdout
+    for run in ("loud", "quiet"):
+        summary = ok(seeded[run])
+        run_dir = Path(summary_path(seeded[run].stdout)).parent
+        assert summary["spec"]["budget"]["max_epochs"] == 2  # the file says 5
+        for t in summary["trials"]:
+            assert (t["status"], t["epochs"]) == ("completed", 2), t
+            # Tune saw epochs 1 and 2 and no more; the workers' own TrainConfig said 2.
+            assert epochs_trained(run_dir, t["trial_id"]) == [1, 2]
+            configs = worker_configs(run_dir, t["trial_id"])
+            assert sorted(configs) == [1, 2]
+            assert {c["epochs"] for c in configs.values()} == {2}
+
+
+@pytest.mark.slow
+def test_each_configuration_trains_once_per_seed_at_the_base_seed_plus_its_index(seeded):
+    for run, configurations in (("loud", 2), ("quiet", 1)):
+        summary = ok(seeded[run])
+        run_dir = Path(summary_path(seeded[run].stdout)).parent
+        trials = summary["trials"]
+        assert len(trials) == configurations * 2, trials  # configurations x budget.seeds
+        groups: dict[float, list[dict]] = {}
+        for t in trials:
+            groups.setdefault(t["config"]["lr"], []).append(t)
+        assert len(groups) == configurations
+        for lr, group in groups.items():
+            assert sorted(t["config"][SEED_KEY] for t in group) == [0, 1], group
+            for t in group:
+                (seed,) = {c["seed"] for c in worker_configs(run_dir, t["trial_id"]).values()}
+                assert seed == 7 + t["config"][SEED_KEY]  # train.seed + the repeat's index
+                assert {c["lr"] for c in worker_configs(run_dir, t["trial_id"]).values()} == {
+                    lr}
+            # the seed is real: the two repeats of one configuration train differently
+            first, second = (t["final"] for t in group)
+            assert first["train_loss"] != second["train_loss"], group
+
+
+@pytest.mark.slow
+def test_quiet_prints_only_the_final_table_and_the_summary_path(seeded):
+    quiet, loud = seeded["quiet"], seeded["loud"]
+    summary = ok(quiet)
+    ids = [t["trial_id"] for t in summary["trials"]]  # best first, as the table
+    lines = quiet.stdout.splitlines()
+    # the table (header, one row per trial), its best and wall-time lines, the summary path
+    assert len(lines) == len(ids) + 4, quiet.stdout
+    assert lines[0].split() == ["trial", "lr", "status", "epochs", "best", "val_acc"]
+    assert [row.split()[0] for row in lines[1:1 + len(ids)]] == ids
+    assert all(row.split()[2:4] == ["completed", "2"] for row in lines[1:1 + len(ids)])
+    assert lines[-3].startswith(f"best: {ids[0]}  val_acc ")
+    assert re.fullmatch(r"wall time \d+s", lines[-2])
+    assert lines[-1] == str(summary_path(quiet.stdout)) and lines[-1].endswith("summary.json")
+    # Without -q the same command prints Ray's dashboard, the plan, every trial's start and
+    # end with the running count, and where Optuna's dashboard opens the study; then the table.
+    summary = ok(loud)
+    out = loud.stdout
+    for line in ("Ray dashboard (while the sweep runs): http://127.0.0.1:",
+                 "sweep seeded: 4 trials of up to 2 epochs", "  results: ",
+                 "[4/4 done · 0 running", "Optuna dashboard: optuna-dashboard "):
+        assert line in out, out
+    for t in summary["trials"]:
+        assert f"trial {t['trial_id']} started" in out
+        assert f"trial {t['trial_id']} completed 2 epochs" in out
+    assert lines[0] in out.splitlines()  # the same table header
+    assert len(out.splitlines()) > 2 * len(lines)
+
+
+# ---- the hyperband and median schedulers, built from the space ---------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler, lrs, at_once, described", [
+    # Tune's Hyperband puts trials into brackets as they are made. Its first bracket (s=0)
+    # runs its trials to max_t: with max_t 2 and eta 2, two of them; the next two share a
+    # bracket whose rung is epoch 1, where it keeps the better half. All four run at once
+    # (half a CPU each), so that both of that bracket's trials exist when the first gets there.
+    ({"type": "hyperband", "reduction_factor": 2}, [0.02, 0.03, 0.05, 1.0e-5], 4,
+     "hyperband (reduction_factor=2.0)"),
+    # The median rule, from epoch 1 on, against one other trial's running mean. One trial at a
+    # time: lr 0.05 first, paused at epoch 1 for want of a comparison while 1e-5 waits; 1e-5 is
+    # stopped at epoch 1, below it; 0.05 resumes to the end.
+    ({"type": "median", "grace_period": 1, "min_samples_required": 1}, [0.05, 1.0e-5], 1,
+     "median (grace_period=1, min_samples_required=1)"),
+])
+def test_hyperband_and_median_stop_a_hopeless_trial_early(tmp_path, scheduler, lrs, at_once,
+                                                          described):
+    # After one epoch lr 0.05 is far ahead of lr 1e-5, which sits at chance.
+    resources = {"workers_per_trial": 1, "cpus_per_worker": 2 / at_once,
+                 "max_concurrent_trials": at_once}
+    path = space(tmp_path, f"sched-{scheduler['type']}", scheduler=scheduler,
+                 search={"lr": {"type": "grid", "values": lrs}},
+                 searcher={"type": "grid"}, budget={"max_epochs": 2, "num_samples": 1},
+                 resources=resources)
+    proc = submit(str(path), "--results", str(tmp_path / "res"), "--no-report", timeout=600)
+    summary = ok(proc)
+    assert f"scheduler {described};" in proc.stdout
+    assert f"{at_once} at a time" in proc.stdout
+    by_lr = {t["config"]["lr"]: t for t in summary["trials"]}
+    assert sorted(by_lr) == sorted(lrs)
+    hopeless = by_lr.pop(1.0e-5)
+    assert (hopeless["status"], hopeless["stopped_at"], hopeless["epochs"]) == (
+        "stopped-early", 1, 1), summary["trials"]
+    for t in by_lr.values():  # every other trial ran the whole budget
+        assert (t["status"], t["epochs"]) == ("completed", 2), summary["trials"]
+        assert "stopped_at" not in t
+    good = by_lr[0.05]
+    assert good["best_val_acc"] > hopeless["best_val_acc"] + 0.2
+    run_dir = Path(summary_path(proc.stdout)).parent
+    assert epochs_trained(run_dir, hopeless["trial_id"]) == [1]  # really stopped there
+    assert sorted(worker_configs(run_dir, good["trial_id"])) == [1, 2]
+    assert f"trial {hopeless['trial_id']} stopped early at epoch 1" in proc.stdout
+
+
+# ---- --resume RUN_ID: the named run, not the newest unfinished one -------------------------
+
+def interrupted_run(path: Path, results: Path, after: str) -> str:
+    """Start a sweep, Ctrl-C it at its first line containing `after`; its run id (exit 130)."""
+    proc = subprocess.Popen([sys.executable, "-m", "service.submit", str(path), "--results",
+                             str(results), "--no-report"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    lines = Lines(proc)
+    try:
+        where = lines.until(lambda s: s.startswith("  results: "), 300)
+        lines.until(lambda s: after in s, 300)
+        proc.send_signal(signal.SIGINT)
+        out = lines.rest(120)
+        assert proc.wait(timeout=60) == 130, out
+    finally:
+        proc.kill()
+        proc.wait()
+    run_dir = Path(where.split(": ", 1)[1].strip())
+    assert run_dir.is_dir() and not (run_dir / "summary.json").exists(), out
+    return run_dir.name
+
+
+def listing(run_dir: Path) -> dict[str, float]:
+    return {str(p.relative_to(run_dir)): p.stat().st_mtime for p in run_dir.rglob("*")}
+
+
+@pytest.mark.slow
+def test_resume_with_a_run_id_finishes_that_run_not_the_newest(tmp_path):
+    path = space(tmp_path, "named", search={"lr": {"type": "grid", "values": [0.05, 0.02]}},
+                 searcher={"type": "grid"}, scheduler={"type": "none"},
+                 budget={"max_epochs": 1, "num_samples": 1},
+                 resources={**BASE["resources"], "max_concurrent_trials": 1})
+    results = tmp_path / "res"
+    older = interrupted_run(path, results, " completed 1 epochs")  # one trial of two done
+    newer = interrupted_run(path, results, " started")
+    assert older < newer
+    assert find_run(str(results), "named", "latest") == newer  # what a bare --resume takes
+    finished_before = json.loads((results / "named" / ".finished" / f"{older}.json")
+                                 .read_text())  # the ledger of trials that ended
+    assert len(finished_before) == 1
+    untouched = listing(results / "named" / newer)
+
+    proc = submit(str(path), "--results", str(results), "--resume", older, "--no-report",
+                  timeout=600)
+    summary = ok(proc)
+    assert summary_path(proc.stdout) == results / "named" / older / "summary.json"
+    ids = [t["trial_id"] for t in summary["trials"]]
+    assert len(ids) == 2 and len(set(ids)) == 2
+    assert {t["config"]["lr"] for t in summary["trials"]} == {0.05, 0.02}
+    assert all((t["status"], t["epochs"]) == ("completed", 1) for t in summary["trials"])
+    assert set(finished_before) < set(ids)
+    for trial_id in finished_before:  # finished before the Ctrl-C: not trained again
+        assert f"trial {trial_id} started" not in proc.stdout
+    (rest,) = set(ids) - set(finished_before)
+    assert f"trial {rest} started" in proc.stdout
+    # the newer run is as its Ctrl-C left it, and still the one a bare --resume would take
+    assert listing(results / "named" / newer) == untouched
+    assert not (results / "named" / newer / "summary.json").exists()
+    assert find_run(str(results), "named", "latest") == newer
+
+
+# ---- RAY_ADDRESS: join a running cluster instead of starting Ray here ----------------------
+
+def _psutil():
+    importlib.import_module("ray")  # puts Ray's bundled psutil on sys.path
+    return importlib.import_module("psutil")
+
+
+def _process_tree(pid: int) -> list:
+    """`ray start` (pid) and its descendants: only this tree, never every process here."""
+    psutil = _psutil()
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+@contextlib.contextmanager
+def one_node_cluster(tmp: Path):
+    """`ray start --head --block` with one CPU, in its own process group, on ports and a temp
+    dir of its own, token auth on; yields (gcs HOST:PORT, dashboard URL, env, head node id).
+    On exit its process group gets SIGTERM, then whatever is left of its tree SIGKILL."""
+    psutil = _psutil()
+    temp_dir = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))  # short: Unix socket paths
+    token = tmp / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    env.pop("RAY_ADDRESS", None)
+    base = _free_base(2 * PORTS_PER_NODE)
+    gcs, dash, client = base, base + 1, base + 2
+    cmd = [str(RAY), "start", "--head", "--block", f"--port={gcs}",
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+           f"--ray-client-server-port={client}", "--node-ip-address=127.0.0.1",
+           "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats",
+           f"--temp-dir={temp_dir}", *_node_args(base + PORTS_PER_NODE)]
+    with (tmp / "head.log").open("w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=ROOT)
+    dashboard = f"http://127.0.0.1:{dash}"
+    try:
+        (node,) = _wait_for_nodes(dashboard, env, 1, [proc])
+        yield f"127.0.0.1:{gcs}", dashboard, env, node["node_id"]
+    finally:
+        tree = _process_tree(proc.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=15)
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(tree, timeout=30)
+        proc.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_ray_address_in_the_environment_joins_that_cluster(tmp_path):
+    path = space(tmp_path, "joined", search={"lr": {"type": "grid", "values": [0.05]}},
+                 searcher={"type": "grid"}, scheduler={"type": "none"},
+                 budget={"max_epochs": 1, "num_samples": 1})
+    with one_node_cluster(tmp_path) as (gcs, dashboard, env, head):
+        assert _ray_list("actors", dashboard, env, "--filter", "class_name=RayTrainWorker") == []
+        proc = subprocess.run([sys.executable, "-m", "service.submit", str(path), "--results",
+                               str(tmp_path / "res"), "--no-report"], cwd=ROOT,
+                              env={**env, "RAY_ADDRESS": gcs}, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        # sized against the cluster's one CPU (this machine has more), not a Ray of its own
+        assert f"Ray dashboard (the cluster's): {dashboard}" in proc.stdout
+        assert "(cluster: 1 CPU, 0 GPU)" in proc.stdout
+        summary = json.loads(summary_path(proc.stdout).read_text())
+        (trial,) = summary["trials"]
+        assert trial["status"] == "completed" and trial["best_val_acc"] > 0.1
+        # the trial's Train worker ran on that cluster's node (its State API says so) ...
+        workers = _ray_list("actors", dashboard, env, "--filter", "class_name=RayTrainWorker")
+        assert [w["node_id"] for w in workers] == [head], workers
+        # ... and submit left the cluster it joined running
+        nodes = _ray_list("nodes", dashboard, env)
+        assert [(n["node_id"], n["state"]) for n in nodes] == [(head, "ALIVE")]

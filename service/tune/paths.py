@@ -81,9 +81,10 @@ def last_registered_metrics(filesystem, experiment_fs_path: str,
 
 
 def finished_before(ledger: str | None, trial_id: str) -> bool:
-    """Whether an earlier driver of this sweep saw the trial finish (the sweep's ledger)."""
+    """Whether an earlier driver of this sweep saw the trial finish without an error (the
+    sweep's ledger); a trial that ended in error is tried again on --resume."""
     try:
-        return bool(ledger) and trial_id in json.loads(Path(ledger).read_text())
+        return bool(ledger) and trial_id in read_ledger(Path(ledger), errored=False)
     except (OSError, ValueError):
         return False
 
@@ -111,9 +112,28 @@ def trial_dir(run_dir: Path, trial_id: str) -> Path | None:
     return found[0] if found else None
 
 
-def read_ledger(path: Path) -> set[str]:
-    """Trial ids recorded as finished (completed, stopped early, diverged or failed)."""
-    return set(json.loads(path.read_text())) if path.exists() else set()
+def read_ledger(path: Path, errored: bool = True) -> set[str]:
+    """Trial ids recorded as finished (completed, stopped early, diverged), and, unless
+    `errored` is False, those that ended in error. The file is {"finished": [...],
+    "errored": [...]} (a plain list of finished ids before errors were kept apart)."""
+    if not path.exists():
+        return set()
+    data = json.loads(path.read_text())
+    if isinstance(data, list):
+        return set(data)
+    return set(data.get("finished", [])) | (set(data.get("errored", [])) if errored else set())
+
+
+def write_ledger(path: Path, finished: set[str], errored: set[str]) -> None:
+    """Write the ledger atomically (a temporary file renamed over it)."""
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps({"finished": sorted(finished),
+                                   "errored": sorted(errored - finished)}))
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def journal_path(experiment_dir: str) -> Path | None:

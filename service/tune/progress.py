@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
-from service.tune.paths import SEED_KEY, read_ledger
+from service.tune.paths import SEED_KEY, read_ledger, write_ledger
 
 
 def _fmt_s(seconds: float) -> str:
@@ -46,11 +45,14 @@ class Progress(Callback):
         self.running: set[str] = set()
         self.ledger: Path | None = None
         self.finished: set[str] = set()
+        self.errored: set[str] = set()  # ended in error: --resume tries them again
+        self._ledger_failed = False
 
     def use_ledger(self, path: Path) -> None:
         """Keep the finished-trial ledger at `path`, loading what an earlier session wrote."""
         self.ledger = path
-        self.finished = read_ledger(path)
+        self.finished = read_ledger(path, errored=False)
+        self.errored = read_ledger(path) - self.finished
         self.done = len(self.finished)
 
     def setup(self, **info):
@@ -61,12 +63,27 @@ class Progress(Callback):
         if self.ledger is not None:
             self.use_ledger(self.ledger)
 
-    def _record(self, trial_id: str) -> None:
-        self.finished.add(trial_id)
-        if self.ledger is not None:
-            tmp = self.ledger.with_suffix(".tmp")
-            tmp.write_text(json.dumps(sorted(self.finished)))
-            os.replace(tmp, self.ledger)
+    def _record(self, trial_id: str, error: bool = False) -> None:
+        if error:
+            self.errored.add(trial_id)
+        else:
+            self.finished.add(trial_id)
+            self.errored.discard(trial_id)
+        if self.ledger is None:
+            return
+        try:
+            write_ledger(self.ledger, self.finished, self.errored)
+        except OSError as err:
+            # A full disk must not stop the sweep: the ledger only spares a resumed sweep
+            # from training again what a killed driver saw finish. Said once; retried at the
+            # next trial's end.
+            if not self._ledger_failed:
+                print(f"warning: the finished-trial ledger {self.ledger} cannot be written "
+                      f"({err.strerror or err}); the sweep goes on", file=sys.stderr,
+                      flush=True)
+            self._ledger_failed = True
+        else:
+            self._ledger_failed = False
 
     def _say(self, line: str) -> None:
         if not self.quiet:
@@ -82,11 +99,11 @@ class Progress(Callback):
                       f"val_acc {result.get('val_acc', float('nan')):.4f} "
                       f"({result.get('epoch_s', 0):.1f}s)")
 
-    def _finish(self, trial, what: str) -> None:
+    def _finish(self, trial, what: str, error: bool = False) -> None:
         self.running.discard(trial.trial_id)
         if trial.trial_id not in self.finished:  # a resumed run replays trials it finished
             self.done += 1
-        self._record(trial.trial_id)
+        self._record(trial.trial_id, error)
         elapsed = time.time() - self.start
         left = self.total - self.done
         eta = f" · ETA ~{_fmt_s(elapsed / self.done * left)}" if left and self.done else ""
@@ -106,4 +123,4 @@ class Progress(Callback):
         self._finish(trial, what)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, "failed with an error (see the table at the end)")
+        self._finish(trial, "failed with an error (see the table at the end)", error=True)

@@ -4,7 +4,9 @@ per trial through `trial.run_trial`), run or restored, then summarised into summ
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.abc
+import pickle
 import signal
 import sys
 import threading
@@ -147,7 +149,7 @@ def build_tuner(spec, plan: SweepPlan, progress, resume: bool = False,
     if resume:
         return tune.Tuner.restore(plan.experiment_dir, trainable=trainable,
                                   param_space=phase.param_space, resume_unfinished=True,
-                                  resume_errored=False, restart_errored=False)
+                                  resume_errored=True, restart_errored=False)
     # Several objectives: the searcher has them all; Tune's single metric stays unset.
     metric, mode = (None, None) if spec.budget.multi_objective else spec.budget.primary
     tune_config = tune.TuneConfig(
@@ -172,7 +174,8 @@ def interrupted(spec, phase: Phase, results, progress) -> bool:
     """
     # The callback Tune runs after a restore is the one pickled with the first session, not
     # `progress`; the ledger on disk is what both share.
-    finished = read_ledger(progress.ledger) if progress.ledger else progress.finished
+    finished = (read_ledger(progress.ledger) if progress.ledger
+                else progress.finished | progress.errored)
     ids = {(r.metrics or {}).get("trial_id") or trial_id_of(r.path) for r in results}
     if ids - finished:
         return True
@@ -196,6 +199,11 @@ def run_sweep(spec, plan: SweepPlan, progress, resume: bool = False,
     tuner = build_tuner(spec, plan, progress, resume=resume, phase=phase)
     try:
         results = tuner.fit()
+    except (EOFError, pickle.UnpicklingError) as err:
+        # Tune reads each errored trial's pickled error back; one written on a full disk is
+        # empty. The trials' results are kept: --resume, once there is space, finishes them.
+        raise OSError(errno.EIO, f"a trial's error file cannot be read back ({err or 'empty'}"
+                      "; was the disk full?)", plan.experiment_dir) from err
     finally:
         # Tune's Ctrl-C handler stays installed after a run that was not interrupted, and
         # would swallow a Ctrl-C that comes before the next phase of an ablation starts.

@@ -6,6 +6,7 @@ module there)."""
 from __future__ import annotations
 
 import datetime
+import os
 import socket
 from typing import Any
 
@@ -28,7 +29,10 @@ def run_worker(config: dict[str, Any]) -> None:
         # `fit` writes a checkpoint on rank 0 only (the workers' states are identical), so Ray
         # gets one per epoch (tests/test_parallel.py, tests/test_ddp.py).
         ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=ckpt)
+        try:
+            ray.train.report(metrics, checkpoint=ckpt)
+        except OSError as err:  # a full disk: Ray's copy to storage names neither the path
+            raise storage_error(err, metrics.get("epoch")) from err  # nor, plainly, ENOSPC
 
     join_process_group(config.get("backend", "gloo"))
     try:
@@ -40,6 +44,14 @@ def run_worker(config: dict[str, Any]) -> None:
             fit(cfg, report, resume_from=ckpt_dir)
     finally:
         parallel.leave_group()
+
+
+def storage_error(err: OSError, epoch: Any) -> OSError:
+    """`err` (raised while Ray Train stored a checkpoint) as one line naming the errno's text
+    and the trial's Train run directory, e.g. "[Errno 28] No space left on device: '…'"."""
+    where = ray.train.get_context().get_storage().experiment_fs_path
+    text = os.strerror(err.errno) if err.errno else str(err)
+    return OSError(err.errno, f"{text} (storing epoch {epoch}'s checkpoint)", where)
 
 
 def join_process_group(backend: str, timeout_s: float = 1800.0) -> None:

@@ -199,6 +199,10 @@ class OptunaPrunerScheduler(FIFOScheduler):
             self.__dict__.update(pickle.load(f))
 
 
+TUNE_TRIAL_ATTR = "ray_tune_trial_id"  # an Optuna trial's user attribute: its Tune trial
+GHOST_REASON = "asked for after the sweep's last saved state; its driver was killed"
+
+
 class PrunedAwareOptunaSearch(OptunaSearch):
     """`OptunaSearch` that records trials a scheduler stopped early as PRUNED, not COMPLETE.
 
@@ -221,6 +225,9 @@ class PrunedAwareOptunaSearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
+        if trial_id in self._completed_trials and result and not error:
+            self._retried(trial_id, result)
+            return
         if error or not self._stopped_early(result) or trial_id in self._completed_trials:
             super().on_trial_complete(trial_id, result=result, error=error)
             return
@@ -246,6 +253,63 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         self._ot_study.tell(ot_trial, value if state == TrialState.COMPLETE else None,
                             state=state)
         self._completed_trials.add(trial_id)
+
+    def _retried(self, trial_id: str, result: dict) -> None:
+        """A trial told FAIL (it ended in error) that `--resume` ran again to its end: Optuna
+        cannot change a finished trial, so the study gets a copy with the same parameters
+        and the new outcome (COMPLETE, or PRUNED at the epoch it was stopped), naming the
+        trial it retries. Anything else told twice is ignored, as OptunaSearch does."""
+        study = self._ot_study
+        failed = study._storage.get_trial(self._ot_trials[trial_id]._trial_id)  # private
+        copied = self.__dict__.setdefault("_copied", set())  # retried trials already copied
+        if failed.state != TrialState.FAIL or trial_id in copied:
+            return
+        copied.add(trial_id)
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        values = [result.get(m) for m in metrics]
+        attrs = {TUNE_TRIAL_ATTR: trial_id, "retry_of": failed.number}
+        if any(v is None for v in values):
+            return
+        if self._stopped_early(result):
+            copy = optuna.trial.create_trial(
+                params=failed.params, distributions=failed.distributions, user_attrs=attrs,
+                state=TrialState.PRUNED, intermediate_values={result[self._time_attr]: values[0]})
+        else:
+            copy = optuna.trial.create_trial(
+                params=failed.params, distributions=failed.distributions, user_attrs=attrs,
+                values=values)
+        study.add_trial(copy)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if isinstance(config, dict) and ot_trial is not None:
+            # The study names each trial's Tune trial: in optuna-dashboard, and for `restore`.
+            ot_trial.set_user_attr(TUNE_TRIAL_ATTR, trial_id)
+        return config
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self.settle_study()
+
+    def settle_study(self) -> None:
+        """Make a persistent study (SQLite, PostgreSQL, the run's journal) agree with the
+        searcher state Tune restored, which is what Tune saved last, seconds before a driver
+        was killed. A trial the study holds as RUNNING but this state does not know was
+        asked for after that save: Tune will never run or tell it, so it is FAIL (a ghost
+        otherwise, RUNNING forever). A trial this state knows as unfinished but the study
+        already has finished was told before the kill: it is not told again when Tune's
+        re-queued trial ends."""
+        study = self._ot_study
+        for frozen in study.get_trials(deepcopy=False):
+            tune_id = frozen.user_attrs.get(TUNE_TRIAL_ATTR)
+            known = tune_id in self._ot_trials
+            if frozen.state == TrialState.RUNNING and not known:
+                study._storage.set_trial_user_attr(  # private: docs/architecture.md
+                    frozen._trial_id, "failed_because", GHOST_REASON)
+                study.tell(frozen.number, state=TrialState.FAIL)
+            elif frozen.state.is_finished() and known:
+                self._completed_trials.add(tune_id)
 
     def _stopped_early(self, result: dict | None) -> bool:
         return (bool(result) and isinstance(self.metric, str) and self.metric in result

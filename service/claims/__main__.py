@@ -15,7 +15,9 @@ interval (`service.results.stats.mean_ci95`).
     python -m service.claims measure N RUN_DIR [RUN_DIR..]  # measure finished sweeps
     python -m service.claims table [DIR]                    # markdown rows of DIR/claim_*.json
 
-Exit codes: 0 measured, 2 bad input (unknown claim, missing run), 3 a sweep failed.
+Exit codes: 0 measured, 2 bad input (unknown claim, missing run; or a sweep that refused its
+input and started nothing), 3 a sweep failed, 4 and 130 a sweep's own (summary.json not
+written, interrupted).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         result["variant"] = args.variant or "digits"
     except ClaimError as err:
         print(f"error: {err}", file=sys.stderr)
-        return Exit.TRIALS_FAILED if "sweep exited" in str(err) else Exit.BAD_INPUT
+        return err.code
     out_dir.mkdir(parents=True, exist_ok=True)
     variant = getattr(args, "variant", None)
     out = out_dir / f"claim_{args.claim:02d}{'_' + variant if variant else ''}.json"

@@ -28,7 +28,12 @@ Trials = dict[int, TrialRecord]  # seed index -> trial (with its per-epoch histo
 
 
 class ClaimError(Exception):
-    """A problem with the input (claim number, run directory) with one printable message."""
+    """A problem with the input (claim number, run directory) with one printable message;
+    `code`: the exit code it ends the command with (2, bad input, unless a sweep said more)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 # --- reading runs ---------------------------------------------------------------------------

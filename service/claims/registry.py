@@ -29,6 +29,7 @@ from service.claims.measures import (
     settle_epochs,
     train_accuracy,
 )
+from service.cli import Exit
 from service.config.spaces import SHIPPED_SPACES
 from service.config.spec import parse_spec
 from service.models import describe
@@ -324,6 +325,9 @@ def claim_spaces(number: int, variant: str | None = None) -> list[Path]:
     return paths
 
 
+PASSED_ON = (Exit.BAD_INPUT, Exit.WRITE_FAILED, Exit.INTERRUPTED)  # service.submit's codes
+
+
 def run_claim(number: int, results: Path, extra: list[str],
               variant: str | None = None) -> list[Path]:
     """Run the claim's space(s) with `python -m service.submit`; their run directories."""
@@ -335,7 +339,10 @@ def run_claim(number: int, results: Path, extra: list[str],
         done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         lines = done.stdout.strip().splitlines()
         if done.returncode != 0 or not lines or not lines[-1].endswith("summary.json"):
-            raise ClaimError(f"{space}: the sweep exited with {done.returncode}")
+            # The sweep's own code when it says what went wrong (bad input, nothing started;
+            # summary.json not written; interrupted), else 3: the sweep failed.
+            code = done.returncode if done.returncode in PASSED_ON else Exit.TRIALS_FAILED
+            raise ClaimError(f"{space}: the sweep exited with {done.returncode}", code)
         dirs.append(Path(lines[-1]).parent)
     return dirs
 

@@ -1,0 +1,388 @@
+"""`python -m service.claims run` end to end, and every claim's measure on real trained trials.
+
+Two real sweeps, each run once per module:
+- claim 8's shipped space through `python -m service.claims run 8 --max-epochs 2`: quarter-width
+  AlexNet on digits, one condition x 5 seeds, the fewest trials of any claim (claims 1-7 and 10
+  train 10 to 30), and the cheapest measure (claim 9's, the same design, costs seconds a
+  trial). `--max-epochs` is the only size the CLI lets a user change; 2 epochs, not 1, so that
+  a trial has two checkpoints to settle between. The same run is measured as claim 9 too.
+- LeNet-5 on digits, ReLU vs tanh x 2 seeds, 2 epochs: claim 1's real conditions and claim 10's
+  second family.
+Claims 2-7 need conditions these runs do not train (dropout, crops, LRN, pooling, conv1, depth);
+their measures are called on these real trials relabelled to those conditions (a measure groups
+trials by config values only). What is checked is what each measure computes from real
+histories and checkpoints, not the papers' effects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from service.claims import measures as claimdata
+from service.claims import registry as claims
+from service.claims.measures import ClaimError
+from service.cli import Exit
+from service.config.spec import parse_spec
+from service.models import describe
+from service.report.data import conv_health
+from service.results.records import Summary, TrialRecord
+from service.results.store import load_run
+from service.tune.paths import SEED_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+VERDICTS = {"agrees", "opposite", "inconclusive"}
+
+LENET = {
+    "name": "claims-lenet",
+    "data": {"dataset": "digits"},
+    "model": {"family": "lenet5"},
+    "train": {"optimizer": "sgd", "momentum": 0.9, "lr": 0.02, "batch_size": 64,
+              "num_threads": 1},
+    "search": {"activation": {"type": "grid", "values": ["relu", "tanh"]}},
+    "budget": {"max_epochs": 2, "num_samples": 1, "seeds": 2},
+    "searcher": {"type": "grid", "seed": 0},
+    "scheduler": {"type": "none"},
+    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
+}
+
+
+def _claims(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "service.claims", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def claim8(tmp_path_factory):
+    """`claims run 8 --max-epochs 2`: (the finished process, its --results directory)."""
+    results = tmp_path_factory.mktemp("claims-run") / "results"
+    proc = _claims("run", "8", "--max-epochs", "2", "--results", str(results))
+    return proc, results
+
+
+@pytest.fixture(scope="module")
+def alex_run(claim8) -> Path:
+    """The run directory of claim 8's sweep: 5 seeds of quarter-width AlexNet, 2 epochs."""
+    proc, results = claim8
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    (summary,) = (results / "claim08_evolution").glob("*/summary.json")
+    return summary.parent
+
+
+@pytest.fixture(scope="module")
+def lenet_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("claims-lenet")
+    space = tmp / "lenet.yaml"
+    space.write_text(yaml.safe_dump(LENET))
+    proc = subprocess.run([sys.executable, "-m", "service.submit", str(space), "--results",
+                           str(tmp / "results"), "-q", "--no-report"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return Path(proc.stdout.strip().splitlines()[-1]).parent
+
+
+def _trials(run: Summary, **config) -> dict[int, TrialRecord]:
+    """The run's trials whose config has `config`, by seed index."""
+    return {int(t.config[SEED_KEY]): t for t in run.trials
+            if all(t.config.get(k) == v for k, v in config.items())}
+
+
+def _as(trials: list[TrialRecord], **config) -> list[TrialRecord]:
+    """The trials relabelled to `config`, as seeds 0, 1, ... in the given order."""
+    return [t.model_copy(update={"config": {**config, SEED_KEY: s}})
+            for s, t in enumerate(trials)]
+
+
+def _summary(trials: list[TrialRecord]) -> Summary:
+    return Summary.ranked(trials, name="relabelled", spec={"budget": {"metric": "val_acc"}})
+
+
+def _check_effect(row: dict, baseline: dict, arm: dict, ratio: bool = False) -> None:
+    """An effect row is arm - baseline (arm / baseline) paired by seed on exactly these
+    per-seed values, with a consistent mean, interval and verdict."""
+    def usable(v):
+        return v is not None and math.isfinite(v) and (v > 0 or not ratio)
+
+    seeds = sorted(s for s in baseline if s in arm and usable(baseline[s]) and usable(arm[s]))
+    assert row["n"] == len(seeds) >= 2, row
+    per = {r["seed"]: r for r in row["per_seed"]}
+    assert sorted(per) == seeds
+    diffs = []
+    for s in seeds:
+        assert per[s]["baseline"] == pytest.approx(baseline[s], abs=1e-5)
+        assert per[s]["arm"] == pytest.approx(arm[s], abs=1e-5)
+        diff = arm[s] / baseline[s] if ratio else arm[s] - baseline[s]
+        assert per[s]["ratio" if ratio else "diff"] == pytest.approx(diff, abs=1e-4, rel=1e-4)
+        diffs.append(diff)
+    mean = math.prod(diffs) ** (1 / len(diffs)) if ratio else sum(diffs) / len(diffs)
+    assert row["mean"] == pytest.approx(mean, rel=1e-6, abs=1e-9)
+    if row["p"] is not None:  # some spread between the seeds
+        assert row["ci_low"] <= row["mean"] <= row["ci_high"] and 0 <= row["p"] <= 1
+    if row["expect"] is None:
+        assert row["verdict"] is None and row["p_holm"] is None
+    else:
+        assert row["verdict"] in VERDICTS
+        assert row["p_holm"] is None or row["p_holm"] >= row["p"]
+    json.dumps(row, allow_nan=False)
+
+
+def _points(t: TrialRecord) -> float:
+    return 100.0 * t.history[-1]["val_acc"]
+
+
+# ---- the CLI, end to end ----
+
+@pytest.mark.slow
+def test_claims_run_trains_the_claims_space_measures_it_and_writes_claim_json(claim8, alex_run):
+    proc, results = claim8
+    out = results / "claim_08.json"
+    assert proc.returncode == Exit.OK
+    assert proc.stdout.strip().splitlines()[-1] == str(out)
+    assert "#### Claim 8: Low layers converge early, high layers late (digits)" in proc.stdout
+    # The sweep: the shipped space at --max-epochs 2, every (condition, seed) one trial, no
+    # report (claims runs service.submit with --no-report), nothing else under --results.
+    assert sorted(p.name for p in results.iterdir()) == ["claim08_evolution", "claim_08.json"]
+    summary = json.loads((alex_run / "summary.json").read_text())
+    assert summary["name"] == "claim08_evolution" and summary["spec"]["budget"]["max_epochs"] == 2
+    assert sorted(t["config"][SEED_KEY] for t in summary["trials"]) == [0, 1, 2, 3, 4]
+    assert {t["status"] for t in summary["trials"]} == {"completed"}
+    assert {t["epochs"] for t in summary["trials"]} == {2}
+    assert not (alex_run / "report.html").exists()
+    # claim_08.json: what `measure` computed from that run, and where it came from.
+    result = json.loads(out.read_text())
+    assert (result["claim"], result["variant"]) == (8, "digits")
+    assert result["runs"] == [str(alex_run)]
+    assert result["spaces"] == ["searchspaces/claims/08_evolution.yaml"]
+    rows = result["rows"]
+    layers = ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    assert [r["quantity"] for r in rows] == [
+        *(f"epoch {layer} settles (CKA to last >= 0.9)" for layer in layers),
+        "conv5 - conv1 settling epoch"]
+    for r in rows[:5]:  # a settling epoch is one of the two checkpointed epochs
+        assert r["kind"] == "level" and r["n"] == 5 and set(r["per_seed"]) <= {1.0, 2.0}
+    # The effect pairs two layers of the same trial (trial ids, in summary.json's order).
+    ids = [t["trial_id"] for t in summary["trials"]]
+    _check_effect(rows[5], dict(zip(ids, rows[0]["per_seed"], strict=True)),
+                  dict(zip(ids, rows[4]["per_seed"], strict=True)))
+    assert rows[5]["holm_k"] == 1 and rows[5]["note"] == "paired within each trial"
+    table = f"| conv5 - conv1 settling epoch (paired within each trial) | {claims.fmt(rows[5])} |"
+    assert f"{table} 5 |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_claims_run_whose_sweep_cannot_start_exits_with_the_sweeps_code(tmp_path):
+    """service.submit refuses a results directory that is a file (exit 2, Ray never started):
+    `claims run` says which space and exits 2 too, writing nothing."""
+    results = tmp_path / "results"
+    results.write_text("not a directory")
+    proc = _claims("run", "8", "--results", str(results), timeout=300)
+    assert proc.returncode == Exit.BAD_INPUT, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: 08_evolution.yaml: the sweep exited with 2")
+    assert results.read_text() == "not a directory" and list(tmp_path.iterdir()) == [results]
+    assert "Traceback" not in proc.stderr
+
+
+# ---- each claim's measure on real trials ----
+
+@pytest.mark.slow
+def test_claims_8_and_9_measure_real_checkpoints(alex_run):
+    run = load_run(alex_run)
+    first = run.trials[0]
+    # Claim 8 (the run's own claim): each level row's first value is the first trial's
+    # settling epoch: the first epoch from which the layer's CKA to the last epoch stays >= 0.9.
+    eight = claims.measure(8, [alex_run])["rows"]
+    settle = claimdata.settle_epochs(alex_run, first)
+    assert list(settle) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    for row, layer in zip(eight, settle, strict=False):
+        assert row["per_seed"][0] == settle[layer]
+    # Claim 9 on two of the run's trials (its space is the same design; the invariance analysis
+    # costs seconds a trial): levels in [0, 1], the first trial's as invariance_probs says.
+    two = run.model_copy(update={"trials": run.trials[:2]})
+    nine = claims.claim_rows(9, [(alex_run, two)])
+    probs = claimdata.invariance_probs(alex_run, first)
+    assert probs["shift_px"] == 4 and probs["scales"] == [0.8, 1.2]  # 67 px: 4 px shifts
+    keys = ("identity", "shift", "scale", "rot90", "rot180")
+    assert [r["quantity"] for r in nine[:5]] == [
+        "P(true class), untransformed", "P(true class), shifted 4 px",
+        "P(true class), scaled x0.8/1.2", "P(true class), rotated 90/270 deg",
+        "P(true class), rotated 180 deg"]
+    for row, key in zip(nine, keys, strict=False):
+        assert row["n"] == 2 and all(0.0 <= p <= 1.0 for p in row["per_seed"])
+        assert row["per_seed"][0] == pytest.approx(probs[key], abs=1e-4), key
+    ids = [t.trial_id for t in two.trials]
+
+    def level(i: int) -> dict[str, float]:
+        return dict(zip(ids, nine[i]["per_seed"], strict=True))
+
+    _check_effect(nine[5], level(3), level(1))  # small shift - 90 deg rotation, per trial
+    _check_effect(nine[6], level(3), level(2))  # small scaling - 90 deg rotation
+    assert nine[5]["holm_k"] == nine[6]["holm_k"] == 2
+
+
+@pytest.mark.slow
+def test_claim_1_relu_vs_tanh_on_the_real_lenet_run(lenet_run):
+    run = load_run(lenet_run)
+    relu, tanh = _trials(run, activation="relu"), _trials(run, activation="tanh")
+    assert sorted(relu) == sorted(tanh) == [0, 1]
+    rows = claims.claim_rows(1, [(lenet_run, run)])
+
+    def to25(t):
+        return claimdata.crossing(t.history, "train_acc", 0.75, 0.1)
+
+    relu25 = {s: to25(t) for s, t in relu.items()}
+    tanh25 = {s: to25(t) for s, t in tanh.items()}
+    assert rows[0]["per_seed"] == [round(v, 5) for v in relu25.values() if v is not None]
+    assert rows[1]["n"] == sum(v is not None for v in tanh25.values())
+    for v in (*relu25.values(), *tanh25.values()):  # within the 2 trained epochs
+        assert v is None or 0 < v <= 2
+    if rows[2]["n"] is not None:
+        _check_effect(rows[2], relu25, tanh25, ratio=True)
+    _check_effect(rows[3], {s: _points(t) for s, t in tanh.items()},
+                  {s: _points(t) for s, t in relu.items()})
+    assert rows[3]["quantity"] == "final val accuracy, ReLU - tanh"
+
+
+@pytest.mark.slow
+def test_claim_2_eval_mode_train_accuracy_and_gap_on_real_checkpoints(lenet_run):
+    run = load_run(lenet_run)
+    off = list(_trials(run, activation="relu").values())
+    on = list(_trials(run, activation="tanh").values())
+    relabelled = _summary(_as(off, dropout=0.0) + _as(on, dropout=0.5))
+    gap_off, gap_on, reduction, slower, acc = claims.claim_rows(2, [(lenet_run, relabelled)])
+    gaps = {}
+    for t in off + on:
+        train = claimdata.train_accuracy(lenet_run, t)
+        assert 0.0 < train <= 1.0
+        assert math.isclose(train * 1437, round(train * 1437))  # digits' 1,437 training images
+        gaps[t.trial_id] = 100.0 * (train - t.history[-1]["val_acc"])
+    assert sorted(gap_off["per_seed"]) == sorted(round(gaps[t.trial_id], 5) for t in off)
+    assert sorted(gap_on["per_seed"]) == sorted(round(gaps[t.trial_id], 5) for t in on)
+    # the reduction is no-dropout gap minus dropout gap (baseline: dropout)
+    _check_effect(reduction, {s: gaps[t.trial_id] for s, t in enumerate(on)},
+                  {s: gaps[t.trial_id] for s, t in enumerate(off)})
+
+    def to5(t):
+        return claimdata.crossing(t.history, "train_acc", 0.95, 0.1)
+
+    if slower["n"] is not None:
+        _check_effect(slower, dict(enumerate(map(to5, off))), dict(enumerate(map(to5, on))),
+                      ratio=True)
+    _check_effect(acc, dict(enumerate(map(_points, off))), dict(enumerate(map(_points, on))))
+    # Holm over the rows with a paper direction that have seeds to compare; the accuracy row
+    # has no paper direction and no verdict.
+    assert reduction["holm_k"] == (2 if slower["n"] else 1) and acc["holm_k"] is None
+
+
+@pytest.mark.slow
+def test_claims_3_4_5_and_7_on_relabelled_real_trials(lenet_run, alex_run):
+    lenet, alex = load_run(lenet_run), load_run(alex_run)
+    relu = list(_trials(lenet, activation="relu").values())
+    tanh = list(_trials(lenet, activation="tanh").values())
+    a01 = [_trials(alex)[s] for s in (0, 1)]
+    a23 = [_trials(alex)[s] for s in (2, 3)]
+    groups = (relu, tanh, a01, a23)
+
+    def pts(ts):
+        return dict(enumerate(map(_points, ts)))
+
+    def loss(ts):
+        return {s: t.history[-1]["val_loss"] for s, t in enumerate(ts)}
+
+    # Claims 4 and 5 (one binary knob): accuracy up and loss down expected, Holm over both.
+    for number, key, better, worse in ((4, "lrn", True, False), (5, "pool", "overlap", "plain")):
+        run = _summary(_as(relu, **{key: better}) + _as(a01, **{key: worse}))
+        acc_row, loss_row = claims.claim_rows(number, [(Path("unused"), run)])
+        _check_effect(acc_row, pts(a01), pts(relu))
+        _check_effect(loss_row, loss(a01), loss(relu))
+        assert (acc_row["expect"], loss_row["expect"]) == ("+", "-")
+        assert acc_row["holm_k"] == loss_row["holm_k"] == 2
+    # Claim 3: three arms against one baseline.
+    conds = [("none", 0.0), ("random", 0.0), ("none", 0.1), ("random", 0.1)]
+    run = _summary([t for (crop, light), g in zip(conds, groups, strict=True)
+                    for t in _as(g, crop=crop, lighting=light)])
+    rows = claims.claim_rows(3, [(Path("unused"), run)])
+    for row, arm in zip(rows, groups[1:], strict=True):
+        _check_effect(row, pts(relu), pts(arm))
+    # Claim 7: width, depth, |depth| - |width| per seed, and two identical conditions.
+    conds = [(128, "none"), (1024, "none"), (128, "3,4"), (128, "6,7")]
+    trials = [t for (w, r), g in zip(conds, groups, strict=True)
+              for t in _as(g, fc_width=w, remove_layers=r)]
+    trials += _as(a23, fc_width=1024, remove_layers="6,7")  # the same trials, FC width unused
+    width, depth34, depth67, size, same = claims.claim_rows(7, [(Path("unused"), _summary(
+        trials))])
+    _check_effect(width, pts(relu), pts(tanh))
+    _check_effect(depth34, pts(a01), pts(relu))
+    _check_effect(depth67, pts(a23), pts(relu))
+    w = {s: abs(pts(tanh)[s] - pts(relu)[s]) for s in (0, 1)}
+    d = {s: abs(pts(relu)[s] - pts(a01)[s]) for s in (0, 1)}
+    _check_effect(size, w, d)
+    assert same["mean"] == 0 and same["p"] is None and same["verdict"] is None
+    # A run without the claim's conditions is refused, naming what it has.
+    with pytest.raises(ClaimError, match=r"no finished trials for \[\(True,\), \(False,\)\]"):
+        claims.claim_rows(4, [(lenet_run, lenet)])
+
+
+@pytest.mark.slow
+def test_claim_6_conv1_health_paired_on_real_checkpoints(alex_run):
+    alex = load_run(alex_run)
+    by_seed = _trials(alex)
+    conds = {(11, 4): (0, 1), (7, 2): (2, 3), (11, 2): (4, 0), (7, 4): (1, 2)}
+    trials = [t for (k, s), seeds in conds.items()
+              for t in _as([by_seed[i] for i in seeds], conv1_kernel=k, conv1_stride=s)]
+    rows = claims.claim_rows(6, [(alex_run, _summary(trials))])
+    health = {i: conv_health(alex_run, by_seed[i].trial_id) for i in range(5)}
+    for i, h in health.items():
+        assert 0.0 <= h["dead_fraction"] <= 1.0 and h["aliasing_vs_noise"] > 0, (i, h)
+
+    def of(cond, f):
+        return {s: f(i) for s, i in enumerate(conds[cond])}
+
+    acc = {i: _points(by_seed[i]) for i in range(5)}
+    _check_effect(rows[0], of((11, 4), acc.get), of((7, 2), acc.get))
+    _check_effect(rows[1], of((11, 4), acc.get), of((11, 2), acc.get))
+    _check_effect(rows[2], of((11, 4), acc.get), of((7, 4), acc.get))
+    dead = {i: 100.0 * h["dead_fraction"] for i, h in health.items()}
+    _check_effect(rows[3], of((7, 2), dead.get), of((11, 4), dead.get))
+    aliasing = {i: h["aliasing_vs_noise"] for i, h in health.items()}
+    _check_effect(rows[4], of((7, 2), aliasing.get), of((11, 4), aliasing.get))
+
+
+@pytest.mark.slow
+def test_claim_10_compares_two_real_families(lenet_run, alex_run):
+    lenet, alex = load_run(lenet_run), load_run(alex_run)
+    relu = lenet.model_copy(update={"trials": [t for t in lenet.trials
+                                               if t.config["activation"] == "relu"]})
+    rows = claims.claim_rows(10, [(lenet_run, relu), (alex_run, alex)])
+    names = [r["quantity"] for r in rows]
+    assert names == ["final val accuracy, lenet5", "seconds per epoch, lenet5",
+                     "final val accuracy, alexnet", "seconds per epoch, alexnet",
+                     "val accuracy, AlexNet - LeNet-5"]
+    for family, run, px in (("lenet5", relu, 32), ("alexnet", alex, 67)):
+        trials = sorted(run.trials, key=lambda t: t.config[SEED_KEY])
+        acc, secs = rows[names.index(f"final val accuracy, {family}")], rows[
+            names.index(f"seconds per epoch, {family}")]
+        assert sorted(acc["per_seed"]) == sorted(round(_points(t), 5) for t in trials)
+        assert sorted(secs["per_seed"]) == sorted(round(t.history[-1]["epoch_s"], 5)
+                                                  for t in trials)
+        assert all(s > 0 for s in secs["per_seed"])
+        cfg = parse_spec(run.spec).base_config()
+        info = describe(family, flops=True, **cfg.model_knobs())
+        assert info["input_size"][-1] == px
+        assert acc["note"] == (f"{info['params']:,} params, {info['flops'] / 1e6:.1f} MFLOPs "
+                               f"per image at {px} px")
+    _check_effect(rows[4], {s: _points(t) for s, t in _trials(relu).items()},
+                  {s: _points(t) for s, t in _trials(alex).items()})
+
+
+@pytest.mark.slow
+def test_a_trial_without_checkpoints_is_a_claim_error(lenet_run):
+    trial = load_run(lenet_run).trials[0].model_copy(update={"trial_id": "no-such-trial"})
+    with pytest.raises(ClaimError, match="no-such-trial"):
+        claimdata.train_accuracy(lenet_run, trial)

@@ -29,7 +29,7 @@ from test_submit import Lines, submit
 from service.analysis.load import trial_checkpoints
 from service.nightly.schedule import summary_path
 from service.training.loop import load_checkpoint
-from service.tune.paths import SEED_KEY, trial_dir
+from service.tune.paths import SEED_KEY, ledger_path, read_ledger, trial_dir
 from service.tune.runtime import find_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -298,8 +298,8 @@ def test_resume_with_a_run_id_finishes_that_run_not_the_newest(tmp_path):
     newer = interrupted_run(path, results, " started")
     assert older < newer
     assert find_run(str(results), "named", "latest") == newer  # what a bare --resume takes
-    finished_before = json.loads((results / "named" / ".finished" / f"{older}.json")
-                                 .read_text())  # the ledger of trials that ended
+    # the trials that ended before the Ctrl-C, as the sweep's own ledger records them
+    finished_before = read_ledger(ledger_path(str(results / "named" / older)))
     assert len(finished_before) == 1
     untouched = listing(results / "named" / newer)
 

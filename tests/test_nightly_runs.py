@@ -1,14 +1,16 @@
 """The nightly runner (service.nightly.schedule) on real nights: the first night (nothing to
-compare), a night whose sweep fails after it (every trial diverges), a night whose sweep cannot
-start, and `install --crontab` into this machine's real crontab (saved and restored), whose
-installed line is then run the way cron runs it."""
+compare), a night whose sweep fails after it (every trial diverges), and `install --crontab`
+into this machine's real crontab (saved and restored), whose installed line is then run the
+way cron runs it (a night whose sweep cannot start)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import optuna
@@ -23,8 +25,6 @@ from service.notify import ENDINGS
 # The same sweep (same name, same study) with a learning rate that diverges at epoch 1.
 DIVERGING = dict(NIGHTLY, search={"lr": {"type": "float", "low": 1e9, "high": 1e10,
                                          "log": True}})
-# A sweep service.submit refuses before Ray starts: MNIST's files are not there.
-MISSING = dict(NIGHTLY, data={"dataset": "mnist", "root": "/nonexistent/mnist"})
 
 
 def night_summary(res: Path, date: str) -> Path:
@@ -116,13 +116,14 @@ def test_install_crontab_writes_one_line_cron_can_run(tmp_path, capsys, user_cro
                                                       hook):  # noqa: F811
     """Into the real crontab (crontab(1) checks the line's syntax), beside other lines; a second
     install replaces our line. Then the installed command is run as cron would (sh, a bare
-    environment): tonight's sweep cannot start (its data is missing), so the night exits 2,
-    tells the webhook, and appends its output to RESULTS/nightly.log."""
+    environment): tonight's sweep cannot start (where its run would go is a file, refused
+    before Ray is reached), so the night exits 2, tells the webhook, and appends its output to
+    RESULTS/nightly.log. The address is one where nothing listens (never another cluster)."""
     other = "MAILTO=\"\"\n0 4 * * * true # someone else's job\n"
     subprocess.run(["crontab", "-"], input=other, text=True, check=True, timeout=30)
-    space = write_space(tmp_path, dict(MISSING, notify=notify_block(hook.url())))
+    space = write_space(tmp_path, dict(NIGHTLY, notify=notify_block(hook.url())))
     res = tmp_path / "nightly"
-    args = ["--space", str(space), "--address", "auto", "--results", str(res)]
+    args = ["--space", str(space), "--address", "127.0.0.1:1", "--results", str(res)]
     for at in ("03:15", "01:05"):
         proc = cli(capsys, "install", *args, "--crontab", "--at", at)
         assert proc.returncode == Exit.OK, proc.stderr
@@ -132,15 +133,23 @@ def test_install_crontab_writes_one_line_cron_can_run(tmp_path, capsys, user_cro
     assert printed.startswith("5 1 * * * cd ") and printed.endswith(f"{MARK}nightly-tiny")
 
     command = printed.split(" ", 5)[5]  # what cron hands to /bin/sh
+    night = res / time.strftime("%Y-%m-%d")  # the run's default date: today
+    night.mkdir(parents=True)
+    (night / "nightly-tiny").write_text("in the way")
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/"), "SHELL": "/bin/sh"}
-    ran = subprocess.run(["/bin/sh", "-c", command], env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert ran.returncode == Exit.BAD_INPUT and ran.stdout + ran.stderr == ""  # all in the log
+    sh = subprocess.Popen(["/bin/sh", "-c", command], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = sh.communicate(timeout=300)
+    finally:  # never leave the night running
+        if sh.poll() is None:
+            os.killpg(sh.pid, signal.SIGKILL)
+            sh.wait()
+    assert sh.returncode == Exit.BAD_INPUT and out == ""  # everything went to the log
     log = (res / "nightly.log").read_text()
-    assert "data: mnist not found" in log
+    assert f"results: cannot write to {night / 'nightly-tiny'}" in log
     assert "service.submit exited 2; nothing to compare" in log
-    (night,) = [p for p in res.iterdir() if p.is_dir()]  # today's date
-    assert [p.name for p in night.iterdir()] == ["nightly-tiny.nightly.yaml"]  # no summary
+    assert sorted(p.name for p in night.iterdir()) == ["nightly-tiny", "nightly-tiny.nightly.yaml"]
     (body,) = hook.bodies()
     assert (body["event"], body["exit_code"], body["date"]) == ("failed", 2, night.name)
     assert body["detail"] == "service.submit exited 2; nothing to compare"

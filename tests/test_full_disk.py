@@ -111,3 +111,6 @@ def test_a_disk_that_fills_mid_sweep_errors_the_trials_that_need_it_and_resume_f
         assert [t["status"] for t in summary["trials"]] == ["completed"] * 3, summary["trials"]
         assert len({t["trial_id"] for t in summary["trials"]}) == 3
         assert _digests(run_dir / f"train_{first}") == kept  # the finished trial untouched
+    print(f"full disk: {len(failed)} of 3 trials failed with ENOSPC, exit {int(code)}; "
+          f"--resume: exit {again.returncode}, 3 completed, the finished trial's "
+          f"{len(kept)} files unchanged")

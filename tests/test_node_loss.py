@@ -114,3 +114,6 @@ def test_a_lost_node_costs_one_epoch_and_the_trial_resumes_on_the_other(tmp_path
         if t["trial_id"] == victim:
             assert epochs[:len(killed_at)] == killed_at
             assert epochs[len(killed_at)] == killed_at[-1] + 1, epochs
+            print(f"node loss: trial {victim} lost its node after epoch {killed_at[-1]} of "
+                  f"{EPOCHS}, resumed on the head at epoch {epochs[len(killed_at)]}; epochs "
+                  f"reported {history}, {twice} trained twice")

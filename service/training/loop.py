@@ -179,10 +179,12 @@ class _Loop:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
+        # The bare model, not the DDP wrapper: its forward broadcasts buffers, a collective
+        # per batch, which hangs when the ranks' shards have different numbers of batches.
         for x, y in self.val_loader:
             x, y = self._batch(x, y)
             with self._autocast():
-                logits = self.net(x).float()
+                logits = self.model(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)

@@ -325,7 +325,7 @@ def claim_spaces(number: int, variant: str | None = None) -> list[Path]:
     return paths
 
 
-PASSED_ON = (Exit.BAD_INPUT, Exit.WRITE_FAILED, Exit.INTERRUPTED)  # service.submit's codes
+PASSED_ON = (Exit.BAD_INPUT, Exit.WRITE_FAILED, Exit.INTERRUPTED)  # a sweep's; else exit 3
 
 
 def run_claim(number: int, results: Path, extra: list[str],
@@ -339,8 +339,6 @@ def run_claim(number: int, results: Path, extra: list[str],
         done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         lines = done.stdout.strip().splitlines()
         if done.returncode != 0 or not lines or not lines[-1].endswith("summary.json"):
-            # The sweep's own code when it says what went wrong (bad input, nothing started;
-            # summary.json not written; interrupted), else 3: the sweep failed.
             code = done.returncode if done.returncode in PASSED_ON else Exit.TRIALS_FAILED
             raise ClaimError(f"{space}: the sweep exited with {done.returncode}", code)
         dirs.append(Path(lines[-1]).parent)

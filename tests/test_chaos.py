@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_faults import _kill_session, train_worker_trials
+from test_faults import kill_sweep, train_worker_trials
 from test_submit import Lines
 
 from service.tune.paths import json_lines, trial_dir
@@ -82,7 +82,7 @@ def test_five_seeded_worker_kills_leave_no_trial_in_error(tmp_path):
         out = lines.rest(600)
         code = proc.wait(timeout=60)
     finally:
-        _kill_session(proc.pid)
+        kill_sweep(proc.pid)
     assert code == 0, out
     summary = json.loads((run_dir / "summary.json").read_text())
     trials = summary["trials"]

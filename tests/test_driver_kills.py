@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_faults import _kill_session
+from test_cluster import process_tree
+from test_faults import kill_sweep
 from test_submit import Lines
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def test_three_driver_kills_lose_no_trial_and_leave_no_ghost_in_the_study(tmp_pa
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=dict(os.environ, PYTHONUNBUFFERED="1"),
                                 start_new_session=True)
-        lines = Lines(proc)
+        lines, tree = Lines(proc), []
         try:
             if kill == KILLS:  # the last run goes to the end
                 out = lines.rest(900)
@@ -77,11 +78,12 @@ def test_three_driver_kills_lose_no_trial_and_leave_no_ghost_in_the_study(tmp_pa
                 line = lines.until(lambda s: _finished(s) is not None, 300)
                 seen.add(_finished(line))
             time.sleep(rng.uniform(0.0, 2.0))
+            tree = process_tree(proc.pid)  # the driver's Ray, before it is orphaned
             proc.kill()  # SIGKILL: nothing is saved on the way out
             assert proc.wait(timeout=60) == -signal.SIGKILL
             kill_points.append(len(seen))
         finally:
-            _kill_session(proc.pid)
+            kill_sweep(proc.pid, tree)
     (run_dir,) = [d for d in (tmp_path / "res" / "kills").iterdir()
                   if not d.name.startswith(".")]
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_cluster import kill_tree, process_tree
 
 from service.config.train import TrainConfig
 from service.training.loop import CHECKPOINT_FILE
@@ -127,31 +128,12 @@ def _trained_epochs(run_dir: Path) -> dict[str, list[int]]:
     return out
 
 
-def _session_pids(sid: int) -> list[int]:
-    """Live processes in session `sid` (a driver started with start_new_session and the Ray
-    processes it started)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            stat = (proc / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if proc.name.isdigit() and int(fields[3]) == sid and fields[0] != "Z":
-            pids.append(int(proc.name))
-    return pids
-
-
-def _kill_session(sid: int, timeout: float = 60) -> None:
-    """SIGKILL what is left of the session this test started, and wait until it is gone."""
-    deadline = time.time() + timeout
-    while (pids := _session_pids(sid)) and time.time() < deadline:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.2)
+def kill_sweep(pid: int, before: list | None = None) -> None:
+    """SIGKILL what is left of a sweep this test started and wait until it is gone: the
+    driver `pid` and its process tree as it is now, plus `before`, the tree as it was just
+    before the test killed the driver (a killed driver's children are no longer its own).
+    Only this tree is searched, never every process on the machine."""
+    kill_tree(process_tree(pid) + list(before or []))
 
 
 @pytest.mark.slow
@@ -176,7 +158,7 @@ def test_killed_driver_resumes_without_rerunning_and_asha_keeps_its_rungs(tmp_pa
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
                             start_new_session=True)
-    out, finished = [], []
+    out, finished, tree = [], [], []
     try:
         deadline = time.time() + 300
         for line in proc.stdout:
@@ -184,6 +166,7 @@ def test_killed_driver_resumes_without_rerunning_and_asha_keeps_its_rungs(tmp_pa
             if " completed " in line or " stopped early " in line:
                 finished.append(line.split()[1])
                 if len(finished) == 2:
+                    tree = process_tree(proc.pid)  # the driver's Ray, before it is orphaned
                     proc.kill()  # SIGKILL: no handler, no saving of anything
                     break
             assert time.time() < deadline, "".join(out)
@@ -191,7 +174,7 @@ def test_killed_driver_resumes_without_rerunning_and_asha_keeps_its_rungs(tmp_pa
     finally:
         # Ray's own processes die with their driver, but not at once: a worker could still
         # register a checkpoint. Only what is on disk once they are all gone counts.
-        _kill_session(proc.pid)
+        kill_sweep(proc.pid, tree)
     (run_dir,) = [d for d in (results / "killed").iterdir() if not d.name.startswith(".")]
     assert not (run_dir / "summary.json").exists()
     before = _trained_epochs(run_dir)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_faults import _kill_session, _trained_epochs, train_worker_pids
+from test_faults import _trained_epochs, kill_sweep, train_worker_pids
 
 from service.tune.paths import json_lines, trial_dir
 
@@ -93,7 +93,7 @@ def test_max_failures_from_the_spec_restarts_a_killed_worker(tmp_path, max_failu
                 new_workers.update(set(train_worker_pids(proc.pid)) - {victim})
         code = proc.wait(timeout=60)
     finally:
-        _kill_session(proc.pid)
+        kill_sweep(proc.pid)
     text = "".join(out)
     assert victim is not None, "no epoch was registered before the sweep ended:\n" + text
     summary = json.loads((run_dir / "summary.json").read_text())

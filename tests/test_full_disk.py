@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_faults import _kill_session, _trained_epochs
+from test_faults import _trained_epochs, kill_sweep
 from test_submit import Lines
 
 from service.cli import Exit
@@ -92,7 +92,7 @@ def test_a_disk_that_fills_mid_sweep_errors_the_trials_that_need_it_and_resume_f
             out = lines.rest(600)
             code = proc.wait(timeout=60)
         finally:
-            _kill_session(proc.pid)
+            kill_sweep(proc.pid)
         assert code == Exit.WRITE_FAILED, out
         # The trials that needed space failed naming ENOSPC and their own directory.
         failed = set(re.findall(r"No space left on device \(storing epoch \d+'s checkpoint\):"

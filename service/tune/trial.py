@@ -18,7 +18,8 @@ import time
 from typing import Any
 
 import ray.tune
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.exceptions import RayActorError
+from ray.train import CheckpointConfig, ControllerError, FailureConfig, RunConfig, ScalingConfig
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -127,22 +128,36 @@ def run_trial(config: dict[str, Any], base: dict[str, Any] | None = None,
     per_worker = {"CPU": res.get("cpus_per_worker", 1)}
     if gpus > 0:
         per_worker["GPU"] = gpus
-    trainer = make_trainer(
-        loop_config(base or {}, with_arm(config, arms), backend),
-        ScalingConfig(num_workers=res.get("workers_per_trial", 1), use_gpu=gpus > 0,
-                      resources_per_worker=per_worker),
-        RunConfig(
-            # The Train run lives inside the trial's directory, named after the trial, so a
-            # restored sweep finds (and resumes) the same run.
-            name=train_run_name(ctx.get_trial_id()),
-            storage_path=storage.experiment_fs_path,
-            storage_filesystem=storage.storage_filesystem,
-            callbacks=[TuneReportCallback()],
-            failure_config=FailureConfig(max_failures=res.get("max_failures", 0)),
-            checkpoint_config=CheckpointConfig(num_to_keep=None),
-        ),
-    )
-    trainer.fit()
+
+    def fit() -> None:
+        make_trainer(
+            loop_config(base or {}, with_arm(config, arms), backend),
+            ScalingConfig(num_workers=res.get("workers_per_trial", 1), use_gpu=gpus > 0,
+                          resources_per_worker=per_worker),
+            RunConfig(
+                # The Train run lives inside the trial's directory, named after the trial, so
+                # a restored sweep (or a retry below) finds and resumes the same run.
+                name=train_run_name(ctx.get_trial_id()),
+                storage_path=storage.experiment_fs_path,
+                storage_filesystem=storage.storage_filesystem,
+                callbacks=[TuneReportCallback()],
+                failure_config=FailureConfig(max_failures=max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=None),
+            ),
+        ).fit()
+
+    max_failures = res.get("max_failures", 0)
+    for retry in range(max_failures + 1):
+        try:
+            fit()
+            break
+        except ControllerError as err:
+            # A worker that dies while Train's controller starts or stops its group (a kill,
+            # a lost node at that moment) fails the run as a controller error, which Train
+            # does not retry (tests/test_chaos.py hit it). It is one more worker failure: the
+            # same Train run resumes from its last registered checkpoint.
+            if retry == max_failures or not isinstance(err.controller_failure, RayActorError):
+                raise
     wait_until_tune_has_the_last_result()
 
 

@@ -7,23 +7,18 @@ LeNet-5 on digits, batch 64, one thread, one or two epochs: the promises, not th
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import json
 import os
 import re
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from test_cluster import PORTS_PER_NODE, RAY, _free_base, _node_args, _ray_list, _wait_for_nodes
+from test_cluster import _ray_list, loopback_cluster
 from test_submit import Lines, submit
 
 from service.analysis.load import trial_checkpoints
@@ -324,66 +319,14 @@ def test_resume_with_a_run_id_finishes_that_run_not_the_newest(tmp_path):
 
 # ---- RAY_ADDRESS: join a running cluster instead of starting Ray here ----------------------
 
-def _psutil():
-    importlib.import_module("ray")  # puts Ray's bundled psutil on sys.path
-    return importlib.import_module("psutil")
-
-
-def _process_tree(pid: int) -> list:
-    """`ray start` (pid) and its descendants: only this tree, never every process here."""
-    psutil = _psutil()
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-@contextlib.contextmanager
-def one_node_cluster(tmp: Path):
-    """`ray start --head --block` with one CPU, in its own process group, on ports and a temp
-    dir of its own, token auth on; yields (gcs HOST:PORT, dashboard URL, env, head node id).
-    On exit its process group gets SIGTERM, then whatever is left of its tree SIGKILL."""
-    psutil = _psutil()
-    temp_dir = Path(tempfile.mkdtemp(prefix="rc", dir="/tmp"))  # short: Unix socket paths
-    token = tmp / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
-    env.pop("RAY_ADDRESS", None)
-    base = _free_base(2 * PORTS_PER_NODE)
-    gcs, dash, client = base, base + 1, base + 2
-    cmd = [str(RAY), "start", "--head", "--block", f"--port={gcs}",
-           "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-           f"--ray-client-server-port={client}", "--node-ip-address=127.0.0.1",
-           "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats",
-           f"--temp-dir={temp_dir}", *_node_args(base + PORTS_PER_NODE)]
-    with (tmp / "head.log").open("w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=ROOT)
-    dashboard = f"http://127.0.0.1:{dash}"
-    try:
-        (node,) = _wait_for_nodes(dashboard, env, 1, [proc])
-        yield f"127.0.0.1:{gcs}", dashboard, env, node["node_id"]
-    finally:
-        tree = _process_tree(proc.pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=15)
-        for p in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
-        psutil.wait_procs(tree, timeout=30)
-        proc.wait()
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
 @pytest.mark.slow
 def test_ray_address_in_the_environment_joins_that_cluster(tmp_path):
     path = space(tmp_path, "joined", search={"lr": {"type": "grid", "values": [0.05]}},
                  searcher={"type": "grid"}, scheduler={"type": "none"},
                  budget={"max_epochs": 1, "num_samples": 1})
-    with one_node_cluster(tmp_path) as (gcs, dashboard, env, head):
+    with loopback_cluster(tmp_path, cpus=1, gpus=0, nodes=1) as cluster:
+        gcs, dashboard, env = cluster.gcs, cluster.dashboard, cluster.env
+        head = cluster.node_ids["head"]
         assert _ray_list("actors", dashboard, env, "--filter", "class_name=RayTrainWorker") == []
         proc = subprocess.run([sys.executable, "-m", "service.submit", str(path), "--results",
                                str(tmp_path / "res"), "--no-report"], cwd=ROOT,

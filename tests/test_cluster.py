@@ -250,10 +250,10 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 
 @contextlib.contextmanager
-def loopback_cluster(tmp: Path, cpus: int = 1, gpus: int = 1):
-    """Head and second node, each `ray start --block` in its own process group with its own
-    ports, `cpus` CPUs and `gpus` advertised GPUs; token auth on with a token of our own.
-    Everything started is stopped on exit."""
+def loopback_cluster(tmp: Path, cpus: int = 1, gpus: int = 1, nodes: int = 2):
+    """Head and (with `nodes=2`) a second node, each `ray start --block` in its own process
+    group with its own ports, `cpus` CPUs and `gpus` advertised GPUs; token auth on with a
+    token of our own. Everything started is stopped on exit."""
     temp_dir = Path(tempfile.mkdtemp(prefix="rl", dir="/tmp"))  # short: Unix socket paths
     token = tmp / "auth_token"
     token.write_text(secrets.token_hex(32))
@@ -272,16 +272,17 @@ def loopback_cluster(tmp: Path, cpus: int = 1, gpus: int = 1):
               f"--temp-dir={temp_dir / 'node2'}", *_node_args(base + 2 * PORTS_PER_NODE)]
     procs: dict[str, subprocess.Popen] = {}
     try:
-        for name, cmd in (("head", head), ("node2", worker)):
+        for name, cmd in (("head", head), ("node2", worker))[:nodes]:
             log = (tmp / f"{name}.log").open("w")
             procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True, cwd=ROOT)
-            nodes = _wait_for_nodes(f"http://127.0.0.1:{dash}", env, len(procs),
+            alive = _wait_for_nodes(f"http://127.0.0.1:{dash}", env, len(procs),
                                     procs.values())
-        head_id = next(x["node_id"] for x in nodes if x.get("is_head_node"))
-        other = next(x["node_id"] for x in nodes if x["node_id"] != head_id)
-        yield Loopback(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}", env,
-                       {"head": head_id, "node2": other}, temp_dir, procs)
+        head_id = next(x["node_id"] for x in alive if x.get("is_head_node"))
+        ids = {"head": head_id}
+        ids.update(("node2", x["node_id"]) for x in alive if x["node_id"] != head_id)
+        yield Loopback(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}", env, ids, temp_dir,
+                       procs)
     finally:
         _stop(list(procs.values()))
         shutil.rmtree(temp_dir, ignore_errors=True)

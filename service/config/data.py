@@ -6,10 +6,11 @@ memory); `service.data` builds the datasets from these configs in the trial's wo
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "mnist_test", "fashion_mnist", "cifar10",
                              "cifar100", "imagefolder")
@@ -27,6 +28,12 @@ NUM_CLASSES: dict[str, int | None] = {
     "cifar100": 100,
     "imagefolder": None,
 }
+# Images before the train/validation split: split by data.val_fraction (digits, mnist_test), or
+# the official training split, with its own test split as validation (the torchvision ones).
+# imagefolder's count is known only once the tree is read (build time).
+SPLIT_IMAGES: dict[str, int] = {"digits": 1797, "mnist_test": 10_000}
+TRAIN_IMAGES: dict[str, int] = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000,
+                                "cifar100": 50_000}
 
 
 class DataError(ValueError):
@@ -55,7 +62,30 @@ class DataConfig(BaseModel):
     download: bool = False
     image_size: int | None = Field(None, ge=1, le=4096)  # pixels per side; None: the model's
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    # N: train on a stratified subset of N images of the training split, seeded by the train
+    # seed (service.training.subset); the validation set is unchanged. None: the whole split.
+    train_subset: int | None = Field(None, ge=1, strict=True)  # strict: true is not 1
     augmentation: AugmentConfig = AugmentConfig()
+
+    @field_validator("train_subset")
+    @classmethod
+    def _subset_fits(cls, n: int | None, info: ValidationInfo) -> int | None:
+        size = train_split_size(info.data.get("dataset", ""), info.data.get("val_fraction"))
+        if n is not None and size is not None and n > size:
+            raise ValueError(f"must be at most {size}: the training split of "
+                             f"{info.data['dataset']} has {size} images; leave train_subset "
+                             "unset to train on all of them")
+        return n
+
+
+def train_split_size(dataset: str, val_fraction: Any) -> int | None:
+    """Images in `dataset`'s training split, where known without reading it (else None); the
+    split datasets keep `n - ceil(n * val_fraction)`, as scikit-learn's split does."""
+    if dataset in TRAIN_IMAGES:
+        return TRAIN_IMAGES[dataset]
+    if dataset not in SPLIT_IMAGES or not isinstance(val_fraction, float):
+        return None
+    return SPLIT_IMAGES[dataset] - math.ceil(SPLIT_IMAGES[dataset] * val_fraction)
 
 
 # Where torchvision's dataset classes look under data.root and the files they need there (the

@@ -33,6 +33,7 @@ from service.config.data import (
     check_available,
 )
 from service.training.cache import cached_arrays, key
+from service.training.subset import subset_train
 
 # Published per-channel statistics of the training sets, in [0, 1] units.
 _MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -168,6 +169,11 @@ class _TransformSubset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         img, label = self.base[int(self.indices[i])]
         return self.transform(img), int(label)
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Labels of this subset, in item order (read from the folder names, no image)."""
+        return np.asarray(self.base.targets)[self.indices]
 
 
 def split_indices(labels: Any, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -373,8 +379,14 @@ def build_datasets(
 
     `image_size` and `in_channels` are the model's input; `cfg.image_size`, when set, overrides
     the size. `seed` fixes the train/val split where the dataset has none (digits, a flat
-    imagefolder) and the lighting sample. Raises DataError for every user-facing problem.
+    imagefolder), the lighting sample and the `cfg.train_subset` images (service.training.subset).
+    Raises DataError for every user-facing problem.
     """
+    built = _build(cfg, image_size=image_size, in_channels=in_channels, seed=seed)
+    return subset_train(built, cfg.train_subset, seed, cfg.dataset)
+
+
+def _build(cfg: DataConfig, *, image_size: int, in_channels: int, seed: int) -> Datasets:
     size = cfg.image_size if cfg.image_size is not None else image_size
     _check_shape_args(size, in_channels)
     name, aug = cfg.dataset, cfg.augmentation

@@ -13,7 +13,7 @@ interval (`service.results.stats.mean_ci95`).
     python -m service.claims run N [--results DIR]         # run claim N's space(s), measure
     python -m service.claims run N --variant mnist|gpu      # its MNIST or GPU-sized space(s)
     python -m service.claims measure N RUN_DIR [RUN_DIR..]  # measure finished sweeps
-    python -m service.claims table [DIR]                    # markdown rows of DIR/claim_*.json
+    python -m service.claims table [DIR] [--out FILE]       # docs/claims.md from DIR's claims
 
 Exit codes: 0 measured, 2 bad input (unknown claim, missing run; or a sweep that refused its
 input and started nothing), 3 a sweep failed, 4 and 130 a sweep's own (summary.json not
@@ -22,14 +22,28 @@ written, interrupted).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from service import cli
-from service.claims.registry import ClaimError, markdown, measure, run_claim
+from service.claims.registry import ClaimError, measure, run_claim
+from service.claims.table import document, markdown, read_all
 from service.cli import Exit
-from service.results.store import write_json
+from service.results.store import write_bytes, write_json
+
+
+def _table(directory: Path, out: Path | None) -> int:
+    text = document(read_all(directory))
+    if out is None:
+        sys.stdout.write(text)
+        return Exit.OK
+    try:
+        write_bytes(out, text.encode())
+    except OSError as err:
+        raise ClaimError(f"{out}: cannot write ({err.strerror or err})",
+                         Exit.WRITE_FAILED) from None
+    print(out)
+    return Exit.OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,16 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--variant", choices=("mnist", "gpu"),
                    help="which spaces the runs came from (names claim_NN_VARIANT.json)")
     m.add_argument("--out", type=Path, help="where claim_NN.json goes (default: first run dir)")
-    t = sub.add_parser("table", help="markdown of every claim_*.json under DIR")
+    t = sub.add_parser("table", help="docs/claims.md from every claim_*.json under DIR")
     t.add_argument("dir", type=Path, nargs="?", default=Path("results"))
+    t.add_argument("--out", type=Path, help="write it there (default: print it)")
     args = p.parse_args(argv)
     try:
         if args.cmd == "table":
-            files = sorted(args.dir.glob("**/claim_*.json"))
-            if not files:
-                raise ClaimError(f"{args.dir}: no claim_*.json")
-            print("\n\n".join(markdown(json.loads(f.read_text())) for f in files))
-            return Exit.OK
+            return _table(args.dir, args.out)
         if args.cmd == "run":
             extra = ["--max-epochs", str(args.max_epochs)] if args.max_epochs else []
             dirs = run_claim(args.claim, args.results, extra, args.variant)

@@ -29,6 +29,8 @@ from service.claims.measures import (
     settle_epochs,
     train_accuracy,
 )
+from service.claims.table import fmt as fmt  # re-exported: markdown moved to claims.table
+from service.claims.table import markdown as markdown
 from service.cli import Exit
 from service.config.spaces import SHIPPED_SPACES
 from service.config.spec import parse_spec
@@ -343,57 +345,3 @@ def run_claim(number: int, results: Path, extra: list[str],
             raise ClaimError(f"{space}: the sweep exited with {done.returncode}", code)
         dirs.append(Path(lines[-1]).parent)
     return dirs
-
-
-EFFECTS = ("diff", "ratio")  # the kinds of row that `measures.effect` makes
-
-
-def fmt(r: dict[str, Any]) -> str:
-    """A row's measured value: a level as `mean ± half-width unit`; an effect as `mean [low,
-    high] unit`, its 95% t interval (a ratio: the geometric mean of the per-seed ratios)."""
-    if not r["n"]:
-        return "no data" if r["n"] == 0 else "fewer than 2 paired seeds"
-    unit = f" {r['unit']}" if r["unit"] and r["unit"] != "x" else ""
-    if r.get("kind") not in EFFECTS:  # a level, or a row of a file written before `kind`
-        mean = f"{r['mean']:.2f}" + ("x" if r["unit"] == "x" else "")
-        ci = f" ± {r['ci95']:.2f}" if r["ci95"] is not None else ""
-        return f"{mean}{ci}{unit}"
-    if r["kind"] == "ratio":
-        return f"{r['mean']:.2f}x [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
-    return f"{r['mean']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]{unit}"
-
-
-def _p(r: dict[str, Any]) -> str:
-    if r.get("kind") not in EFFECTS or not r["n"]:
-        return "—"
-    if r["p"] is None:
-        return "— (no spread)"
-    return f"{r['p_holm']:.2g}" if r.get("p_holm") is not None else f"{r['p']:.2g} (unadj.)"
-
-
-def _mde(r: dict[str, Any]) -> str:
-    if r.get("kind") not in EFFECTS or r.get("mde") is None:
-        return "—"
-    return f"{r['mde']:.2f}x" if r["kind"] == "ratio" else f"{r['mde']:.2f} {r['unit']}".strip()
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """The claim's rows as a markdown table, and how its effects were tested."""
-    variant = result.get("variant", "digits")
-    lines = [f"#### Claim {result['claim']}: {result['title']} ({variant})", "",
-             "| quantity | measured (mean, 95% CI) | n | p | MDE | paper | verdict |",
-             "|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        note = f" ({r['note']})" if r["note"] else ""
-        n = r["n"] if r["n"] is not None else "<2"
-        lines.append(f"| {r['quantity']}{note} | {fmt(r)} | {n} | {_p(r)} | {_mde(r)} | "
-                     f"{r['paper'] or '—'} | {r['verdict'] or '—'} |")
-    family = max((r.get("holm_k") or 0 for r in result["rows"]), default=0)
-    if any(r.get("kind") in EFFECTS for r in result["rows"]):
-        lines += ["", "Effects are paired by seed (`service.results.paired`): the mean of the "
-                  "per-seed differences (a ratio: the geometric mean of the per-seed ratios) "
-                  "with its 95% t interval; p is the paired t-test's, Holm-adjusted across the "
-                  f"claim's {family} row(s) with a paper direction (unadj.: a row without one); "
-                  "MDE is the effect found with 80% power at this n and spread; the verdict "
-                  "is the adjusted p's (< 0.05) in the paper's direction."]
-    return "\n".join(lines)

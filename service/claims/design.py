@@ -1,0 +1,129 @@
+"""What docs/claims.md says about how the claims are measured, derived from the code that
+measures them: each claim's design read from its search space(s), the reproducing command, and
+the method's sentences built from `service.results.paired`'s own settings (alpha, power, the
+sign-flip test's exact limit), so that the text cannot drift from the engine."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from service.config.spaces import SHIPPED_SPACES
+from service.results import paired
+
+SPACES = SHIPPED_SPACES / "claims"
+VARIANTS = ("mnist", "gpu")  # searchspaces/claims/VARIANT/; "digits" is the folder itself
+ALPHA: float = inspect.signature(paired.compare).parameters["alpha"].default
+
+
+def space_path(space: str, variant: str) -> Path:
+    """The space file that a claim file's `spaces` entry names (`searchspaces/claims/X.yaml`),
+    in the variant's folder where the claim file was measured on one."""
+    name = Path(space).name
+    return SPACES / variant / name if variant in VARIANTS else SPACES / name
+
+
+def shown(path: Path) -> str:
+    """A shipped file's path as the docs cite it: `searchspaces/...`."""
+    return path.relative_to(SHIPPED_SPACES.parent).as_posix()
+
+
+def value(v: Any) -> str:
+    """A YAML value as written in a space: true/false, floats in their shortest form."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _conditions(search: dict[str, Any]) -> tuple[list[str], int | None]:
+    """One phrase per searched key and the number of conditions (None unless all are grids)."""
+    phrases, count = [], 1
+    for key, dist in search.items():
+        if isinstance(dist, dict) and dist.get("type") == "grid":
+            values = [value(v) for v in dist.get("values", [])]
+            phrases.append(f"{key} ∈ {{{', '.join(values)}}}")
+            count *= len(values)
+        else:
+            kind = dist.get("type", "?") if isinstance(dist, dict) else value(dist)
+            phrases.append(f"{key}: {kind}")
+            count = 0
+    return phrases, count or None
+
+
+def design(path: Path) -> str:
+    """One space's design in a line: data, model, training, conditions, seeds and trials."""
+    if not path.is_file():
+        return f"`{shown(path)}`: not in this checkout"
+    spec = yaml.safe_load(path.read_text()) or {}
+    data, model = spec.get("data", {}), spec.get("model", {})
+    train, budget = spec.get("train", {}), spec.get("budget", {})
+    knobs = ", ".join(f"{k} {value(v)}" for k, v in (model.get("knobs") or {}).items())
+    where = f"{data.get('dataset', '?')}"
+    if data.get("image_size"):
+        where += f" at {data['image_size']} px"
+    augment = data.get("augmentation") or {}
+    if augment:
+        where += f" (augmentation: {', '.join(f'{k} {value(v)}' for k, v in augment.items())})"
+    net = model.get("family", "?") + (f" ({knobs})" if knobs else "")
+    fit = [value(train[k]) if k == "optimizer" else f"{k.replace('_', ' ')} {value(train[k])}"
+           for k in ("optimizer", "momentum", "lr", "batch_size") if k in train]
+    fit.append(f"{budget.get('max_epochs', '?')} epochs")
+    phrases, count = _conditions(spec.get("search") or {})
+    seeds = int(budget.get("seeds", 1))
+    samples = int(budget.get("num_samples", 1))
+    if count is None:
+        arms = "; ".join(phrases) + f"; {seeds} seeds"
+    else:
+        trials = count * seeds * samples
+        arms = (f"{'; '.join(phrases) or 'one condition'}: {count} condition"
+                f"{'s' if count != 1 else ''} × {seeds} seeds = {trials} trials")
+    return f"`{shown(path)}`: {net} on {where}; {', '.join(fit)}; {arms}"
+
+
+def command(claim: int, variant: str) -> str:
+    """The command that runs claim `claim`'s space(s) of `variant` again and measures them."""
+    extra = f" --variant {variant}" if variant in VARIANTS else ""
+    return f"python -m service.claims run {claim}{extra}"
+
+
+def method() -> list[str]:
+    """The "how a claim is measured" bullets, from `service.results.paired`'s settings."""
+    alpha, power, exact = ALPHA, paired.POWER, paired.EXACT_MAX_N
+    smallest = 2 / 2**5
+    return [
+        "- **Design.** Every condition of a claim's space is trained with the same seeds "
+        "(`budget.seeds`; grid searcher, no early stopping). Seed *i* gives every condition "
+        "the same train/validation split and the same initial weights where the "
+        "architectures agree. Each claim's design below is read from its space file(s).",
+        "- **Pairing.** An effect is condition B − condition A on each seed (a row noted "
+        "*paired within each trial* compares two measures of one trial); the effect is the "
+        "mean of these differences. A ratio (B / A, marked x) is compared on the logs and "
+        "shown as the geometric mean of the per-seed ratios, its interval and MDE as factors.",
+        f"- **Interval.** {1 - alpha:.0%} Student t interval of the mean difference, n − 1 "
+        "degrees of freedom. A level (one condition's value, no test) is its mean ± the "
+        f"half-width of the same {1 - alpha:.0%} interval (`service.results.stats.mean_ci95`).",
+        "- **Tests.** The two-sided paired t-test (column *p*) and the sign-flip permutation "
+        f"test (exact over all 2^n flips up to n = {exact}, else {paired.N_RESAMPLES} random "
+        f"flips). With n seeds the sign-flip p cannot go below 2/2^n: {smallest:.4g} at 5 "
+        f"seeds, so it cannot reach {alpha:g} there and the verdict reads the t-test.",
+        "- **Holm.** Within a claim file, the t-test p of the effects with a paper direction "
+        "are adjusted together with Holm's step-down method (*Holm p*); an effect without "
+        "spread (every seed's difference equal) has no p and counts as 1 in the family. An "
+        "effect without a paper direction keeps its unadjusted p and has no verdict.",
+        f"- **MDE.** The smallest effect the paired t-test at α = {alpha:g} detects with "
+        f"{power:.0%} power at that n and spread of the differences (noncentral t).",
+        f"- **Verdict.** *agrees*: Holm p < {alpha:g} with the effect on the paper's side; "
+        f"*opposite*: Holm p < {alpha:g} on the other side; *inconclusive*: otherwise, and "
+        "always when there is no spread to test (`service.results.paired.verdict`).",
+        "- **Files measured before the paired engine.** Their rows hold per-seed values, mean "
+        "and interval but no p, MDE or engine verdict: those are recomputed here from the "
+        "stored per-seed values with `service.claims.measures.effect` and `finish` (what "
+        "`python -m service.claims measure` runs), and their stored verdicts are not used. "
+        "Such a row without a paper direction is shown as a level (mean ± its interval).",
+    ]
+

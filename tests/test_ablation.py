@@ -185,7 +185,9 @@ def test_a_1000x_too_small_learning_rate_hurts_at_four_seeds(tmp_path: Path) -> 
         assert row["baseline"] == finals[("baseline", row["seed"])]
         assert row["arm"] == finals[("tiny_lr", row["seed"])]
     assert "tiny_lr: hurts — " in proc.stdout
-    assert (run_dir / "report.html").exists()
+    # The study's report, written at the end, shows the arm with its verdict.
+    report = (run_dir / "report.html").read_text()
+    assert "tiny_lr: hurts — " in report
 
 
 @pytest.mark.slow

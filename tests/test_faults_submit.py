@@ -21,6 +21,8 @@ import pytest
 import yaml
 from test_faults import _trained_epochs, kill_sweep, train_worker_pids
 
+from service.analysis.load import trial_checkpoints
+from service.training.loop import load_checkpoint
 from service.tune.paths import json_lines, trial_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,3 +119,9 @@ def test_max_failures_from_the_spec_restarts_a_killed_worker(tmp_path, max_failu
     assert sorted(set(registered)) == list(range(1, EPOCHS + 1)), registered
     assert len(registered) - len(set(registered)) <= 1, registered
     assert max(killed_at_epochs) < EPOCHS
+    # Each checkpoint Ray Train registered holds the epoch it was registered for (model,
+    # optimiser, scheduler and RNG are restored from it on the restart).
+    checkpoints = trial_checkpoints(run_dir, trial["trial_id"])
+    assert sorted({epoch for epoch, _ in checkpoints}) == list(range(1, EPOCHS + 1))
+    for epoch, ckpt in checkpoints:
+        assert load_checkpoint(ckpt)["epoch"] == epoch

@@ -35,6 +35,7 @@ PAPER = {
     "alexnet-one-tower": (59_798_312, [55, 27, 13, 13, 13]),
     "zfnet": (62_357_608, [110, 26, 13, 13, 13]),
     "alexnet-torchvision": (61_100_840, [55, 27, 13, 13, 13]),
+    "alexnet-fig1": (89_578, [32, 16, 8]),  # by hand in tests/test_fig1.py
 }
 
 

@@ -1,5 +1,5 @@
-"""Model registry: LeNet-5, AlexNet and ZFNet as named presets over two configurable classes;
-imports torch for the builders only, never Ray.
+"""Model registry: LeNet-5, AlexNet, its Figure 1 net and ZFNet as named presets over three
+configurable classes; imports torch for the builders only, never Ray.
 
 `build_model("zfnet", width_mult=0.25, image_size=67)` validates the knobs by shape arithmetic
 before allocating any weight; a bad combination raises a ValueError that names the knob.
@@ -15,6 +15,7 @@ import importlib
 from typing import Any
 
 from service.models.alexnet_plan import AlexNetConfig
+from service.models.fig1_plan import Fig1Config
 from service.models.lenet_plan import LeNetConfig
 from service.models.registry import (
     architecture_knobs,
@@ -26,7 +27,7 @@ from service.models.registry import (
 )
 
 _LAZY = {"build_model": "build", "describe": "build", "count_params": "common",
-         "AlexNet": "alexnet", "LeNet5": "lenet", "TowerAlexNet": "towers"}
+         "AlexNet": "alexnet", "LeNet5": "lenet", "TowerAlexNet": "towers", "Fig1Net": "fig1"}
 
 
 def __getattr__(name: str) -> Any:
@@ -37,4 +38,4 @@ def __getattr__(name: str) -> Any:
 
 __all__ = ["architecture_knobs", "build_model", "check_model", "describe", "knob_names",
            "list_models", "model_knobs", "make_config", "count_params", "AlexNet",
-           "AlexNetConfig", "LeNet5", "LeNetConfig", "TowerAlexNet"]
+           "AlexNetConfig", "LeNet5", "LeNetConfig", "TowerAlexNet", "Fig1Net", "Fig1Config"]

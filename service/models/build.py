@@ -10,10 +10,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from service.models.alexnet import AlexNet
 from service.models.common import count_params
+from service.models.fig1 import Fig1Net
 from service.models.lenet import LeNet5
 from service.models.registry import _preset, check_model, make_config
 
-_MODULES: dict[str, type[nn.Module]] = {"lenet": LeNet5, "alexnet": AlexNet}
+_MODULES: dict[str, type[nn.Module]] = {"lenet": LeNet5, "alexnet": AlexNet, "fig1": Fig1Net}
 
 
 def build_model(name: str, **knobs: Any) -> nn.Module:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from service.models import alexnet_plan, lenet_plan
+from service.models import alexnet_plan, fig1_plan, lenet_plan
 from service.models.alexnet_plan import AlexNetConfig
+from service.models.fig1_plan import Fig1Config
 from service.models.lenet_plan import LeNetConfig
 from service.models.shapes import ARCHITECTURE
 
 # config class -> its shape arithmetic; the model classes (torch) are looked up by build_model
-PLANS = {LeNetConfig: lenet_plan.plan, AlexNetConfig: alexnet_plan.plan}
+PLANS = {LeNetConfig: lenet_plan.plan, AlexNetConfig: alexnet_plan.plan,
+         Fig1Config: fig1_plan.plan}
 
 # name -> (family, config class, preset knobs overriding the config's defaults)
 _PRESETS: dict[str, tuple[str, type, dict[str, Any]]] = {
@@ -35,6 +37,9 @@ _PRESETS: dict[str, tuple[str, type, dict[str, Any]]] = {
     "alexnet-torchvision": ("alexnet", AlexNetConfig, dict(
         image_size=224, widths=(64, 192, 384, 256, 256), conv1_padding=2, groups=1, lrn=False,
         dropout_position="input", adaptive_pool=6)),
+    # AlexNet's Figure 1 net (ReLU vs tanh to 25 % training error on CIFAR-10); the paper gives
+    # no layers: we assume cuda-convnet's layers-18pct net (see fig1_plan).
+    "alexnet-fig1": ("fig1", Fig1Config, {}),
 }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from service.claims import checkpoints
 from service.claims import measures as claimdata
 from service.claims import registry as claims
 from service.config.spec import load_spec
@@ -227,11 +228,11 @@ def test_linear_cka_properties():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 30, generator=g, dtype=torch.float64)
     q, _ = torch.linalg.qr(torch.randn(30, 30, generator=g, dtype=torch.float64))
-    assert claimdata.linear_cka(x, x) == pytest.approx(1.0)
+    assert checkpoints.linear_cka(x, x) == pytest.approx(1.0)
     # Invariant to rotations and isotropic scaling of the features, as CKA is.
-    assert claimdata.linear_cka(x, 3.0 * x @ q) == pytest.approx(1.0)
+    assert checkpoints.linear_cka(x, 3.0 * x @ q) == pytest.approx(1.0)
     unrelated = torch.randn(200, 30, generator=g, dtype=torch.float64)
-    assert claimdata.linear_cka(x, unrelated) < 0.3
+    assert checkpoints.linear_cka(x, unrelated) < 0.3
 
 
 def test_every_claim_has_its_spaces():

@@ -35,6 +35,16 @@ def test_docs_claims_md_is_the_table_command_output(tmp_path):
         "`python -m service.claims table docs/claims --out docs/claims.md`")
 
 
+def test_the_table_reads_json_only_and_never_imports_torch(tmp_path):
+    # Checkpoint measures (torch) load only to run or measure a claim, not to write the table.
+    code = ("import sys; from service.claims.__main__ import main; "
+            f"rc = main(['table', 'docs/claims', '--out', {str(tmp_path / 'c.md')!r}]); "
+            "print(rc, 'torch' in sys.modules, 'ray' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.stdout.split()[-3:] == ["0", "False", "False"], proc.stdout + proc.stderr
+
+
 def test_every_claim_has_its_notes_in_the_document():
     text = (ROOT / "docs" / "claims.md").read_text()
     for number in registry.CLAIMS:

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from service import cli
-from service.claims.registry import ClaimError, measure, run_claim
+from service.claims.measures import ClaimError
 from service.claims.table import document, markdown, read_all
 from service.cli import Exit
 from service.results.store import write_bytes, write_json
@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "table":
             return _table(args.dir, args.out)
+        # Running and measuring load trials' checkpoints (torch); the table reads JSON only.
+        from service.claims.registry import measure, run_claim
+
         if args.cmd == "run":
             extra = ["--max-epochs", str(args.max_epochs)] if args.max_epochs else []
             dirs = run_claim(args.claim, args.results, extra, args.variant)

@@ -1,8 +1,8 @@
 """What the claims read from finished claim sweeps: trials grouped by condition and seed, the
 claims' rows (a condition's level with its 95% interval; an effect paired by seed with
 `service.results.paired`, Holm-adjusted across the claim, and its verdict), and the per-trial
-measures that need a trial's checkpoints (eval-mode training accuracy, per-layer settling
-epochs, invariance). Used by `service.claims`, as `service.report.data` is by
+measures that need a trial's checkpoints live in `service.claims.checkpoints` (torch), so that
+`claims table` never imports torch. Used by `service.claims`, as `service.report.data` is by
 `service.report`."""
 
 from __future__ import annotations
@@ -10,15 +10,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from service.analysis import AnalysisError, load_trial
-from service.analysis.invariance import invariance
-from service.analysis.layers import all_stage_maps
-from service.analysis.load import load_weights, val_images
 from service.results.paired import Mode, compare, holm, verdict
 from service.results.records import Summary, TrialRecord
 from service.results.stats import mean_ci95
@@ -177,82 +170,3 @@ def need(conds: dict[tuple, Trials], *wanted: tuple) -> list[Trials]:
 
 
 # --- per-trial analyses (need the checkpoints) ----------------------------------------------
-
-
-def loaded_trial(run_dir: Path, trial: TrialRecord):
-    """The trial's model at its last checkpoint (service.analysis); ClaimError if unloadable."""
-    try:
-        return load_trial(run_dir, trial.trial_id)
-    except AnalysisError as err:
-        raise ClaimError(str(err)) from None
-
-
-def train_accuracy(run_dir: Path, trial: TrialRecord) -> float:
-    """Accuracy on the training split in eval mode (no dropout) at the last checkpoint."""
-    loaded = loaded_trial(run_dir, trial)
-    loader = torch.utils.data.DataLoader(loaded.datasets.train, batch_size=256)
-    right = total = 0
-    with torch.no_grad():
-        for x, y in loader:
-            right += int((loaded.model(x).argmax(1) == y).sum())
-            total += len(y)
-    return right / total
-
-
-def linear_cka(x, y) -> float:
-    """Linear CKA (Kornblith et al. 2019) between two (n, features) activation matrices."""
-    x = x - x.mean(0, keepdim=True)
-    y = y - y.mean(0, keepdim=True)
-    # ||Y'X||^2 / (||X'X|| ||Y'Y||) through the n x n Gram matrices: a conv layer has far more
-    # features (channels x positions) than there are images.
-    k, g = x @ x.T, y @ y.T
-    return float((k * g).sum() / (k.norm() * g.norm()).clamp_min(1e-12))
-
-
-def settle_epochs(run_dir: Path, trial: TrialRecord, level: float = 0.9,
-                  images: int = 128) -> dict[str, float]:
-    """Per conv layer, the first epoch from which its features' CKA to the last epoch's stays
-    at or above `level` (on fixed validation images, every registered checkpoint)."""
-    loaded = loaded_trial(run_dir, trial)
-    x, _ = val_images(loaded.datasets, images)
-    with torch.no_grad():
-        last = {k: v.flatten(1).double() for k, v in all_stage_maps(loaded.model, x).items()}
-        curves: dict[str, list[tuple[int, float]]] = {k: [] for k in last}
-        for epoch, ckpt in loaded.checkpoints:
-            load_weights(loaded.model, ckpt)
-            maps = all_stage_maps(loaded.model, x)
-            for k, v in maps.items():
-                curves[k].append((epoch, linear_cka(v.flatten(1).double(), last[k])))
-    out = {}
-    for layer, curve in curves.items():
-        settled = curve[-1][0]
-        for epoch, cka in reversed(curve):
-            if cka < level:
-                break
-            settled = epoch
-        out[layer] = float(settled)
-    return out
-
-
-def invariance_probs(run_dir: Path, trial: TrialRecord, images: int = 64
-                     ) -> dict[str, float]:
-    """Mean true-class probability: untransformed, shifted by the smallest shift tried, scaled
-    by the nearest scales to 1, and rotated by 90 and 180 degrees."""
-    loaded = loaded_trial(run_dir, trial)
-    x, y = val_images(loaded.datasets, images)
-    res = invariance(loaded.model, x, y, loaded.datasets, n_images=images)["sweeps"]
-
-    def mean_prob(kind: str, pick: Callable[[float], bool]) -> float:
-        values, probs = res[kind]["values"], res[kind]["true_prob"]
-        cols = [i for i, v in enumerate(values) if pick(v)]
-        return sum(p[i] for p in probs for i in cols) / (len(probs) * len(cols))
-
-    shift = min(abs(v) for v in res["translation"]["values"] if v)
-    scales = sorted((abs(v - 1.0), v) for v in res["scale"]["values"] if v != 1.0)
-    near = {v for d, v in scales if d == scales[0][0]}
-    return {"identity": mean_prob("rotation", lambda v: v == 0),
-            "shift": mean_prob("translation", lambda v: abs(v) == shift),
-            "scale": mean_prob("scale", lambda v: v in near),
-            "rot90": mean_prob("rotation", lambda v: v in (90, 270)),
-            "rot180": mean_prob("rotation", lambda v: v == 180),
-            "shift_px": shift, "scales": sorted(near)}

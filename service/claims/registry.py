@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.claims.checkpoints import invariance_probs, settle_epochs, train_accuracy
 from service.claims.measures import (
     ClaimError,
     Trials,
@@ -21,13 +22,10 @@ from service.claims.measures import (
     effect,
     final,
     finish,
-    invariance_probs,
     level,
     need,
     per_seed_diffs,
     points,
-    settle_epochs,
-    train_accuracy,
 )
 from service.claims.table import fmt as fmt  # re-exported: markdown moved to claims.table
 from service.claims.table import markdown as markdown

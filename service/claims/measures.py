@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from service.claims.cells import resolver
 from service.results.paired import Mode, compare, holm, verdict
 from service.results.records import Summary, TrialRecord
 from service.results.stats import mean_ci95
@@ -32,13 +34,18 @@ class ClaimError(Exception):
 # --- reading runs ---------------------------------------------------------------------------
 
 
-def conditions(run: Summary, keys: list[str]) -> dict[tuple, Trials]:
-    """Finished trials grouped by the values of `keys`, then by seed index."""
+def conditions(run: Summary, keys: list[str],
+               run_dir: str | Path | None = None) -> dict[tuple, Trials]:
+    """Finished trials grouped by the values of `keys`, then by seed index. A grid run's are
+    its trial configs'; an ablation run's are its cells' effective settings (`cells.resolver`:
+    the baseline, the arm(s), the tuned values read from `run_dir`'s ablation.json, else the
+    spec's own)."""
+    value = resolver(run, run_dir)
     out: dict[tuple, Trials] = {}
     for t in run.trials:
         if t.failed or not t.history:
             continue
-        cond = tuple(t.config.get(k) for k in keys)
+        cond = tuple(value(t.config, k) for k in keys)
         out.setdefault(cond, {})[int(t.config.get(SEED_KEY, 0))] = t
     return out
 

@@ -44,8 +44,8 @@ SPACES = SHIPPED_SPACES / "claims"
 
 
 def _relu(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
-    _, run = runs[0]
-    relu, tanh = need(conditions(run, ["activation"]), ("relu",), ("tanh",))
+    run_dir, run = runs[0]
+    relu, tanh = need(conditions(run, ["activation"], run_dir), ("relu",), ("tanh",))
     chance = 1.0 / 10
 
     def to25(t: TrialRecord) -> float | None:
@@ -66,7 +66,7 @@ def _relu(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
 
 def _dropout(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     run_dir, run = runs[0]
-    off, on = need(conditions(run, ["dropout"]), (0.0,), (0.5,))
+    off, on = need(conditions(run, ["dropout"], run_dir), (0.0,), (0.5,))
 
     def gap(t: TrialRecord) -> float:  # eval-mode train accuracy - val accuracy, points
         return 100.0 * (train_accuracy(run_dir, t) - final(t))
@@ -88,8 +88,8 @@ def _dropout(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
 
 
 def _augmentation(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
-    _, run = runs[0]
-    none, crop, light, both = need(conditions(run, ["crop", "lighting"]), ("none", 0.0),
+    run_dir, run = runs[0]
+    none, crop, light, both = need(conditions(run, ["crop", "lighting"], run_dir), ("none", 0.0),
                                     ("random", 0.0), ("none", 0.1), ("random", 0.1))
     base = by_seed(none, points)
     return [
@@ -104,8 +104,8 @@ def _augmentation(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
 
 def _binary(key: str, better: Any, worse: Any, paper: str, label: str):
     def measure(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
-        _, run = runs[0]
-        b, a = need(conditions(run, [key]), (better,), (worse,))
+        run_dir, run = runs[0]
+        b, a = need(conditions(run, [key], run_dir), (better,), (worse,))
 
         def loss(t: TrialRecord) -> float:
             return final(t, "val_loss")
@@ -118,7 +118,7 @@ def _binary(key: str, better: Any, worse: Any, paper: str, label: str):
 
 def _conv1(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     run_dir, run = runs[0]
-    conds = conditions(run, ["conv1_kernel", "conv1_stride"])
+    conds = conditions(run, ["conv1_kernel", "conv1_stride"], run_dir)
     alex, zf, k11s2, k7s4 = need(conds, (11, 4), (7, 2), (11, 2), (7, 4))
     health: dict[str, dict[str, Any]] = {}
 
@@ -151,8 +151,8 @@ def _conv1(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
 
 
 def _depth_width(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
-    _, run = runs[0]
-    conds = conditions(run, ["fc_width", "remove_layers"])
+    run_dir, run = runs[0]
+    conds = conditions(run, ["fc_width", "remove_layers"], run_dir)
     widths = sorted({w for w, _ in conds})
     if len(widths) != 2:
         raise ClaimError(f"claim 7 needs two FC widths, the run has {widths}")

@@ -27,8 +27,11 @@ def space_path(space: str, variant: str) -> Path:
 
 
 def shown(path: Path) -> str:
-    """A shipped file's path as the docs cite it: `searchspaces/...`."""
-    return path.relative_to(SHIPPED_SPACES.parent).as_posix()
+    """A shipped file's path as the docs cite it: `searchspaces/...` (any other path as is)."""
+    try:
+        return path.relative_to(SHIPPED_SPACES.parent).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def value(v: Any) -> str:
@@ -55,6 +58,55 @@ def _conditions(search: dict[str, Any]) -> tuple[list[str], int | None]:
     return phrases, count or None
 
 
+def _cell(name: str, changes: dict[str, Any]) -> str:
+    """A cell and the settings it sets: `name (key value, ...)`, the name alone for none."""
+    settings = ", ".join(f"{k} {value(v)}" for k, v in changes.items())
+    return f"{name} ({settings})" if settings else name
+
+
+def _distribution(key: str, dist: dict[str, Any]) -> str:
+    """One tuned key's distribution: `key ∈ {a, b}` or `key: float 0.001–0.1 (log)`."""
+    if dist.get("type") in ("grid", "choice"):
+        return f"{key} ∈ {{{', '.join(value(v) for v in dist.get('values', []))}}}"
+    extra = [f"step {value(dist['step'])}"] if dist.get("step", 1) != 1 else []
+    extra += ["log"] if dist.get("log") else []
+    rng = f"{value(dist.get('low'))}–{value(dist.get('high'))}"
+    return f"{key}: {dist.get('type', '?')} {rng}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _ablation(block: dict[str, Any]) -> str:
+    """An ablation study's cells (baseline, then each arm or combination with the settings it
+    changes, named as `Ablation.cells` names them), paired seeds, tuning and trial count."""
+    from pydantic import ValidationError
+
+    from service.config.ablation import BASELINE, Ablation
+
+    try:
+        study = Ablation.model_validate(block)
+    except ValidationError as err:
+        return f"ablation block does not read: {err.errors()[0]['msg']}"
+    cells = study.cells()
+    named = []
+    for name in cells:
+        changes: dict[str, Any] = {}
+        if name == BASELINE:
+            changes = dict(study.baseline)
+        else:
+            for arm in name.split("+"):
+                changes.update(study.arms[arm])
+        named.append(_cell(name, changes))
+    kind = "factorial ablation" if study.design == "factorial" else "ablation"
+    n, seeds = len(cells), study.seeds
+    text = (f"{kind}, cells {'; '.join(named)}: {n} cell{'s' if n != 1 else ''} × {seeds} "
+            f"paired seeds = {n * seeds} trials")
+    if study.tune is not None:
+        space = "; ".join(_distribution(k, d.model_dump()) for k, d in study.tune.space.items())
+        tuning = study.tune.trials
+        text += (f" + {tuning} tuning trial{'s' if tuning != 1 else ''} per cell at seed 0 "
+                 f"over {space} = {n * (seeds + tuning)} trials")
+    return text
+
+
 def design(path: Path) -> str:
     """One space's design in a line: data, model, training, conditions, seeds and trials."""
     if not path.is_file():
@@ -62,7 +114,11 @@ def design(path: Path) -> str:
     spec = yaml.safe_load(path.read_text()) or {}
     data, model = spec.get("data", {}), spec.get("model", {})
     train, budget = spec.get("train", {}), spec.get("budget", {})
-    knobs = ", ".join(f"{k} {value(v)}" for k, v in (model.get("knobs") or {}).items())
+    block = spec.get("ablation")
+    tune = block.get("tune") if isinstance(block, dict) else None
+    tuned = set(tune.get("space") or {}) if isinstance(tune, dict) else set()  # not fixed
+    knobs = ", ".join(f"{k} {value(v)}" for k, v in (model.get("knobs") or {}).items()
+                      if k not in tuned)
     where = f"{data.get('dataset', '?')}"
     if data.get("image_size"):
         where += f" at {data['image_size']} px"
@@ -71,8 +127,10 @@ def design(path: Path) -> str:
         where += f" (augmentation: {', '.join(f'{k} {value(v)}' for k, v in augment.items())})"
     net = model.get("family", "?") + (f" ({knobs})" if knobs else "")
     fit = [value(train[k]) if k == "optimizer" else f"{k.replace('_', ' ')} {value(train[k])}"
-           for k in ("optimizer", "momentum", "lr", "batch_size") if k in train]
+           for k in ("optimizer", "momentum", "lr", "batch_size") if k in train and k not in tuned]
     fit.append(f"{budget.get('max_epochs', '?')} epochs")
+    if isinstance(block, dict):
+        return f"`{shown(path)}`: {net} on {where}; {', '.join(fit)}; {_ablation(block)}"
     phrases, count = _conditions(spec.get("search") or {})
     seeds = int(budget.get("seeds", 1))
     samples = int(budget.get("num_samples", 1))

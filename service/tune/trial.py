@@ -14,6 +14,7 @@ stay small. For the same reason the workers start their own process group
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -70,6 +71,48 @@ def with_arm(config: dict[str, Any], arms: dict[str, dict[str, Any]] | None) -> 
     return {**arms[name], **config}
 
 
+class _ReleaseOrphanedWorkerGroup:
+    """A Train callback (controller and worker group): shut down a worker group that started
+    but that the controller never got to hold.
+
+    Ray Train 2.60's `WorkerGroup.create` runs the `after_worker_group_start` callbacks and then
+    launches the training function (`run_train_fn`) outside its start-up error handling: a
+    worker that dies in between makes `create` raise with the group started, its placement
+    group reserved and handed to the placement-group cleaner, and the controller holding no
+    group to shut down. The run ends as a ControllerError, the cleaner is stopped without
+    cleaning, and the group's CPUs stay reserved: the retry in `run_trial` then waits for them
+    forever (tests/test_chaos.py stalled so under load). This callback remembers the group it
+    saw start until it is shut down or aborted, and shuts it down itself before the next group
+    starts or when the controller stops."""
+
+    def __init__(self) -> None:
+        self._started = None
+
+    def before_worker_group_start(self, worker_group_context) -> None:
+        self._release()
+
+    def after_worker_group_start(self, worker_group) -> None:
+        self._started = worker_group
+
+    def before_worker_group_shutdown(self, worker_group) -> None:
+        self._started = None
+
+    def before_worker_group_abort(self, worker_group_context) -> None:
+        self._started = None
+
+    async def before_controller_shutdown(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        group, self._started = self._started, None
+        if group is None:
+            return
+        try:
+            group.shutdown()  # its workers' actors and its placement group
+        except Exception as err:  # noqa: BLE001 - shutting down what is left, best effort
+            logging.getLogger(__name__).warning("could not release a worker group: %s", err)
+
+
 class _Trainer(DataParallelTrainer):
     """Train V2's DataParallelTrainer without Ray Data's per-run `DatasetManager` actor when the
     run has no Ray Datasets (ours never has: the workers build their own). That actor is one
@@ -79,15 +122,24 @@ class _Trainer(DataParallelTrainer):
 
     def _create_default_callbacks(self):
         callbacks = super()._create_default_callbacks()
+        if _Release is not None:
+            callbacks.append(_Release())
         if self.datasets or _DatasetsCallback is None:
             return callbacks
         return [c for c in callbacks if not isinstance(c, _DatasetsCallback)]
 
 
-try:  # a private Ray module (docs/architecture.md lists the private APIs we use)
+try:  # private Ray modules (docs/architecture.md lists the private APIs we use)
     from ray.train.v2._internal.callbacks import DatasetsCallback as _DatasetsCallback
 except ImportError:
     _DatasetsCallback = None
+try:
+    from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerGroupCallback
+
+    class _Release(_ReleaseOrphanedWorkerGroup, ControllerCallback, WorkerGroupCallback):
+        pass
+except ImportError:
+    _Release = None
 
 
 def make_trainer(config: dict[str, Any], scaling_config, run_config):

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from service.models.alexnet_plan import LRN, AlexNetConfig, AlexNetPlan, plan
-from service.models.common import clip_filter_rms, make_activation
+from service.models.common import FeaturesClassifier, clip_filter_rms, make_activation
 
 
-class AlexNet(nn.Module):
+class AlexNet(FeaturesClassifier):
     """AlexNet/ZFNet as `features` (conv stack) / `avgpool` / `classifier` (the FC layers)."""
 
     def __init__(self, cfg: AlexNetConfig):
@@ -50,14 +50,6 @@ class AlexNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)
-
-    def conv_layers(self) -> list[nn.Conv2d]:
-        """The conv layers in order (for analyses such as filters and deconvnet)."""
-        return [m for m in self.features if isinstance(m, nn.Conv2d)]
-
-    def fc_layers(self) -> list[nn.Linear]:
-        """The fully-connected layers in order (FC8 last)."""
-        return [m for m in self.classifier if isinstance(m, nn.Linear)]
 
     def post_step(self) -> None:
         """Apply the constraints the paper applies after each SGD step (ZFNet's RMS clip)."""

@@ -8,6 +8,22 @@ from torch import nn
 from service.models.shapes import ACTIVATIONS
 
 
+class FeaturesClassifier(nn.Module):
+    """A net built as `features` (convs, pools, norms) then `classifier` (the FC layers): its
+    conv and FC layers in order, for the analyses (filters, deconvnet, aliasing)."""
+
+    features: nn.Sequential
+    classifier: nn.Sequential
+
+    def conv_layers(self) -> list[nn.Conv2d]:
+        """The conv layers in order."""
+        return [m for m in self.features if isinstance(m, nn.Conv2d)]
+
+    def fc_layers(self) -> list[nn.Linear]:
+        """The fully-connected layers in order (the output layer last)."""
+        return [m for m in self.classifier if isinstance(m, nn.Linear)]
+
+
 class ScaledTanh(nn.Module):
     """LeCun's squashing function f(a) = 1.7159 * tanh(2a/3) (LeNet-5, 1998)."""
 

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from service.models.alexnet_plan import LRN
-from service.models.common import make_activation
+from service.models.common import FeaturesClassifier, make_activation
 from service.models.fig1_plan import KERNEL, LAYERS, PADDING, POOL, Fig1Config, plan
 
 
-class Fig1Net(nn.Module):
+class Fig1Net(FeaturesClassifier):
     """Three conv blocks (`features`) and one fully-connected layer (`classifier`)."""
 
     def __init__(self, cfg: Fig1Config):
@@ -43,14 +43,6 @@ class Fig1Net(nn.Module):
             else:  # cuda-convnet's initW: 1e-4 for conv1, 0.01 for the rest
                 nn.init.normal_(m.weight, 0.0, 1e-4 if i == 0 else 0.01)
             nn.init.zeros_(m.bias)
-
-    def conv_layers(self) -> list[nn.Conv2d]:
-        """conv1..conv3 in order."""
-        return [m for m in self.features if isinstance(m, nn.Conv2d)]
-
-    def fc_layers(self) -> list[nn.Linear]:
-        """The one fully-connected layer."""
-        return [m for m in self.classifier if isinstance(m, nn.Linear)]
 
     def post_step(self) -> None:
         """No per-step constraint (the figure's nets had no regularisation)."""

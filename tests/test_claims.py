@@ -274,11 +274,11 @@ def test_measure_claim6_on_a_real_sweep(alexnet_run, tmp_path):
 def test_evolution_and_invariance_measures_on_a_real_sweep(alexnet_run):
     run = claims.load_run(alexnet_run)
     trial = next(t for t in run.trials if t.status == "completed")
-    settle = claimdata.settle_epochs(alexnet_run, trial)
+    settle = checkpoints.settle_epochs(alexnet_run, trial)
     assert list(settle) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
     last = trial.history[-1]["epoch"]
     assert all(1 <= e <= last for e in settle.values())
-    probs = claimdata.invariance_probs(alexnet_run, trial, images=16)
+    probs = checkpoints.invariance_probs(alexnet_run, trial, images=16)
     for key in ("identity", "shift", "scale", "rot90", "rot180"):
         assert 0.0 <= probs[key] <= 1.0
     assert probs["shift_px"] == 4 and probs["scales"] == [0.8, 1.2]  # 67 px: shifts of 4 px

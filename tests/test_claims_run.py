@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from service.claims import checkpoints
 from service.claims import measures as claimdata
 from service.claims import registry as claims
 from service.claims.measures import ClaimError
@@ -211,7 +212,7 @@ def test_claims_8_and_9_measure_real_checkpoints(claim8, alex_run):
     # the first trial's settling epoch, the first epoch from which the layer's CKA to the last
     # epoch stays >= 0.9.
     eight = json.loads((claim8[1] / "claim_08.json").read_text())["rows"]
-    settle = claimdata.settle_epochs(alex_run, first)
+    settle = checkpoints.settle_epochs(alex_run, first)
     assert list(settle) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
     for row, layer in zip(eight, settle, strict=False):
         assert row["per_seed"][0] == settle[layer]
@@ -219,7 +220,7 @@ def test_claims_8_and_9_measure_real_checkpoints(claim8, alex_run):
     # costs seconds a trial): levels in [0, 1], the first trial's as invariance_probs says.
     two = run.model_copy(update={"trials": run.trials[:2]})
     nine = claims.claim_rows(9, [(alex_run, two)])
-    probs = claimdata.invariance_probs(alex_run, first)
+    probs = checkpoints.invariance_probs(alex_run, first)
     assert probs["shift_px"] == 4 and probs["scales"] == [0.8, 1.2]  # 67 px: 4 px shifts
     keys = ("identity", "shift", "scale", "rot90", "rot180")
     assert [r["quantity"] for r in nine[:5]] == [
@@ -270,7 +271,7 @@ def test_claim_2_eval_mode_train_accuracy_and_gap_on_real_checkpoints(lenet_run)
     gap_off, gap_on, reduction, slower, acc = claims.claim_rows(2, [(lenet_run, relabelled)])
     gaps = {}
     for t in off + on:
-        train = claimdata.train_accuracy(lenet_run, t)
+        train = checkpoints.train_accuracy(lenet_run, t)
         assert 0.0 < train <= 1.0
         assert math.isclose(train * 1437, round(train * 1437))  # digits' 1,437 training images
         gaps[t.trial_id] = 100.0 * (train - t.history[-1]["val_acc"])
@@ -395,4 +396,4 @@ def test_claim_10_compares_two_real_families(lenet_run, alex_run):
 def test_a_trial_without_checkpoints_is_a_claim_error(lenet_run):
     trial = load_run(lenet_run).trials[0].model_copy(update={"trial_id": "no-such-trial"})
     with pytest.raises(ClaimError, match="no-such-trial"):
-        claimdata.train_accuracy(lenet_run, trial)
+        checkpoints.train_accuracy(lenet_run, trial)

@@ -14,7 +14,9 @@ from service.analysis.invariance import invariance
 from service.analysis.layers import all_stage_maps
 from service.analysis.load import load_weights, val_images
 from service.claims.measures import ClaimError
+from service.config.data import AugmentConfig
 from service.results.records import TrialRecord
+from service.training.loop import prepare
 
 
 def loaded_trial(run_dir: Path, trial: TrialRecord):
@@ -26,9 +28,16 @@ def loaded_trial(run_dir: Path, trial: TrialRecord):
 
 
 def train_accuracy(run_dir: Path, trial: TrialRecord) -> float:
-    """Accuracy on the training split in eval mode (no dropout) at the last checkpoint."""
+    """Accuracy on the images the trial trained on (its split, its `train_subset`) in eval mode
+    (no dropout) and without augmentation (no crop, no lighting) at the last checkpoint."""
     loaded = loaded_trial(run_dir, trial)
-    loader = torch.utils.data.DataLoader(loaded.datasets.train, batch_size=256)
+    train = loaded.datasets.train
+    if loaded.cfg.data.augmentation != AugmentConfig():  # the same images, unaugmented
+        plain = loaded.cfg.model_copy(update={"data": loaded.cfg.data.model_copy(
+            update={"augmentation": AugmentConfig()})})
+        _, datasets = prepare(plain)
+        train = datasets.train
+    loader = torch.utils.data.DataLoader(train, batch_size=256)
     right = total = 0
     with torch.no_grad():
         for x, y in loader:

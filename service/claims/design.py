@@ -120,6 +120,8 @@ def design(path: Path) -> str:
     knobs = ", ".join(f"{k} {value(v)}" for k, v in (model.get("knobs") or {}).items()
                       if k not in tuned)
     where = f"{data.get('dataset', '?')}"
+    if data.get("train_subset"):
+        where += f" ({data['train_subset']:,} training images)"
     if data.get("image_size"):
         where += f" at {data['image_size']} px"
     augment = data.get("augmentation") or {}
@@ -127,7 +129,8 @@ def design(path: Path) -> str:
         where += f" (augmentation: {', '.join(f'{k} {value(v)}' for k, v in augment.items())})"
     net = model.get("family", "?") + (f" ({knobs})" if knobs else "")
     fit = [value(train[k]) if k == "optimizer" else f"{k.replace('_', ' ')} {value(train[k])}"
-           for k in ("optimizer", "momentum", "lr", "batch_size") if k in train and k not in tuned]
+           for k in ("optimizer", "momentum", "lr", "batch_size", "weight_decay", "schedule")
+           if k in train and k not in tuned]
     fit.append(f"{budget.get('max_epochs', '?')} epochs")
     if isinstance(block, dict):
         return f"`{shown(path)}`: {net} on {where}; {', '.join(fit)}; {_ablation(block)}"
@@ -154,10 +157,14 @@ def method() -> list[str]:
     alpha, power, exact = ALPHA, paired.POWER, paired.EXACT_MAX_N
     smallest = 2 / 2**5
     return [
-        "- **Design.** Every condition of a claim's space is trained with the same seeds "
-        "(`budget.seeds`; grid searcher, no early stopping). Seed *i* gives every condition "
-        "the same train/validation split and the same initial weights where the "
-        "architectures agree. Each claim's design below is read from its space file(s).",
+        "- **Design.** A claim's space is an ablation study (`ablation:`): a baseline, the "
+        "arms that change it (one at a time, or crossed in a factorial design), every cell "
+        "trained for the whole budget with the same seeds (`ablation.seeds`) and none stopped "
+        "early; with `ablation.tune` each cell first gets its own tuning at seed 0. Seed *i* "
+        "gives every cell the same train/validation split, training subset and initial "
+        "weights where the architectures agree. Claims that compare measures within each "
+        "trial (8, 9) or whole model families (10) train seeded runs of one condition per "
+        "family (`budget.seeds`). Each claim's design below is read from its space file(s).",
         "- **Pairing.** An effect is condition B − condition A on each seed (a row noted "
         "*paired within each trial* compares two measures of one trial); the effect is the "
         "mean of these differences. A ratio (B / A, marked x) is compared on the logs and "
@@ -175,6 +182,14 @@ def method() -> list[str]:
         "effect without a paper direction keeps its unadjusted p and has no verdict.",
         f"- **MDE.** The smallest effect the paired t-test at α = {alpha:g} detects with "
         f"{power:.0%} power at that n and spread of the differences (noncentral t).",
+        "- **Seeds for the paper's effect.** The paper's effect carried over to the row's "
+        "units (*here* in the paper column): an accuracy effect as the same share of the "
+        "error it changed (e.g. LRN's 1.4 of 42.1 points of top-1 error, 3.3%, of the "
+        "baseline's validation error here), a ratio as it is. The column gives the paired "
+        f"seeds that detect it with {power:.0%} power at α = {alpha:g} (unadjusted) at the "
+        "spread of the per-seed differences measured here (`service.results.paired."
+        "seeds_needed`), and the CPU-hours those seeds would take for all of the claim's "
+        "cells at the measured cost per trial.",
         f"- **Verdict.** *agrees*: Holm p < {alpha:g} with the effect on the paper's side; "
         f"*opposite*: Holm p < {alpha:g} on the other side; *inconclusive*: otherwise, and "
         "always when there is no spread to test (`service.results.paired.verdict`).",

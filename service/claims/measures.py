@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from service.claims.cells import resolver
-from service.results.paired import Mode, compare, holm, verdict
+from service.results.paired import ArmResult, Mode, compare, holm, seeds_needed, verdict
 from service.results.records import Summary, TrialRecord
 from service.results.stats import mean_ci95
 from service.tune.paths import SEED_KEY
@@ -92,7 +93,8 @@ WORDS = {"helps": "agrees", "hurts": "opposite", "not resolved": "inconclusive"}
 
 def effect(quantity: str, baseline: Mapping[Any, float | None],
            arm: Mapping[Any, float | None], paper: str = "", expect: str | None = None,
-           unit: str = "", note: str = "", ratio: bool = False) -> dict[str, Any]:
+           unit: str = "", note: str = "", ratio: bool = False,
+           target: float | None = None) -> dict[str, Any]:
     """arm - baseline paired by seed with `service.results.paired.compare`: the mean difference,
     its t and BCa intervals, p, sign-flip p, d_z, win share and MDE.
 
@@ -100,11 +102,16 @@ def effect(quantity: str, baseline: Mapping[Any, float | None],
     the effect is reported as the geometric mean of the per-seed ratios, exp of its interval
     and of the MDE (a factor either way). `expect`: the paper's direction ("+": arm above
     baseline, "-": below, None: no verdict). The verdict and the Holm-adjusted p across the
-    claim's rows come from `finish`."""
+    claim's rows come from `finish`.
+
+    `target`: the paper's effect carried over to this row's units (a factor for a ratio); the
+    row then says how many paired seeds the t-test at alpha needs to detect it with the
+    engine's power at the spread measured here (`paired.seeds_needed`): `n_target`."""
     mode: Mode = "min" if expect == "-" else "max"
     out: dict[str, Any] = {"quantity": quantity, "kind": "ratio" if ratio else "diff",
                            "unit": unit, "paper": paper, "expect": expect,
-                           "zero": 1.0 if ratio else 0.0, "note": note}
+                           "zero": 1.0 if ratio else 0.0, "note": note, "target": target,
+                           "n_target": None}
     try:
         result = compare(quantity, _logs(baseline) if ratio else baseline,
                          _logs(arm) if ratio else arm, mode)
@@ -122,7 +129,27 @@ def effect(quantity: str, baseline: Mapping[Any, float | None],
             "p": result.p, "p_holm": None, "holm_k": None, "p_perm": result.p_perm,
             "d_z": result.d_z, "win_share": result.win_share,
             "mde": None if result.mde is None else scale(result.mde),
-            "verdict": None, "notes": list(result.notes), "per_seed": rows, "_result": result}
+            "verdict": None, "notes": list(result.notes), "per_seed": rows,
+            "n_target": _n_target(target, result, ratio), "_result": result}
+
+
+def _n_target(target: float | None, result: ArmResult, ratio: bool) -> int | None:
+    """Paired seeds that detect `target` at the spread of `result`'s differences (None without a
+    target or without spread; more than MAX_SEEDS counts as MAX_SEEDS + 1)."""
+    diffs = [r["diff"] for r in result.per_seed]
+    if target is None or result.p is None or len(diffs) < 2:  # p is None: no spread
+        return None
+    sd = statistics.stdev(diffs)
+    size = math.log(target) if ratio else target
+    if size == 0 or not math.isfinite(size):
+        return None
+    try:
+        return seeds_needed(abs(size), abs(sd), max_n=MAX_SEEDS)
+    except ValueError:  # beyond MAX_SEEDS
+        return MAX_SEEDS + 1
+
+
+MAX_SEEDS = 100_000  # the paired-seed counts worth computing exactly
 
 
 def per_seed_diffs(row: dict[str, Any]) -> dict[Any, float]:
@@ -165,6 +192,13 @@ def _clean(values: Mapping[Any, float | None]) -> dict[str, float | None]:
 def points(trial: TrialRecord) -> float:
     """The trial's last val_acc in percentage points."""
     return 100.0 * final(trial)
+
+
+def error_share(trials: Trials, share: float) -> float:
+    """`share` of the trials' mean final validation error, in points: a paper's error change
+    relative to its own error, carried over to this data's error."""
+    errors = [100.0 - points(t) for t in trials.values()]
+    return share * sum(errors) / len(errors) if errors else float("nan")
 
 
 def need(conds: dict[tuple, Trials], *wanted: tuple) -> list[Trials]:

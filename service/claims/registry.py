@@ -20,6 +20,7 @@ from service.claims.measures import (
     conditions,
     crossing,
     effect,
+    error_share,
     final,
     finish,
     level,
@@ -36,40 +37,69 @@ from service.models import describe
 from service.report.data import conv_health
 from service.results.records import Summary, TrialRecord
 from service.results.store import ResultsError, load_run
-from service.tune.paths import SEED_KEY
+from service.tune.paths import SEED_KEY, SUMMARY, TUNING_DIR
 
 SPACES = SHIPPED_SPACES / "claims"
 
 # --- the claims -----------------------------------------------------------------------------
 
 
+# The papers' error changes as shares of the error they changed (../shared/docs/papers.md),
+# carried over to this data's error by `measures.error_share`: the effect each row's `target`
+# is, and the seeds it needs.
+LRN_SHARE = 1.4 / 42.1  # AlexNet 3.3: top-1 error 42.1% -> 40.7% with LRN
+OVERLAP_SHARE = 0.4 / 41.1  # AlexNet 3.4: 41.1% -> 40.7% with 3x3/2 pools
+LIGHTING_SHARE = 1.0 / 41.7  # AlexNet 4.1: "over 1%" of top-1 error with PCA lighting
+CONV1_SHARE = 2.1 / 40.5  # ZFNet Table 2: 40.5% -> 38.4%
+FC_WIDTH_SHARE = 1.7 / 41.7  # ZFNet Table 3: FC 2048 -> 8192, 41.7% -> 40.0%
+NO_CONV34_SHARE = 4.9 / 40.5  # ZFNet Table 3: 40.5% -> 45.4% without conv3,4
+NO_FC67_SHARE = 4.3 / 40.5  # ZFNet Table 3: 40.5% -> 44.8% without FC6,7
+
+
+def _tuned(run: Summary, run_dir: Path, key: str, setting: str) -> dict[Any, Any]:
+    """Each condition of `key` -> the value of `setting` it trained with (tuned or fixed)."""
+    return {cond[0]: cond[1] for cond in conditions(run, [key, setting], run_dir)}
+
+
 def _relu(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     run_dir, run = runs[0]
     relu, tanh = need(conditions(run, ["activation"], run_dir), ("relu",), ("tanh",))
+    lr = _tuned(run, run_dir, "activation", "lr")
     chance = 1.0 / 10
 
     def to25(t: TrialRecord) -> float | None:
         return crossing(t.history, "train_acc", 0.75, chance)
 
     relu25, tanh25 = by_seed(relu, to25), by_seed(tanh, to25)
-    never = sum(v is None for v in tanh25.values())
+
+    def note(name: str, epochs: dict[int, float | None]) -> str:
+        never = sum(v is None for v in epochs.values())
+        parts = [f"lr {lr[name]:.3g}"] if isinstance(lr.get(name), float) else []
+        return "; ".join(parts + ([f"{never} seeds never got there"] if never else []))
+
     return [
-        level("epochs to 25% training error, ReLU", list(relu25.values()), unit="epochs"),
+        level("epochs to 25% training error, ReLU", list(relu25.values()), unit="epochs",
+              note=note("relu", relu25)),
         level("epochs to 25% training error, tanh", list(tanh25.values()), unit="epochs",
-              note=f"{never} tanh seeds never got there" if never else ""),
+              note=note("tanh", tanh25)),
         effect("tanh / ReLU epochs to 25% training error", relu25, tanh25,
-               "6x (4-layer CNN, CIFAR-10)", "+", unit="x", ratio=True),
+               "6x (4-layer CNN, CIFAR-10)", "+", unit="x", ratio=True, target=6.0),
         effect("final val accuracy, ReLU - tanh", by_seed(tanh, points), by_seed(relu, points),
                "", "+", unit="pts"),
     ]
+
+
+def _gap(run_dir: Path, t: TrialRecord) -> float:
+    """Eval-mode, unaugmented accuracy on the trial's training images - val accuracy, points."""
+    return 100.0 * (train_accuracy(run_dir, t) - final(t))
 
 
 def _dropout(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     run_dir, run = runs[0]
     off, on = need(conditions(run, ["dropout"], run_dir), (0.0,), (0.5,))
 
-    def gap(t: TrialRecord) -> float:  # eval-mode train accuracy - val accuracy, points
-        return 100.0 * (train_accuracy(run_dir, t) - final(t))
+    def gap(t: TrialRecord) -> float:
+        return _gap(run_dir, t)
 
     def to5(t: TrialRecord) -> float | None:
         return crossing(t.history, "train_acc", 0.95, 0.1)
@@ -80,10 +110,10 @@ def _dropout(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
         level("train - val accuracy gap, dropout 0.5", list(gap_on.values()), unit="pts"),
         effect("gap reduction by dropout", gap_on, gap_off, "less overfitting", "+",
                unit="pts"),
-        effect("dropout / no-dropout epochs to 5% training error", by_seed(off, to5),
-               by_seed(on, to5), "~2x iterations", "+", unit="x", ratio=True),
         effect("final val accuracy, dropout - none", by_seed(off, points), by_seed(on, points),
-               unit="pts"),
+               "higher (\"substantial overfitting\" without)", "+", unit="pts"),
+        effect("dropout / no-dropout epochs to 5% training error", by_seed(off, to5),
+               by_seed(on, to5), "~2x iterations", "+", unit="x", ratio=True, target=2.0),
     ]
 
 
@@ -92,17 +122,26 @@ def _augmentation(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     none, crop, light, both = need(conditions(run, ["crop", "lighting"], run_dir), ("none", 0.0),
                                     ("random", 0.0), ("none", 0.1), ("random", 0.1))
     base = by_seed(none, points)
+
+    def gap(t: TrialRecord) -> float:
+        return _gap(run_dir, t)
+
+    gap0 = by_seed(none, gap)
     return [
+        level("train - val accuracy gap, no augmentation", list(gap0.values()), unit="pts"),
         effect("val accuracy, random crops - none", base, by_seed(crop, points),
                "large (overfitting without)", "+", unit="pts"),
         effect("val accuracy, PCA lighting - none", base, by_seed(light, points),
-               "+1 pt top-1 (lighting)", "+", unit="pts"),
+               "+1 pt top-1 (lighting)", "+", unit="pts",
+               target=error_share(none, LIGHTING_SHARE)),
         effect("val accuracy, crops + lighting - none", base, by_seed(both, points),
                "lower error", "+", unit="pts"),
+        effect("gap reduction by crops + lighting", by_seed(both, gap), gap0,
+               "less overfitting", "+", unit="pts"),
     ]
 
 
-def _binary(key: str, better: Any, worse: Any, paper: str, label: str):
+def _binary(key: str, better: Any, worse: Any, paper: str, label: str, share: float):
     def measure(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
         run_dir, run = runs[0]
         b, a = need(conditions(run, [key], run_dir), (better,), (worse,))
@@ -111,7 +150,7 @@ def _binary(key: str, better: Any, worse: Any, paper: str, label: str):
             return final(t, "val_loss")
 
         return [effect(f"final val accuracy, {label}", by_seed(a, points), by_seed(b, points),
-                       paper, "+", unit="pts"),
+                       paper, "+", unit="pts", target=error_share(a, share)),
                 effect(f"final val loss, {label}", by_seed(a, loss), by_seed(b, loss), "", "-")]
     return measure
 
@@ -138,7 +177,8 @@ def _conv1(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     base = by_seed(alex, points)
     return [
         effect("val accuracy, 7x7/2 - 11x11/4", base, by_seed(zf, points),
-               "+2.1 pts top-1 (38.4 vs 40.5 err)", "+", unit="pts"),
+               "+2.1 pts top-1 (38.4 vs 40.5 err)", "+", unit="pts",
+               target=error_share(alex, CONV1_SHARE)),
         effect("val accuracy, stride 2 - 4 (kernel 11)", base, by_seed(k11s2, points), "", "+",
                unit="pts"),
         effect("val accuracy, kernel 7 - 11 (stride 4)", base, by_seed(k7s4, points), "", "+",
@@ -157,28 +197,21 @@ def _depth_width(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     if len(widths) != 2:
         raise ClaimError(f"claim 7 needs two FC widths, the run has {widths}")
     lo, hi = widths
-    narrow, wide, no34, no67, no67w = need(conds, (lo, "none"), (hi, "none"),
-                                            (lo, "3,4"), (lo, "6,7"), (hi, "6,7"))
-
-    def loss(t: TrialRecord) -> float:
-        return final(t, "val_loss")
-
-    full = by_seed(narrow, points)
-    width = effect(f"val accuracy, FC {hi} - FC {lo}", full, by_seed(wide, points),
-                   "+1.7 pts for 4x width (FC 2048 -> 8192)", "+", unit="pts")
-    depth34 = effect("val accuracy, all layers - without conv3,4", by_seed(no34, points), full,
-                     "+4.9 pts", "+", unit="pts")
-    depth67 = effect("val accuracy, all layers - without FC6,7", by_seed(no67, points), full,
-                     "+4.3 pts", "+", unit="pts")
+    full, wide, no34, no67 = need(conds, (lo, "none"), (hi, "none"), (lo, "3,4"), (lo, "6,7"))
+    acc = by_seed(full, points)
+    width = effect(f"val accuracy, FC {hi} - FC {lo}", acc, by_seed(wide, points),
+                   "+1.7 pts for 4x width (FC 2048 -> 8192)", "+", unit="pts",
+                   target=error_share(full, FC_WIDTH_SHARE))
+    depth34 = effect("val accuracy, all layers - without conv3,4", by_seed(no34, points), acc,
+                     "+4.9 pts", "+", unit="pts", target=error_share(full, NO_CONV34_SHARE))
+    depth67 = effect("val accuracy, all layers - without FC6,7", by_seed(no67, points), acc,
+                     "+4.3 pts", "+", unit="pts", target=error_share(full, NO_FC67_SHARE))
     # Per seed |depth effect| against |width effect|, paired by seed like every other row.
     size = effect("size of the conv3,4 effect minus that of FC width",
                   {s: abs(d) for s, d in per_seed_diffs(width).items()},
                   {s: abs(d) for s, d in per_seed_diffs(depth34).items()},
                   "depth matters more", "+", unit="pts")
-    same = effect("val loss difference of the two FC6,7-removed rows (must be 0)",
-                  by_seed(no67, loss), by_seed(no67w, loss),
-                  note="the FC width is unused there: identical runs")
-    return [width, depth34, depth67, size, same]
+    return [width, depth34, depth67, size]
 
 
 def _evolution(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
@@ -245,7 +278,8 @@ def _compare(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
                            "+", unit="pts"))
     if {"alexnet", "zfnet"} <= by_model.keys():
         rows.append(effect("val accuracy, ZFNet - AlexNet", acc["alexnet"], acc["zfnet"],
-                           "+2.1 pts (Table 2)", "+", unit="pts"))
+                           "+2.1 pts (Table 2)", "+", unit="pts",
+                           target=error_share(by_model["alexnet"], CONV1_SHARE)))
     return rows
 
 
@@ -265,9 +299,10 @@ CLAIMS = {c.number: c for c in [
     Claim(3, "Data augmentation lowers validation error", ("03_augmentation.yaml",),
           _augmentation),
     Claim(4, "LRN gives a small gain", ("04_lrn.yaml",),
-          _binary("lrn", True, False, "+1.4 pts top-1", "LRN - none")),
+          _binary("lrn", True, False, "+1.4 pts top-1", "LRN - none", LRN_SHARE)),
     Claim(5, "Overlapping pooling gives a small gain", ("05_overlap_pool.yaml",),
-          _binary("pool", "overlap", "plain", "+0.4 pts top-1", "3x3/2 - 2x2/2")),
+          _binary("pool", "overlap", "plain", "+0.4 pts top-1", "3x3/2 - 2x2/2",
+                  OVERLAP_SHARE)),
     Claim(6, "ZFNet's conv1 beats AlexNet's", ("06_conv1.yaml",), _conv1),
     Claim(7, "FC width matters little, depth more", ("07_depth_width.yaml",), _depth_width),
     Claim(8, "Low layers converge early, high layers late", ("08_evolution.yaml",), _evolution),
@@ -309,7 +344,37 @@ def measure(number: int, run_dirs: list[Path]) -> dict[str, Any]:
             raise ClaimError(str(err)) from None
     return {"claim": number, "title": claim.title, "runs": [str(d) for d in run_dirs],
             "spaces": [f"searchspaces/claims/{s}" for s in claim.spaces],
-            "rows": claim_rows(number, runs)}
+            "rows": claim_rows(number, runs), "cost": cost(runs)}
+
+
+def cost(runs: list[tuple[Path, Summary]]) -> dict[str, Any]:
+    """What the runs cost: wall seconds (an ablation's tuning phases too) times the CPUs their
+    plans were sized against, and per compared trial, the seeds' unit of cost."""
+    wall = cpu = 0.0
+    trials = tuning = 0
+    per_trial = []
+    for run_dir, run in runs:
+        cpus = float((run.plan.get("cluster") or {}).get("CPU", 1.0))
+        phases = [(run_dir, run)]
+        for path in sorted((run_dir / TUNING_DIR).glob(f"*/{SUMMARY}")):
+            try:
+                phases.append((path.parent, load_run(path.parent)))
+            except ResultsError as err:
+                raise ClaimError(str(err)) from None
+        for i, (_, phase) in enumerate(phases):
+            wall += phase.wall_s or 0.0
+            cpu += (phase.wall_s or 0.0) * cpus
+            if i:
+                tuning += len(phase.trials)
+        trials += len(run.trials)
+        if run.trials and run.wall_s:
+            per_trial.append(run.wall_s * cpus / len(run.trials))
+    return {"wall_s": round(wall, 1), "cpu_h": round(cpu / 3600, 3), "trials": trials,
+            "tuning_trials": tuning,
+            "cpu_s_per_trial": round(sum(per_trial) / len(per_trial), 1) if per_trial else None,
+            "trials_per_seed": sum(len(run.trials) // max(1, len({t.config.get(SEED_KEY, 0)
+                                                                  for t in run.trials}))
+                                   for _, run in runs)}
 
 
 def claim_spaces(number: int, variant: str | None = None) -> list[Path]:

@@ -61,6 +61,13 @@ def test_crossing_interpolates_between_epochs():
     assert claimdata.crossing(hist, "acc", 0.95, 0.1) is None
 
 
+def test_a_layer_settles_at_the_first_epoch_from_which_it_stays_above_the_threshold():
+    curve = [(1, 0.5), (2, 0.95), (3, 0.85), (4, 0.92), (5, 1.0)]
+    assert claimdata.settled(curve) == 4.0  # epoch 2's 0.95 does not last
+    assert claimdata.settled(curve, 0.8) == 2.0
+    assert claimdata.settled([(1, 0.2), (2, 1.0)]) == 2.0  # only the last epoch itself
+
+
 def test_claim_rows_are_paired_compare_and_holm_on_trial_records():
     # Claim 4 (LRN): accuracy expected up, loss expected down. Seed 5 has no partner, a
     # diverged trial is left out, and seed 3's NaN loss drops it from the loss row only.
@@ -290,7 +297,8 @@ def test_measure_claim6_on_a_real_sweep(alexnet_run, tmp_path):
 def test_evolution_and_invariance_measures_on_a_real_sweep(alexnet_run):
     run = claims.load_run(alexnet_run)
     trial = next(t for t in run.trials if t.status == "completed")
-    settle = checkpoints.settle_epochs(alexnet_run, trial)
+    curves = checkpoints.cka_to_last(alexnet_run, trial)
+    settle = {layer: claimdata.settled(curve) for layer, curve in curves.items()}
     assert list(settle) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
     last = trial.history[-1]["epoch"]
     assert all(1 <= e <= last for e in settle.values())
@@ -299,7 +307,7 @@ def test_evolution_and_invariance_measures_on_a_real_sweep(alexnet_run):
         assert 0.0 <= probs[key] <= 1.0
     assert probs["shift_px"] == 4 and probs["scales"] == [0.8, 1.2]  # 67 px: shifts of 4 px
     rows = claims.measure(8, [alexnet_run])["rows"]
-    assert rows[-1]["quantity"] == "conv5 - conv1 settling epoch"
+    assert rows[-2]["quantity"] == "conv5 - conv1 settling epoch"
     assert rows[-1]["n"] == len([t for t in run.trials if t.status not in ("error", "diverged")])
 
 

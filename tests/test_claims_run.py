@@ -212,8 +212,10 @@ def test_claims_8_and_9_measure_real_checkpoints(claim8, alex_run):
     # the first trial's settling epoch, the first epoch from which the layer's CKA to the last
     # epoch stays >= 0.9.
     eight = json.loads((claim8[1] / "claim_08.json").read_text())["rows"]
-    settle = checkpoints.settle_epochs(alex_run, first)
+    curves = checkpoints.cka_to_last(alex_run, first)
+    settle = {layer: claimdata.settled(curve) for layer, curve in curves.items()}
     assert list(settle) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
+    assert all(curve[-1][1] == pytest.approx(1.0) for curve in curves.values())
     for row, layer in zip(eight, settle, strict=False):
         assert row["per_seed"][0] == settle[layer]
     # Claim 9 on two of the run's trials (its space is the same design; the invariance analysis

@@ -11,7 +11,7 @@ whether that p is below 0.05 with the effect in the paper's direction ("agrees")
 interval (`service.results.stats.mean_ci95`).
 
     python -m service.claims run N [--results DIR]         # run claim N's space(s), measure
-    python -m service.claims run N --variant mnist|gpu      # its MNIST or GPU-sized space(s)
+    python -m service.claims run N --variant gpu            # its GPU-sized space(s)
     python -m service.claims measure N RUN_DIR [RUN_DIR..]  # measure finished sweeps
     python -m service.claims table [DIR] [--out FILE]       # docs/claims.md from DIR's claims
 
@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from service import cli
+from service.claims.design import CPU, VARIANTS
 from service.claims.measures import ClaimError
 from service.claims.table import document, markdown, read_all
 from service.cli import Exit
@@ -54,12 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("claim", type=int)
     r.add_argument("--results", type=Path, default=Path("results"))
     r.add_argument("--max-epochs", type=int, help="passed to service.submit (quick checks)")
-    r.add_argument("--variant", choices=("mnist", "gpu"),
-                   help="searchspaces/claims/VARIANT/: MNIST's test files or the GPU-sized data")
+    r.add_argument("--variant", choices=VARIANTS,
+                   help="searchspaces/claims/VARIANT/: the GPU-sized spaces")
     m = sub.add_parser("measure", help="measure finished claim sweeps")
     m.add_argument("claim", type=int)
     m.add_argument("run_dirs", type=Path, nargs="+")
-    m.add_argument("--variant", choices=("mnist", "gpu"),
+    m.add_argument("--variant", choices=VARIANTS,
                    help="which spaces the runs came from (names claim_NN_VARIANT.json)")
     m.add_argument("--out", type=Path, help="where claim_NN.json goes (default: first run dir)")
     t = sub.add_parser("table", help="docs/claims.md from every claim_*.json under DIR")
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             dirs, out_dir = args.run_dirs, args.out or args.run_dirs[0]
         result = measure(args.claim, dirs)
-        result["variant"] = args.variant or "digits"
+        result["variant"] = args.variant or CPU
     except ClaimError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.code

@@ -56,10 +56,10 @@ def linear_cka(x, y) -> float:
     return float((k * g).sum() / (k.norm() * g.norm()).clamp_min(1e-12))
 
 
-def settle_epochs(run_dir: Path, trial: TrialRecord, level: float = 0.9,
-                  images: int = 128) -> dict[str, float]:
-    """Per conv layer, the first epoch from which its features' CKA to the last epoch's stays
-    at or above `level` (on fixed validation images, every registered checkpoint)."""
+def cka_to_last(run_dir: Path, trial: TrialRecord, images: int = 128
+                ) -> dict[str, list[tuple[int, float]]]:
+    """Per conv layer, its features' linear CKA to the last epoch's at every registered
+    checkpoint, [(epoch, cka)] (on fixed validation images)."""
     loaded = loaded_trial(run_dir, trial)
     x, _ = val_images(loaded.datasets, images)
     with torch.no_grad():
@@ -70,15 +70,7 @@ def settle_epochs(run_dir: Path, trial: TrialRecord, level: float = 0.9,
             maps = all_stage_maps(loaded.model, x)
             for k, v in maps.items():
                 curves[k].append((epoch, linear_cka(v.flatten(1).double(), last[k])))
-    out = {}
-    for layer, curve in curves.items():
-        settled = curve[-1][0]
-        for epoch, cka in reversed(curve):
-            if cka < level:
-                break
-            settled = epoch
-        out[layer] = float(settled)
-    return out
+    return curves
 
 
 def invariance_probs(run_dir: Path, trial: TrialRecord, images: int = 64

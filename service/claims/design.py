@@ -15,7 +15,8 @@ from service.config.spaces import SHIPPED_SPACES
 from service.results import paired
 
 SPACES = SHIPPED_SPACES / "claims"
-VARIANTS = ("mnist", "gpu")  # searchspaces/claims/VARIANT/; "digits" is the folder itself
+VARIANTS = ("gpu",)  # searchspaces/claims/VARIANT/
+CPU = "cpu"  # the variant name of the spaces in searchspaces/claims/ itself
 ALPHA: float = inspect.signature(paired.compare).parameters["alpha"].default
 
 
@@ -105,6 +106,15 @@ def _ablation(block: dict[str, Any]) -> str:
         text += (f" + {tuning} tuning trial{'s' if tuning != 1 else ''} per cell at seed 0 "
                  f"over {space} = {n * (seeds + tuning)} trials")
     return text
+
+
+def data_text(path: Path) -> str:
+    """The space's dataset in a few words: `mnist_test`, `mnist_test (500 train)`."""
+    if not path.is_file():
+        return "?"
+    data = (yaml.safe_load(path.read_text()) or {}).get("data", {})
+    subset = data.get("train_subset")
+    return f"{data.get('dataset', '?')}" + (f" ({subset:,} train)" if subset else "")
 
 
 def design(path: Path) -> str:

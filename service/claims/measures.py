@@ -71,6 +71,17 @@ def crossing(history: list[dict[str, Any]], key: str, level: float,
     return None
 
 
+def settled(curve: list[tuple[int, float]], threshold: float = 0.9) -> float:
+    """The first epoch from which a layer's CKA to the last epoch stays at or above
+    `threshold` (`curve`: [(epoch, cka)] ending at the last epoch)."""
+    epoch = curve[-1][0]
+    for e, cka in reversed(curve):
+        if cka < threshold:
+            break
+        epoch = e
+    return float(epoch)
+
+
 def level(quantity: str, values: list[float | None], paper: str = "", unit: str = "",
           note: str = "") -> dict[str, Any]:
     """One condition's quantity, not an effect: per-seed values, their mean and the half-width

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.claims.checkpoints import invariance_probs, settle_epochs, train_accuracy
+from service.claims.checkpoints import cka_to_last, invariance_probs, train_accuracy
 from service.claims.measures import (
     ClaimError,
     Trials,
@@ -27,6 +27,7 @@ from service.claims.measures import (
     need,
     per_seed_diffs,
     points,
+    settled,
 )
 from service.claims.table import fmt as fmt  # re-exported: markdown moved to claims.table
 from service.claims.table import markdown as markdown
@@ -216,17 +217,26 @@ def _depth_width(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
 
 def _evolution(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     run_dir, run = runs[0]
-    settle = {t.trial_id: settle_epochs(run_dir, t) for t in run.trials if not t.failed}
-    layers = list(next(iter(settle.values()))) if settle else []
+    curves = {t.trial_id: cka_to_last(run_dir, t) for t in run.trials if not t.failed}
+    layers = list(next(iter(curves.values()))) if curves else []
+    settle = {k: {layer: settled(c[layer]) for layer in layers} for k, c in curves.items()}
     rows = [level(f"epoch {layer} settles (CKA to last >= 0.9)",
                   [s[layer] for s in settle.values()], unit="epoch") for layer in layers]
     if layers:  # two layers of the same trial: paired within each trial
         first, last = layers[0], layers[-1]
-        rows.append(effect(f"{last} - {first} settling epoch",
-                           {k: s[first] for k, s in settle.items()},
-                           {k: s[last] for k, s in settle.items()},
-                           "low layers in a few epochs, high after 40-50", "+", unit="epochs",
-                           note="paired within each trial"))
+
+        def mean_cka(layer: str) -> dict[str, float]:  # before the last epoch, whose CKA is 1
+            return {k: sum(v for _, v in c[layer][:-1]) / max(1, len(c[layer]) - 1)
+                    for k, c in curves.items()}
+
+        rows += [effect(f"{last} - {first} settling epoch",
+                        {k: s[first] for k, s in settle.items()},
+                        {k: s[last] for k, s in settle.items()},
+                        "low layers in a few epochs, high after 40-50", "+", unit="epochs",
+                        note="paired within each trial"),
+                 effect(f"mean CKA to the last epoch over training, {first} - {last}",
+                        mean_cka(last), mean_cka(first), "low layers converge first", "+",
+                        note="paired within each trial")]
     return rows
 
 
@@ -386,7 +396,7 @@ def claim_spaces(number: int, variant: str | None = None) -> list[Path]:
         have = sorted(d.name for d in SPACES.iterdir() if d.is_dir() and all(
             (d / space).is_file() for space in claim.spaces))
         raise ClaimError(f"claim {number} has no {variant} variant; it has "
-                         f"{', '.join(['digits (default)', *have])}")
+                         f"{', '.join(['cpu (default)', *have])}")
     return paths
 
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.claims.design import SPACES, command, design, method, space_path
+from service.claims.design import CPU, SPACES, command, data_text, design, method, space_path
 from service.claims.measures import MAX_SEEDS, ClaimError, effect, finish
 
 EFFECTS = ("diff", "ratio")  # the kinds of row that `measures.effect` makes
@@ -56,7 +56,7 @@ def mde_text(r: dict[str, Any]) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     """The claim's rows as a markdown table, and how its effects were tested."""
-    variant = result.get("variant", "digits")
+    variant = result.get("variant", CPU)
     lines = [f"#### Claim {result['claim']}: {result['title']} ({variant})", "",
              "| quantity | measured (mean, 95% CI) | n | p | MDE | paper | verdict |",
              "|---|---|---|---|---|---|---|"]
@@ -126,7 +126,7 @@ def read(path: Path) -> dict[str, Any]:
         if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
             raise ValueError("no list of rows")
         result = {**result, "claim": int(result["claim"]), "title": str(result["title"]),
-                  "variant": str(result.get("variant", "digits")),
+                  "variant": str(result.get("variant", CPU)),
                   "spaces": [str(s) for s in result.get("spaces", [])]}
         if any("kind" not in r for r in result["rows"]):
             result["rows"] = _recomputed(result["rows"])
@@ -140,12 +140,12 @@ def read(path: Path) -> dict[str, Any]:
 
 
 def read_all(directory: Path) -> list[dict[str, Any]]:
-    """Every claim file under `directory`, by claim, digits before its variants."""
+    """Every claim file under `directory`, by claim, the CPU spaces' before their variants."""
     files = sorted(directory.glob("**/claim_*.json"))
     if not files:
         raise ClaimError(f"{directory}: no claim_*.json")
     results = [(read(f), f.name) for f in files]
-    results.sort(key=lambda rf: (rf[0]["claim"], rf[0]["variant"] != "digits",
+    results.sort(key=lambda rf: (rf[0]["claim"], rf[0]["variant"] != CPU,
                                  rf[0]["variant"], rf[1]))
     return [r for r, _ in results]
 
@@ -185,7 +185,9 @@ def summary(results: list[dict[str, Any]]) -> list[str]:
                 continue
             claim = f"{result['claim']}. {result['title']}" if first else ""
             n = r["n"] if r["n"] is not None else "<2"
-            lines.append(f"| {_cell(claim)} | {result['variant']} | {_quantity(r)} | "
+            data = ", ".join(dict.fromkeys(data_text(space_path(space, result["variant"]))
+                                           for space in result["spaces"])) or "?"
+            lines.append(f"| {_cell(claim)} | {data} | {_quantity(r)} | "
                          f"{_cell((r['paper'] or '—') + target_text(r))} | {fmt(r)} | {n} | "
                          f"{p_text(r)} | {mde_text(r)} | {_verdict(r)} | "
                          f"{needed_text(r, result.get('cost'))} |")
@@ -238,7 +240,7 @@ def section(claim: int, files: list[dict[str, Any]]) -> list[str]:
     lines = [f"### {claim}. {files[0]['title']}", "", *_notes_of(claim)]
     for result in files:
         variant = result["variant"]
-        if variant != "digits":
+        if variant != CPU:
             lines += _notes_of(claim, SPACES / variant)
         lines += [f"#### Claim {claim}: {result['title']} ({variant})", ""]
         for space in result["spaces"]:

@@ -71,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "table":
             return _table(args.dir, args.out)
         # Running and measuring load trials' checkpoints (torch); the table reads JSON only.
-        from service.claims.registry import measure, run_claim
+        from service.claims.registry import measure, run
 
         if args.cmd == "run":
             extra = ["--max-epochs", str(args.max_epochs)] if args.max_epochs else []
-            dirs = run_claim(args.claim, args.results, extra, args.variant)
+            dirs = run(args.claim, args.results, extra, args.variant)
             out_dir = args.results
         else:
             dirs, out_dir = args.run_dirs, args.out or args.run_dirs[0]

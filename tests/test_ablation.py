@@ -67,8 +67,8 @@ def test_cells_are_the_baseline_then_each_arm_or_every_combination() -> None:
     (_with(arms={"x": {"pool": "max"}}), "s.yaml: ablation.arms.x: {'pool': 'max'} → changes "
                                          "nothing"),
     (_with(arms={"x": {}}), "s.yaml: ablation.arms.x: '{}' → an arm changes at least one"),
-    (_with(arms={"x": {"image_size": 16}}), "s.yaml: ablation.arms.x: {'image_size': 16} → the "
-                                            "model cannot be built"),
+    (_with(arms={"x": {"image_size": 16}}), "s.yaml: ablation.arms.x: {'image_size': 16} → not "
+                                            "a valid configuration"),
     ({**STUDY, "search": {"dropout": {"type": "choice", "values": [0.0, 0.5]}}},
      "s.yaml: ablation: <block> → a study has either search:"),
     (_with(seeds=1), "s.yaml: ablation.seeds: 1 → paired statistics need at least 2 seeds"),

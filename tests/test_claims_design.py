@@ -10,15 +10,15 @@ import yaml
 
 from service.claims.design import SPACES, design
 
-RELU = SPACES / "01_relu.yaml"
-HEAD = ("alexnet (width_mult 0.25, fc_width 256) on digits at 67 px; sgd, momentum 0.9, "
-        "lr 0.02, batch size 64, 15 epochs; ")
+LRN = SPACES / "04_lrn.yaml"
+EVOLUTION = SPACES / "08_evolution.yaml"
+HEAD = ("alexnet (width_mult 0.25, fc_width 256) on mnist_test at 67 px; sgd, momentum 0.9, "
+        "lr 0.02, batch size 64, schedule cosine, 8 epochs; ")
 
 
 def _space(tmp_path: Path, ablation: dict) -> Path:
-    """Claim 1's space turned into an ablation study: no search, no budget.seeds or num_samples."""
-    spec = yaml.safe_load(RELU.read_text())
-    del spec["search"], spec["budget"]["seeds"], spec["budget"]["num_samples"]
+    """Claim 4's space with another ablation block."""
+    spec = yaml.safe_load(LRN.read_text())
     spec["ablation"] = ablation
     if "tune" in ablation:
         spec["searcher"], spec["scheduler"] = {"type": "random", "seed": 0}, {"type": "asha"}
@@ -27,11 +27,15 @@ def _space(tmp_path: Path, ablation: dict) -> Path:
     return path
 
 
-def test_a_grid_space_reads_as_in_docs_claims_md():
-    line = (f"`searchspaces/claims/01_relu.yaml`: {HEAD}activation ∈ {{relu, tanh}}: "
-            "2 conditions × 5 seeds = 10 trials")
-    assert design(RELU) == line
-    assert f"- Design: {line}\n" in (SPACES.parents[2] / "docs" / "claims.md").read_text()
+def test_spaces_read_as_in_docs_claims_md():
+    grid = ("`searchspaces/claims/08_evolution.yaml`: alexnet (width_mult 0.25, fc_width 256) "
+            "on digits at 67 px; sgd, momentum 0.9, lr 0.02, batch size 64, 15 epochs; "
+            "lrn ∈ {true}: 1 condition × 8 seeds = 8 trials")
+    study = (f"`searchspaces/claims/04_lrn.yaml`: {HEAD}ablation, cells baseline (lrn false); "
+             "lrn (lrn true): 2 cells × 8 paired seeds = 16 trials")
+    assert (design(EVOLUTION), design(LRN)) == (grid, study)
+    doc = (SPACES.parents[2] / "docs" / "claims.md").read_text()
+    assert f"- Design: {grid}\n" in doc and f"- Design: {study}\n" in doc
 
 
 def test_an_ablation_names_the_baseline_and_each_arm_with_its_settings(tmp_path):
@@ -63,8 +67,8 @@ def test_a_tuned_ablation_counts_the_tuning_trials_of_every_cell(tmp_path):
                                       "trials": 6}})
     text = design(path)
     # lr and batch_size are tuned per cell, so the fixed training line no longer shows them
-    assert "; sgd, momentum 0.9, 15 epochs; ablation, cells baseline; tanh (activation tanh); " \
-           "drop (dropout 0): " in text
+    assert "; sgd, momentum 0.9, schedule cosine, 8 epochs; ablation, cells baseline; tanh " \
+           "(activation tanh); drop (dropout 0): " in text
     assert text.endswith("3 cells × 3 paired seeds = 9 trials + 6 tuning trials per cell at "
                          "seed 0 over lr: float 0.001–0.1 (log); batch_size ∈ {32, 64} = "
                          "27 trials")
@@ -72,6 +76,6 @@ def test_a_tuned_ablation_counts_the_tuning_trials_of_every_cell(tmp_path):
 
 def test_an_ablation_block_that_does_not_read_says_so(tmp_path):
     path = _space(tmp_path, {"arms": {"baseline": {"activation": "tanh"}}})
-    assert design(path).endswith("15 epochs; ablation block does not read: Value error, arm "
+    assert design(path).endswith("8 epochs; ablation block does not read: Value error, arm "
                                  "name 'baseline': letters, digits, _ . - only, and not "
                                  "'baseline'")

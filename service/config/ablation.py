@@ -161,7 +161,7 @@ def _build_problems(abl: Ablation, base: Any, arms: list[str], check_cells: bool
         why = failure(baseline, changes)
         if why is not None:
             problems.append(_line(f"ablation.arms.{name}", changes,
-                                  f"the model cannot be built: {why}"))
+                                  f"not a valid configuration: {why}"))
         elif baseline.with_overrides(changes) == baseline:
             problems.append(_line(f"ablation.arms.{name}", changes, "changes nothing: the "
                                   "baseline already has these settings"))
@@ -173,7 +173,7 @@ def _build_problems(abl: Ablation, base: Any, arms: list[str], check_cells: bool
             why = failure(base, settings)
             if why is not None:
                 problems.append(_line("ablation.arms", f"<{name}>", f"this combination of "
-                                      f"arms cannot be built: {why}"))
+                                      f"arms is not a valid configuration: {why}"))
     if abl.tune is not None and not problems:
         for settings in cells.values():
             problems += value_problems(base.with_overrides(settings),

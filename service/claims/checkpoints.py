@@ -1,6 +1,6 @@
-"""The claims' measures that read a trial's checkpoints: eval-mode training accuracy, per-layer
-settling epochs (linear CKA to the last epoch) and invariance. They import torch; the rows and
-their statistics (`service.claims.measures`) do not."""
+"""The claims' measures that read a trial's checkpoints: eval-mode training accuracy, each conv
+layer's CKA to its last-epoch features at every epoch, and invariance. They import torch; the
+rows and their statistics (`service.claims.measures`) do not."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def train_accuracy(run_dir: Path, trial: TrialRecord) -> float:
     (no dropout) and without augmentation (no crop, no lighting) at the last checkpoint."""
     loaded = loaded_trial(run_dir, trial)
     train = loaded.datasets.train
-    if loaded.cfg.data.augmentation != AugmentConfig():  # the same images, unaugmented
-        plain = loaded.cfg.model_copy(update={"data": loaded.cfg.data.model_copy(
+    if loaded.config.data.augmentation != AugmentConfig():  # the same images, unaugmented
+        plain = loaded.config.model_copy(update={"data": loaded.config.data.model_copy(
             update={"augmentation": AugmentConfig()})})
         _, datasets = prepare(plain)
         train = datasets.train

@@ -229,9 +229,9 @@ def _evolution(runs: list[tuple[Path, Summary]]) -> list[dict[str, Any]]:
     if layers:  # two layers of the same trial: paired within each trial
         first, last = layers[0], layers[-1]
 
-        def mean_cka(layer: str) -> dict[str, float]:  # before the last epoch, whose CKA is 1
-            return {k: sum(v for _, v in c[layer][:-1]) / max(1, len(c[layer]) - 1)
-                    for k, c in curves.items()}
+        def mean_cka(layer: str) -> dict[str, float | None]:  # before the last epoch (CKA 1)
+            return {k: sum(v for _, v in c[layer][:-1]) / (len(c[layer]) - 1)
+                    if len(c[layer]) > 1 else None for k, c in curves.items()}
 
         rows += [effect(f"{last} - {first} settling epoch",
                         {k: s[first] for k, s in settle.items()},

@@ -223,7 +223,7 @@ def test_ratio_row_is_compare_on_the_logs():
     assert line == f"{ratio['mean']:.2f}x [{ratio['ci_low']:.2f}, {ratio['ci_high']:.2f}]"
 
 
-def test_rows_with_too_few_seeds_and_old_claim_files():
+def test_rows_with_too_few_seeds():
     one = [_final_only("lrn", lrn, 0, acc) for lrn, acc in ((False, 0.95), (True, 0.96))]
     rows = claims.claim_rows(4, _run(one))
     acc = rows[0]
@@ -233,10 +233,6 @@ def test_rows_with_too_few_seeds_and_old_claim_files():
     json.dumps(rows, allow_nan=False)
     table = claims.markdown({"claim": 4, "title": "LRN", "rows": rows})
     assert "| final val accuracy, LRN - none | fewer than 2 paired seeds | <2 | — | — |" in table
-    # Claim files written before the paired rows (docs/claims/) still print.
-    old = json.loads((ROOT / "docs" / "claims" / "claim_01.json").read_text())
-    assert "| tanh / ReLU epochs to 25% training error | 0.47x ± 0.06 | 5 | — | — |" in (
-        claims.markdown(old))
 
 
 def test_levels_keep_mean_ci95():

@@ -34,6 +34,10 @@ RELU_TANH = {"baseline": {"activation": "relu"}, "arms": {"tanh": {"activation":
 # are the augmentation's defaults, so the baseline cell resolves to ("none", 0.0).
 AUGMENT = {"baseline": {}, "arms": {"crops": {"crop": "random"}, "light": {"lighting": 0.1}},
            "design": "factorial", "seeds": len(SEEDS)}
+# Claim 7's design: each change alone from the full net.
+DEPTH = {"baseline": {"fc_width": 128, "remove_layers": "none"},
+         "arms": {"wide": {"fc_width": 1024}, "no34": {"remove_layers": "3,4"},
+                  "no67": {"remove_layers": "6,7"}}, "seeds": len(SEEDS)}
 
 
 def _spec(ablation: dict, **more) -> dict:
@@ -164,8 +168,8 @@ def test_an_unknown_cell_is_a_claim_error():
 
 @pytest.mark.parametrize("number, ablation, grid_keys, cell_of", [
     (1, RELU_TANH, ["activation"], {("relu",): "baseline", ("tanh",): "tanh"}),
-    (3, AUGMENT, ["crop", "lighting"], {("none", 0.0): "baseline", ("random", 0.0): "crops",
-                                        ("none", 0.1): "light", ("random", 0.1): "crops+light"}),
+    (7, DEPTH, ["fc_width", "remove_layers"], {(128, "none"): "baseline", (1024, "none"): "wide",
+                                               (128, "3,4"): "no34", (128, "6,7"): "no67"}),
 ])
 def test_a_claims_rows_are_the_same_on_the_ablation_and_the_grid_run(
         tmp_path, number, ablation, grid_keys, cell_of):
@@ -173,8 +177,16 @@ def test_a_claims_rows_are_the_same_on_the_ablation_and_the_grid_run(
                                     0.90 + 0.01 * i + 0.003 * s + 0.002 * (i * s % 3))
                         for s in SEEDS} for i, cond in enumerate(cell_of)}
     grid = claims.claim_rows(number, [(tmp_path, _grid_run(grid_keys, histories))])
-    run = _ablation_run(_spec(ablation), {cell_of[c]: h for c, h in histories.items()})
+    knobs = {"width_mult": 0.25, **({"fc_width": 256} if "fc_width" not in grid_keys else {})}
+    spec = _spec(ablation, model={"family": "alexnet", "knobs": knobs})
+    run = _ablation_run(spec, {cell_of[c]: h for c, h in histories.items()})
     rows = claims.claim_rows(number, [(tmp_path, run)])
+    if number == 1:  # the ablation run knows the lr each activation trained with; a grid
+        # run that did not search lr does not
+        assert [r["note"] for r in rows[:2]] == ["lr 0.02", "lr 0.02"]
+        assert [r["note"] for r in grid[:2]] == ["", ""]
+        for r in rows[:2]:
+            r["note"] = ""
     assert json.dumps(rows, sort_keys=True) == json.dumps(grid, sort_keys=True)
-    assert all(r["n"] == len(SEEDS) for r in rows if r["kind"] != "level")
+    assert all(r["n"] == len(SEEDS) for r in rows if r["expect"] is not None)
     assert any(r["verdict"] is not None for r in rows)

@@ -116,11 +116,18 @@ def test_rows_of_the_engine_are_printed_as_stored(tmp_path):
     path = tmp_path / "claim_04.json"
     path.write_text(json.dumps({"claim": 4, "title": "LRN", "rows": [row], "spaces": []}))
     result = table.read(path)
-    assert result["rows"] == [row] and result["variant"] == "digits"
+    assert result["rows"] == [row] and result["variant"] == "cpu"
     lines = table.rows_table(result)
     assert ("| q | +1.00 [+0.50, +1.50] pts | 5 | 0.01 | 0.02 | 0.062 | 0.90 pts | +1 | "
-            "**agrees** |") in lines
-    assert not any("recomputed" in line for line in lines)
+            "**agrees** | — |") in lines
+    # With the paper's effect carried over (`target`) and its seeds, priced at the run's cost.
+    row.update(target=0.25, n_target=30)
+    path.write_text(json.dumps({"claim": 4, "title": "LRN", "rows": [row], "spaces": [],
+                                "cost": {"cpu_s_per_trial": 60.0, "trials_per_seed": 2,
+                                         "cpu_h": 0.3, "wall_s": 540.0, "trials": 10}}))
+    lines = table.rows_table(table.read(path))
+    assert ("| q | +1.00 [+0.50, +1.50] pts | 5 | 0.01 | 0.02 | 0.062 | 0.90 pts | +1; here "
+            "+0.25 pts | **agrees** | 30 (1.0 CPU-h) |") in lines
 
 
 @pytest.mark.parametrize("content, message", [

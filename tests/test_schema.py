@@ -75,7 +75,7 @@ def _with(space: dict[str, Any], path: str, key: str, value: Any) -> dict[str, A
 
 def test_every_layer_of_shipped_spaces_is_found() -> None:
     folders = {str(p.parent.relative_to(SHIPPED_SPACES)) for p in SPACES}
-    assert {".", "claims", "claims/mnist", "claims/gpu"} <= folders
+    assert {".", "claims", "claims/gpu"} <= folders
 
 
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: str(p.relative_to(SHIPPED_SPACES)))

@@ -43,7 +43,7 @@ SPACES = SHIPPED_SPACES / "claims"
 # --- the claims -----------------------------------------------------------------------------
 
 
-# The papers' error changes as shares of the error they changed (../shared/docs/papers.md),
+# The papers' error changes as shares of the error they changed (the papers' tables),
 # carried over to this data's error by `measures.error_share`: the effect each row's `target`
 # is, and the seeds it needs.
 LRN_SHARE = 1.4 / 42.1  # AlexNet 3.3: top-1 error 42.1% -> 40.7% with LRN

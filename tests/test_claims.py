@@ -288,7 +288,7 @@ def test_measure_claim6_on_a_real_sweep(alexnet_run, tmp_path):
     table = subprocess.run([sys.executable, "-m", "service.claims", "table", str(tmp_path)],
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert table.returncode == 0
-    assert "#### Claim 6: ZFNet's conv1 beats AlexNet's (digits)" in table.stdout
+    assert "#### Claim 6: ZFNet's conv1 beats AlexNet's (cpu)" in table.stdout
 
 
 @pytest.mark.slow

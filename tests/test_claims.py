@@ -106,7 +106,7 @@ def _claim7(acc: dict[tuple, list[float | None]]) -> list[TrialRecord]:
             for (w, r), values in acc.items() for s, a in enumerate(values) if a is not None]
 
 
-def test_holm_across_a_claims_rows_can_leave_a_raw_significant_row_inconclusive():
+def test_holm_across_a_claims_rows_can_leave_a_raw_significant_row_not_resolved():
     # Claim 7: three arms against the same full net and a derived row; the wide FC alone would
     # be "helps" at p 0.024, but Holm over the claim's four rows makes it 0.097.
     base = [90.0, 91.0, 92.0, 93.0, 94.0]
@@ -124,7 +124,7 @@ def test_holm_across_a_claims_rows_can_leave_a_raw_significant_row_inconclusive(
     assert wide.verdict == "helps" and wide.p < 0.05
     assert [r["p_holm"] for r in rows] == paired.holm([r["p"] for r in rows])
     assert rows[0]["p_holm"] == pytest.approx(4 * wide.p) and rows[0]["p_holm"] > 0.05
-    assert [r["verdict"] for r in rows] == ["inconclusive"] * 4
+    assert [r["verdict"] for r in rows] == ["not resolved"] * 4
     table = claims.markdown({"claim": 7, "title": "t", "rows": rows})
     assert f"| {rows[0]['p_holm']:.2g} | {rows[0]['mde']:.2f} pts |" in table
     assert "Holm-adjusted across the claim's 4 row(s)" in table

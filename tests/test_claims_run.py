@@ -48,7 +48,7 @@ from service.results.store import load_run
 from service.tune.paths import SEED_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
-VERDICTS = {"agrees", "opposite", "inconclusive"}
+VERDICTS = {"agrees", "opposite", "not resolved"}
 
 LENET = {
     "name": "claims-lenet",

@@ -109,6 +109,22 @@ def test_the_seeds_column_costs_the_seeds_at_the_runs_own_price():
     assert table.needed_text(row, None) == "40"
 
 
+def test_totals_count_directed_verdicts_and_sum_each_variants_cost():
+    def row(verdict, expect="+", kind="diff"):
+        return {"kind": kind, "expect": expect, "verdict": verdict}
+    cost = {"cpu_h": 1.25, "wall_s": 1800.0, "trials": 16, "tuning_trials": 16}
+    results = [
+        {"variant": "cpu", "cost": cost, "rows": [row("agrees"), row("not resolved"),
+                                                  row(None, expect=None), row(None, "+", "level")]},
+        {"variant": "cpu", "cost": {**cost, "tuning_trials": 0}, "rows": [row("opposite")]},
+        {"variant": "gpu", "rows": [row("agrees")]},  # not run: no cost
+    ]
+    assert table.totals(results) == [
+        "- Verdicts of the 4 effects with a paper direction: 2 agree, 1 opposite, "
+        "1 not resolved.",
+        "- Cost of the cpu set: 2.5 CPU-h, 1.0 h wall, 48 trials (2 claims)."]
+
+
 def test_rows_of_the_engine_are_printed_as_stored(tmp_path):
     row = {"quantity": "q", "kind": "diff", "unit": "pts", "n": 5, "mean": 1.0, "ci_low": 0.5,
            "ci_high": 1.5, "p": 0.01, "p_holm": 0.02, "p_perm": 0.0625, "mde": 0.9,

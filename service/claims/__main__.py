@@ -1,13 +1,13 @@
 """The papers' claims, measured on finished claim sweeps (`searchspaces/claims/`).
 
-Each claim's space trains every condition with the same seeds (budget.seeds: seed i gives every
-condition the same data split and initial weights), so effects are paired by seed with
-`service.results.paired.compare`: the effect is the mean over seeds of (condition B -
+Claims 1-7 are ablation studies (ablation.seeds: seed i gives every cell the same data
+split, training subset and initial weights; 8-10 use budget.seeds alike), so effects are paired
+by seed with `service.results.paired.compare`: the effect is the mean over seeds of (condition B -
 condition A), a ratio the geometric mean of the per-seed B / A (compared on the logs), with a
 95% Student t interval, the paired t-test's p and the minimum detectable effect (MDE). The p
 of a claim's effects with a paper direction are Holm-adjusted across the claim; a verdict says
 whether that p is below 0.05 with the effect in the paper's direction ("agrees"), in the other
-("opposite"), or not ("inconclusive"). A single condition's level is its mean with a 95%
+("opposite"), or not ("not resolved"). A single condition's level is its mean with a 95%
 interval (`service.results.stats.mean_ci95`).
 
     python -m service.claims run N [--results DIR]         # run claim N's space(s), measure

@@ -201,12 +201,7 @@ def method() -> list[str]:
         "seeds_needed`), and the CPU-hours those seeds would take for all of the claim's "
         "cells at the measured cost per trial.",
         f"- **Verdict.** *agrees*: Holm p < {alpha:g} with the effect on the paper's side; "
-        f"*opposite*: Holm p < {alpha:g} on the other side; *inconclusive*: otherwise, and "
+        f"*opposite*: Holm p < {alpha:g} on the other side; *not resolved*: otherwise, and "
         "always when there is no spread to test (`service.results.paired.verdict`).",
-        "- **Files measured before the paired engine.** Their rows hold per-seed values, mean "
-        "and interval but no p, MDE or engine verdict: those are recomputed here from the "
-        "stored per-seed values with `service.claims.measures.effect` and `finish` (what "
-        "`python -m service.claims measure` runs), and their stored verdicts are not used. "
-        "Such a row without a paper direction is shown as a level (mean ± its interval).",
     ]
 

@@ -99,7 +99,7 @@ def by_seed(trials: Trials, f: Callable[[TrialRecord], float | None]) -> dict[in
 
 
 # The paired verdict (service.results.paired.verdict, in the paper's direction) in claim words.
-WORDS = {"helps": "agrees", "hurts": "opposite", "not resolved": "inconclusive"}
+WORDS = {"helps": "agrees", "hurts": "opposite", "not resolved": "not resolved"}
 
 
 def effect(quantity: str, baseline: Mapping[Any, float | None],

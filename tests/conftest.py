@@ -32,18 +32,30 @@ ALEXNET_SWEEP = {
 }
 
 
-@pytest.fixture(scope="session")
-def alexnet_run(tmp_path_factory) -> Path:
-    """The run directory of a finished 4-trial AlexNet sweep (its summary.json beside Tune's)."""
-    tmp = tmp_path_factory.mktemp("alexnet-sweep")
-    space = tmp / "alexnet-tiny.yaml"
-    space.write_text(yaml.safe_dump(ALEXNET_SWEEP))
+def submitted(spec: dict, tmp: Path, timeout: int = 900) -> Path:
+    """The summary.json of `spec` run quietly through `python -m service.submit` in tmp
+    (the submit must exit 0 and print the summary's path last)."""
+    space = tmp / f"{spec['name']}.yaml"
+    space.write_text(yaml.safe_dump(spec))
     proc = subprocess.run([sys.executable, "-m", "service.submit", str(space), "--results",
                            str(tmp / "results"), "-q", "--no-report"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = Path(proc.stdout.strip().splitlines()[-1])
     assert summary.name == "summary.json", proc.stdout
+    return summary
+
+
+@pytest.fixture(scope="session")
+def submit_space():
+    """`submitted`, for test modules: (spec, tmp[, timeout]) -> the run's summary.json."""
+    return submitted
+
+
+@pytest.fixture(scope="session")
+def alexnet_run(tmp_path_factory) -> Path:
+    """The run directory of a finished 4-trial AlexNet sweep (its summary.json beside Tune's)."""
+    summary = submitted(ALEXNET_SWEEP, tmp_path_factory.mktemp("alexnet-sweep"))
     assert json.loads(summary.read_text())["trials"]
     return summary.parent
 

@@ -32,7 +32,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from service.claims import checkpoints
 from service.claims import measures as claimdata
@@ -87,15 +86,8 @@ def alex_run(claim8) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lenet_run(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("claims-lenet")
-    space = tmp / "lenet.yaml"
-    space.write_text(yaml.safe_dump(LENET))
-    proc = subprocess.run([sys.executable, "-m", "service.submit", str(space), "--results",
-                           str(tmp / "results"), "-q", "--no-report"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return Path(proc.stdout.strip().splitlines()[-1]).parent
+def lenet_run(tmp_path_factory, submit_space) -> Path:
+    return submit_space(LENET, tmp_path_factory.mktemp("claims-lenet")).parent
 
 
 def _trials(run: Summary, **config) -> dict[int, TrialRecord]:

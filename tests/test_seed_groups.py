@@ -7,20 +7,15 @@ from __future__ import annotations
 
 import json
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
 from service.config.spec import parse_spec
 from service.tune.paths import SEED_KEY
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # LeNet-5 on digits at its smallest size (32 px), 2 epochs. Learning rates from 1e-4 (chance
 # after an epoch) to 0.2; the seeded TPE start-up draws 0.0065, 0.023, 0.0098 and 0.0063, two
@@ -49,16 +44,11 @@ def _groups(trials: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
 
 
 @pytest.mark.slow
-def test_seed_groups_stopped_early_are_pruned_in_the_study(tmp_path: Path) -> None:
+def test_seed_groups_stopped_early_are_pruned_in_the_study(tmp_path: Path,
+                                                           submit_space) -> None:
     db = tmp_path / "study.db"
     spec = dict(SEEDED, searcher={**SEEDED["searcher"], "storage": f"sqlite:///{db}"})
-    space = tmp_path / "seeded.yaml"
-    space.write_text(yaml.safe_dump(spec))
-    proc = subprocess.run([sys.executable, "-m", "service.submit", str(space), "--results",
-                           str(tmp_path / "res"), "-q", "--no-report"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads(Path(proc.stdout.strip().splitlines()[-1]).read_text())
+    summary = json.loads(submit_space(spec, tmp_path, 600).read_text())
     groups = _groups(summary["trials"])
     assert len(summary["trials"]) == 8 and len(groups) == 4, summary["trials"]
     assert all(sorted(t["config"][SEED_KEY] for t in g) == [0, 1] for g in groups.values())
@@ -92,7 +82,7 @@ def _value_at(tmp_path: Path, summary: dict, trial: dict, epoch: int) -> float:
     """A trial's val_acc at `epoch`, from Tune's result.json of the trial."""
     if trial["epochs"] == epoch:
         return trial["final"]["val_acc"]
-    (run_dir,) = [d for d in (tmp_path / "res" / summary["name"]).iterdir()
+    (run_dir,) = [d for d in (tmp_path / "results" / summary["name"]).iterdir()
                   if not d.name.startswith(".")]
     (trial_dir,) = run_dir.glob(f"run_trial_{trial['trial_id']}_*")
     rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]

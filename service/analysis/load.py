@@ -1,8 +1,8 @@
 """Read one trial of a finished sweep back: summary.json, its registered checkpoints, its model.
 
-Checkpoints come only from Ray Train's registered list (`checkpoint_manager_snapshot.json`),
-never from globbing `checkpoint_*`: a worker killed mid-copy can leave an unregistered, partial
-directory behind.
+Checkpoints come only from the trial's list of registered ones (`paths.checkpoint_list`: Ray
+Train's snapshot or ours, by the engine the trial ran on), never from globbing `checkpoint_*`:
+a process killed mid-copy can leave an unregistered, partial directory behind.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from service.results.records import Summary
 from service.results.store import ResultsError
 from service.training.data import Datasets
 from service.training.loop import load_checkpoint, prepare
-from service.tune.paths import TRAIN_SNAPSHOT, train_run_dir
+from service.tune.paths import checkpoint_list
 
 
 class AnalysisError(ResultsError):
@@ -45,9 +45,9 @@ class LoadedTrial:
 
 
 def trial_checkpoints(run_dir: str | os.PathLike, trial_id: str) -> list[tuple[int, Path]]:
-    """(epoch, checkpoint dir) of every checkpoint Ray Train registered for a trial, by epoch."""
-    trial_dir = Path(train_run_dir(run_dir, trial_id))
-    snapshot = trial_dir / TRAIN_SNAPSHOT
+    """(epoch, checkpoint dir) of every checkpoint registered for a trial, by epoch."""
+    snapshot = checkpoint_list(run_dir, trial_id)
+    trial_dir = snapshot.parent
     try:
         results = json.loads(snapshot.read_text())["checkpoint_results"]
     except FileNotFoundError:
@@ -96,7 +96,7 @@ def load_trial(run_dir: str | os.PathLike, trial: str = "best",
     trial_id = resolve_trial(summary, trial)
     checkpoints = trial_checkpoints(run_dir, trial_id)
     if not checkpoints:
-        raise AnalysisError(f"trial {trial_id}: Ray Train registered no checkpoint")
+        raise AnalysisError(f"trial {trial_id}: no checkpoint was registered")
     by_epoch = dict(checkpoints)
     if epoch is None:
         epoch = checkpoints[-1][0]

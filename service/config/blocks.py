@@ -411,7 +411,11 @@ class Resources(_Strict):
     gpus_per_worker: float = Field(0, ge=0)  # a fraction shares a GPU between trials
     max_concurrent_trials: int | None = Field(None, ge=1)  # None: as many as the cluster fits
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl with GPUs, else gloo
-    max_failures: int = Field(0, ge=-1)  # worker-group restarts per trial; -1: unlimited
+    max_failures: int = Field(0, ge=-1)  # restarts of a trial from its last checkpoint; -1: any
+    # Where a trial runs: `tune` in Tune's own (reused) trial actor, which holds the worker's
+    # CPUs/GPUs; `train` as a Ray Train run (its controller and worker group); `auto` (the
+    # default) picks tune for one worker and train for several (DDP, AlexNet's towers).
+    engine: Literal["auto", "tune", "train"] = "auto"
 
     @field_validator("gpus_per_worker")
     @classmethod
@@ -419,6 +423,20 @@ class Resources(_Strict):
         if gpus > 1 and gpus != int(gpus):
             raise ValueError("above 1, GPUs per worker must be a whole number (Ray's rule)")
         return gpus
+
+    @field_validator("engine")
+    @classmethod
+    def _tune_runs_one_worker(cls, engine: str, info: ValidationInfo) -> str:
+        workers = info.data.get("workers_per_trial", 1)
+        if engine == "tune" and workers > 1:
+            raise ValueError(f"the tune engine runs one worker per trial, not {workers}; use "
+                             "train (or auto) for several workers")
+        return engine
+
+    @property
+    def uses_train(self) -> bool:
+        """Whether a trial is a Ray Train run rather than `fit` in Tune's trial actor."""
+        return self.engine == "train" or (self.engine == "auto" and self.workers_per_trial > 1)
 
     @field_validator("backend")
     @classmethod

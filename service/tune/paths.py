@@ -1,16 +1,27 @@
 """Every directory and file of Tune's and Train's that the project relies on, named once.
 
 A run directory `RESULTS/<name>/<run-id>/` is Tune's experiment directory: a trial's Tune
-directory `run_trial_<id>_<index>_<params>_<date>/` (its `result.json`, one line per epoch),
-its Ray Train run `train_<id>/` (checkpoints and Train's snapshot of the registered ones) and
-our `summary.json`; the ledger of finished trials lives beside it, in `.finished/`. Reading them
-needs neither Ray nor torch, so the results and report layers use this module too.
+directory `run_trial_<id>_<index>_<params>_<date>/` (its `result.json`, one line per epoch)
+and our `summary.json`; the ledger of finished trials lives beside it, in `.finished/`.
+A trial's checkpoints lie where its engine put them (`resources.engine`):
+- tune (one worker, in Tune's trial actor): in its Tune directory, `checkpoint_000000/`…, with
+  our list of the registered ones, `registered_checkpoints.json`;
+- train (a Ray Train run): in the run `train_<id>/` beside it, with Train's list,
+  `checkpoint_manager_snapshot.json`.
+Both lists have Train's shape (`checkpoint_results[*].{metrics, checkpoint_dir_name}`,
+`latest_checkpoint_result`), names relative to the list's directory; `checkpoint_list` finds a
+trial's. Train lists a checkpoint once it is stored. Ours lists one just before Tune stores it
+(a trial a scheduler stops never returns from that report), with each file's size (`files`):
+it is whole once every file has that size (`whole_entries`). Nothing else is read as a
+checkpoint: a process killed mid-copy can leave a partial `checkpoint_*` directory behind.
+Reading them needs neither Ray nor torch, so the results and report layers use this module too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +30,7 @@ ARM_KEY = "arm"  # an ablation's compared runs: which cell (baseline, arm, combi
 TUNING_DIR = "tuning"  # an ablation's tuning sweeps: RUN/tuning/<cell>/, one per cell
 ABLATION = "ablation.json"  # an ablation's statistics (service.results.ablation)
 TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's registered checkpoints
+TUNE_SNAPSHOT = "registered_checkpoints.json"  # ours, in a tune-engine trial's Tune directory
 SUMMARY = "summary.json"  # our record of a finished sweep (service.results)
 JOURNAL = "optuna-journal.log"  # the sweep's Optuna study (Optuna's journal file storage)
 TRIAL_PREFIX = "run_trial"  # Tune names a trial's directory after its trainable, run_trial
@@ -34,22 +46,59 @@ def train_run_dir(experiment_dir: str | os.PathLike, trial_id: str) -> str:
     return os.path.join(experiment_dir, train_run_name(trial_id))
 
 
+def checkpoint_list(run_dir: str | os.PathLike, trial_id: str) -> Path:
+    """The file listing a trial's registered checkpoints: Train's snapshot when the trial is a
+    Train run, else ours in its Tune directory (either may not exist yet)."""
+    train = Path(train_run_dir(run_dir, trial_id)) / TRAIN_SNAPSHOT
+    if train.exists():
+        return train
+    tune_dir = trial_dir(Path(run_dir), trial_id)
+    return (tune_dir / TUNE_SNAPSHOT) if tune_dir is not None else train
+
+
+def whole_entries(data: dict[str, Any], size_of: Callable[[str], int | None]
+                  ) -> list[dict[str, Any]]:
+    """The entries of a checkpoint list (`data`) whose checkpoints are whole, oldest first;
+    `size_of(relative path)` is a stored file's size (None if absent)."""
+    entries = data.get("checkpoint_results") if isinstance(data, dict) else None
+    out = []
+    for entry in entries if isinstance(entries, list) else []:
+        files = entry.get("files")
+        name = entry.get("checkpoint_dir_name")
+        if files is None or all(size_of(f"{name}/{f}") == n for f, n in files.items()):
+            out.append(entry)
+    return out
+
+
+def read_local_list(path: Path) -> list[dict[str, Any]]:
+    """The whole entries of a checkpoint list on a local disk ([] if there is none)."""
+    def size_of(rel: str) -> int | None:
+        try:
+            return (path.parent / rel).stat().st_size
+        except OSError:
+            return None
+
+    try:
+        return whole_entries(json.loads(path.read_text()), size_of)
+    except (OSError, ValueError):
+        return []
+
+
 def trial_history(experiment_dir: str | os.PathLike, trial_id: str,
                   trial_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
-    """A trial's results, one per epoch, from the records that outlive its driver: Ray Train's
-    checkpoint snapshot (written with each checkpoint, straight to storage) and Tune's
+    """A trial's results, one per epoch, from the records that outlive its driver: the list of
+    its registered checkpoints (written with each checkpoint, straight to storage) and Tune's
     result.json in `trial_dir` (copied to storage every few seconds, so it may lag behind)."""
     by_epoch: dict[Any, dict[str, Any]] = {}
+    lists = [Path(train_run_dir(experiment_dir, trial_id)) / TRAIN_SNAPSHOT]
     if trial_dir is not None:
         for row in json_lines(Path(trial_dir) / "result.json"):
             by_epoch[row.get("epoch")] = row
-    snapshot = Path(train_run_dir(experiment_dir, trial_id)) / TRAIN_SNAPSHOT
-    try:
-        for entry in json.loads(snapshot.read_text()).get("checkpoint_results", []):
+        lists.append(Path(trial_dir) / TUNE_SNAPSHOT)
+    for path in lists:
+        for entry in read_local_list(path):
             metrics = entry.get("metrics") or {}
             by_epoch.setdefault(metrics.get("epoch"), metrics)
-    except (OSError, ValueError):
-        pass
     by_epoch.pop(None, None)
     return [by_epoch[e] for e in sorted(by_epoch)]
 
@@ -68,16 +117,37 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def last_registered_metrics(filesystem, experiment_fs_path: str,
-                            trial_id: str) -> dict[str, Any] | None:
-    """The metrics of a trial's newest registered checkpoint, or None if it has none."""
-    path = f"{train_run_dir(experiment_fs_path, trial_id)}/{TRAIN_SNAPSHOT}"
+def last_registered_metrics(filesystem, experiment_fs_path: str, trial_id: str,
+                            trial_fs_path: str | None = None) -> dict[str, Any] | None:
+    """The metrics of a trial's newest whole registered checkpoint, or None if it has none:
+    from its Train run's list, or from ours in its Tune directory `trial_fs_path`."""
+    lists = [f"{train_run_dir(experiment_fs_path, trial_id)}/{TRAIN_SNAPSHOT}"]
+    if trial_fs_path is not None:
+        lists.append(f"{trial_fs_path}/{TUNE_SNAPSHOT}")
+    for path in lists:
+        entries = read_checkpoint_list(filesystem, path)
+        if entries:
+            return entries[-1].get("metrics")
+    return None
+
+
+def read_checkpoint_list(filesystem, path: str) -> list[dict[str, Any]]:
+    """The whole entries of a checkpoint list on a pyarrow filesystem ([] if there is none)."""
     try:
         with filesystem.open_input_stream(path) as f:
-            latest = json.loads(f.readall()).get("latest_checkpoint_result") or {}
+            data = json.loads(f.readall())
     except (OSError, ValueError):
-        return None
-    return latest.get("metrics")
+        return []
+    base = path.rsplit("/", 1)[0]
+
+    def size_of(rel: str) -> int | None:
+        try:
+            info = filesystem.get_file_info(f"{base}/{rel}")
+        except OSError:
+            return None
+        return info.size if info.is_file else None
+
+    return whole_entries(data, size_of)
 
 
 def finished_before(ledger: str | None, trial_id: str) -> bool:

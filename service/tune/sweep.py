@@ -1,5 +1,5 @@
-"""A sweep on Ray Tune: the Tuner built from the spec (searcher, scheduler, one Ray Train run
-per trial through `trial.run_trial`), run or restored, then summarised into summary.json."""
+"""A sweep on Ray Tune: the Tuner built from the spec (searcher, scheduler, each trial on its
+engine through `trial.run_trial`), run or restored, then summarised into summary.json."""
 
 from __future__ import annotations
 
@@ -27,12 +27,24 @@ from service.tune.summary import summarize
 from service.tune.tracking import tracking_callbacks
 from service.tune.trial import run_trial
 
-# A trial's driver only waits on its Train run. It holds no CPU and stays on the head node, with
-# the sweep's driver: Train's controller runs beside it, so a lost worker node (a preempted
-# spot instance) costs only Train workers, which Train restarts (`resources.max_failures`),
-# never a trial's driver (tests/test_node_loss.py). The head advertises one unit of
-# `node:__internal_head__`; each driver asks for a thousandth.
+# A train-engine trial's driver only waits on its Train run. It holds no CPU and stays on the
+# head node, with the sweep's driver: Train's controller runs beside it, so a lost worker node
+# (a preempted spot instance) costs only Train workers, which Train restarts
+# (`resources.max_failures`), never a trial's driver (tests/test_node_loss.py). The head
+# advertises one unit of `node:__internal_head__`; each driver asks for a thousandth.
 DRIVER_RESOURCES = {"CPU": 0, "memory": 50 * 2**20, "node:__internal_head__": 0.001}
+
+
+def actor_resources(resources) -> dict[str, float]:
+    """What a trial's Tune actor holds: a tune-engine trial trains in it, so it holds its one
+    worker's CPUs and GPUs (Ray then sets its CUDA_VISIBLE_DEVICES and OMP_NUM_THREADS); a
+    train-engine trial's actor is the driver above."""
+    if resources.uses_train:
+        return DRIVER_RESOURCES
+    held = {"CPU": resources.cpus_per_worker}
+    if resources.gpus_per_worker:
+        held["GPU"] = resources.gpus_per_worker
+    return held
 
 
 @dataclass
@@ -72,7 +84,7 @@ def _trainable(spec, phase: Phase, ledger: Path | None = None):
     trainable = tune.with_parameters(run_trial, base=phase.base,
                                      resources=spec.resources.model_dump(mode="json"),
                                      ledger=str(ledger) if ledger else None, arms=phase.arms)
-    return tune.with_resources(trainable, DRIVER_RESOURCES)
+    return tune.with_resources(trainable, actor_resources(spec.resources))
 
 
 class _NoTorch(importlib.abc.MetaPathFinder):
@@ -130,13 +142,15 @@ def ctrl_c_pressed() -> bool:
     return _CTRL_C.is_set()
 
 
-def reuses_actors(scheduler) -> bool:
-    """Whether a finished trial's actor (Tune's function trainable, the trial driver) runs the
-    next trial, saving a process start per trial (~1.7 CPU-s on 2 cores, bench/trial_start.py).
-    Only without early stopping: a trial that a scheduler stops is still inside its Train
-    run's `fit()`, Tune's reset then fails ("Could not re-use actor") and, in Ray 2.60, the
-    sweep hangs (tests/test_submit.py's ASHA sweep did). Ray turned reuse off by default for
-    such troubles (ray-project/ray#42951)."""
+def reuses_actors(spec, scheduler) -> bool:
+    """Whether a finished trial's actor runs the next trial, saving a process start per trial
+    (and, on the tune engine, torch's import, the dataset cache and the optimiser's first-step
+    imports: bench/trial_start.py). Always on the tune engine: a trial a scheduler stops is
+    inside `fit`, whose next report ends it, and the actor is reset cleanly. On the train
+    engine only without early stopping: a trial stopped inside its Train run's `fit()` makes
+    Tune's reset fail ("Could not re-use actor") and, in Ray 2.60, the sweep hang."""
+    if not spec.resources.uses_train:
+        return True
     return scheduler is None or type(scheduler) is FIFOScheduler
 
 
@@ -157,11 +171,14 @@ def build_tuner(spec, plan: SweepPlan, progress, resume: bool = False,
         scheduler=phase.scheduler, num_samples=phase.num_samples,
         # A ready-made generator (grid/random) takes the limit itself; Tune would warn here.
         max_concurrent_trials=plan.max_concurrent_trials if phase.limit_concurrency else None,
-        time_budget_s=spec.budget.time_budget_s, reuse_actors=reuses_actors(phase.scheduler))
+        time_budget_s=spec.budget.time_budget_s, reuse_actors=reuses_actors(spec, phase.scheduler))
     storage, name = plan.experiment_dir.rsplit("/", 1)
     callbacks = [progress, *tracking_callbacks(spec, plan)]
+    # A tune-engine trial is restarted by Tune, from its last checkpoint; a Train run restarts
+    # its own workers, so Tune does not restart its driver.
+    restarts = 0 if spec.resources.uses_train else spec.resources.max_failures
     run_config = tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=callbacks,
-                                failure_config=tune.FailureConfig(max_failures=0))
+                                failure_config=tune.FailureConfig(max_failures=restarts))
     return tune.Tuner(trainable, param_space=phase.param_space, tune_config=tune_config,
                       run_config=run_config)
 

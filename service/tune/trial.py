@@ -1,15 +1,14 @@
-"""One trial: the training loop run on Ray Train workers, driven from a Tune function trainable.
+"""One trial, a Tune function trainable (`run_trial`) on the engine its resources pick.
 
-The Tune trainable (`run_trial`) is a thin driver: it builds a Ray Train run sized by the
-spec's resources and calls `fit()`. The workers (service.tune.worker) build the trial's
-`TrainConfig` from the spec's base and the sampled values and run `service.training.loop.fit`,
-reporting through `ray.train.report`; `TuneReportCallback` forwards rank 0's metrics to Tune,
-where the scheduler sees them.
-
-Only the workers import torch: this module, the trial driver and Train's controller do not
-(a process that imports torch holds ~0.3 GiB of its own), so a trial's driver and controller
-stay small. For the same reason the workers start their own process group
-(`worker.join_process_group`) instead of Ray's TorchConfig, whose module imports torch.
+- tune (`resources.engine: auto` with one worker): `fit` runs in Tune's own trial actor, which
+  holds the worker's CPUs/GPUs and is reused from trial to trial (service.tune.actor).
+- train (several workers, or `engine: train`): the trainable is a thin driver that builds a Ray
+  Train run sized by the spec's resources and calls `fit()`. The workers (service.tune.worker)
+  run `service.training.loop.fit`, reporting through `ray.train.report`;
+  `TuneReportCallback` forwards rank 0's metrics to Tune, where the scheduler sees them. Only
+  the workers import torch: this module, the driver and Train's controller do not (a process
+  that imports torch holds ~0.3 GiB of its own). For the same reason the workers start their
+  own process group (`worker.join_process_group`) instead of Ray's TorchConfig.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from ray.train import CheckpointConfig, ControllerError, FailureConfig, RunConfi
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from service.config.blocks import Resources
 from service.config.train import TrainConfig
 from service.tune.paths import (
     ARM_KEY,
@@ -154,10 +154,12 @@ def make_trainer(config: dict[str, Any], scaling_config, run_config):
 def run_trial(config: dict[str, Any], base: dict[str, Any] | None = None,
               resources: dict[str, Any] | None = None, ledger: str | None = None,
               arms: dict[str, dict[str, Any]] | None = None) -> None:
-    """Tune function trainable: one Ray Train run for one sampled configuration.
+    """Tune function trainable: one trial of one sampled configuration, on its engine.
 
     `base` is the spec's base TrainConfig and `resources` its resources block, both as JSON;
-    `arms` an ablation's settings per cell, which its trial configs name (`with_arm`).
+    `arms` an ablation's settings per cell, which its trial configs name (`with_arm`). A trial
+    of the tune engine runs `fit` here, in Tune's trial actor (service.tune.actor); one of the
+    train engine is a Ray Train run this function drives (`run_train_trial`).
     A trial that an earlier, killed driver saw finish (in `ledger`) but whose end Tune had not
     yet saved is re-queued by `Tuner.restore`; it reports its recorded result and returns,
     so no epoch is trained twice and a scheduler's stop is not undone."""
@@ -169,10 +171,22 @@ def run_trial(config: dict[str, Any], base: dict[str, Any] | None = None,
     storage = ctx.get_storage()
     if finished_before(ledger, ctx.get_trial_id()):
         last = last_registered_metrics(storage.storage_filesystem, storage.experiment_fs_path,
-                                       ctx.get_trial_id())
+                                       ctx.get_trial_id(), storage.trial_fs_path)
         if last is not None:
             ray.tune.report(last)
             return
+    if Resources.model_validate(res).uses_train:
+        run_train_trial(with_arm(config, arms), base or {}, res, storage, ctx.get_trial_id())
+        return
+    from service.tune.actor import run_in_actor  # imports torch: in the trial, not the driver
+
+    run_in_actor(trial_train_config(base or {}, with_arm(config, arms)), storage)
+
+
+def run_train_trial(sampled: dict[str, Any], base: dict[str, Any], res: dict[str, Any],
+                    storage, trial_id: str) -> None:
+    """One Ray Train run of the trial's workers, restarted after worker failures
+    (`resources.max_failures`); returns once Tune has its last result."""
     gpus = res.get("gpus_per_worker", 0)
     backend = res.get("backend", "auto")
     if backend == "auto":
@@ -183,13 +197,13 @@ def run_trial(config: dict[str, Any], base: dict[str, Any] | None = None,
 
     def fit() -> None:
         make_trainer(
-            loop_config(base or {}, with_arm(config, arms), backend),
+            loop_config(base, sampled, backend),
             ScalingConfig(num_workers=res.get("workers_per_trial", 1), use_gpu=gpus > 0,
                           resources_per_worker=per_worker),
             RunConfig(
                 # The Train run lives inside the trial's directory, named after the trial, so
                 # a restored sweep (or a retry below) finds and resumes the same run.
-                name=train_run_name(ctx.get_trial_id()),
+                name=train_run_name(trial_id),
                 storage_path=storage.experiment_fs_path,
                 storage_filesystem=storage.storage_filesystem,
                 callbacks=[TuneReportCallback()],
@@ -198,8 +212,9 @@ def run_trial(config: dict[str, Any], base: dict[str, Any] | None = None,
             ),
         ).fit()
 
-    max_failures = res.get("max_failures", 0)
-    for retry in range(max_failures + 1):
+    max_failures = res.get("max_failures", 0)  # -1: as many restarts as it takes
+    retry = 0
+    while True:
         try:
             fit()
             break
@@ -210,6 +225,7 @@ def run_trial(config: dict[str, Any], base: dict[str, Any] | None = None,
             # same Train run resumes from its last registered checkpoint.
             if retry == max_failures or not isinstance(err.controller_failure, RayActorError):
                 raise
+            retry += 1
     wait_until_tune_has_the_last_result()
 
 

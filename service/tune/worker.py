@@ -6,7 +6,6 @@ module there)."""
 from __future__ import annotations
 
 import datetime
-import os
 import socket
 from typing import Any
 
@@ -18,6 +17,7 @@ from ray.util import get_node_ip_address
 
 from service.training import parallel
 from service.training.loop import fit
+from service.tune.actor import storage_error
 from service.tune.trial import trial_train_config
 
 
@@ -32,7 +32,8 @@ def run_worker(config: dict[str, Any]) -> None:
         try:
             ray.train.report(metrics, checkpoint=ckpt)
         except OSError as err:  # a full disk: Ray's copy to storage names neither the path
-            raise storage_error(err, metrics.get("epoch")) from err  # nor, plainly, ENOSPC
+            where = ray.train.get_context().get_storage().experiment_fs_path  # nor ENOSPC
+            raise storage_error(err, metrics.get("epoch"), where) from err
 
     join_process_group(config.get("backend", "gloo"))
     try:
@@ -44,14 +45,6 @@ def run_worker(config: dict[str, Any]) -> None:
             fit(cfg, report, resume_from=ckpt_dir)
     finally:
         parallel.leave_group()
-
-
-def storage_error(err: OSError, epoch: Any) -> OSError:
-    """`err` (raised while Ray Train stored a checkpoint) as one line naming the errno's text
-    and the trial's Train run directory, e.g. "[Errno 28] No space left on device: '…'"."""
-    where = ray.train.get_context().get_storage().experiment_fs_path
-    text = os.strerror(err.errno) if err.errno else str(err)
-    return OSError(err.errno, f"{text} (storing epoch {epoch}'s checkpoint)", where)
 
 
 def join_process_group(backend: str, timeout_s: float = 1800.0) -> None:

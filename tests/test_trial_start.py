@@ -32,7 +32,7 @@ def test_trials_reuse_the_trial_actor_and_start_no_dataset_manager():
     assert len(re.findall(r"^trial \w+: on_trial_start", out, re.M)) == 3, out
 
 
-def test_actors_are_reused_only_where_no_scheduler_stops_trials():
+def test_tune_engine_actors_are_reused_with_every_scheduler_train_runs_only_without():
     from service.config.spec import parse_spec
     from service.tune.search import make_scheduler
     from service.tune.sweep import reuses_actors
@@ -40,11 +40,15 @@ def test_actors_are_reused_only_where_no_scheduler_stops_trials():
     base = {"name": "t", "model": {"family": "lenet5"},
             "search": {"lr": {"type": "float", "low": 0.01, "high": 0.1}},
             "budget": {"max_epochs": 3, "num_samples": 4}}
-    for kind, reused in (("none", True), ("asha", False), ("hyperband", False),
-                         ("median", False)):
-        spec = parse_spec({**base, "scheduler": {"type": kind}})
-        assert reuses_actors(make_scheduler(spec)) is reused, kind
-    assert reuses_actors(None)
+    for kind, on_train in (("none", True), ("asha", False), ("hyperband", False),
+                           ("median", False)):
+        for engine, reused in (("auto", True), ("tune", True), ("train", on_train)):
+            spec = parse_spec({**base, "scheduler": {"type": kind},
+                               "resources": {"engine": engine}})
+            assert reuses_actors(spec, make_scheduler(spec)) is reused, (kind, engine)
+    two = parse_spec({**base, "scheduler": {"type": "asha"},
+                      "resources": {"workers_per_trial": 2}})
+    assert not reuses_actors(two, make_scheduler(two))  # auto: several workers are Train runs
 
 
 # A sweep whose Tune event loop is slow: a callback that sleeps at every result, as Ray's W&B

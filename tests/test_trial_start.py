@@ -18,18 +18,30 @@ def test_trials_reuse_the_trial_actor_and_start_no_dataset_manager():
     proc = subprocess.run([sys.executable, "bench/trial_start.py", "--trials", "3"], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    out = proc.stdout
-    assert "trials 3 (completed)" in out, out
-    made = dict(re.findall(r"(\w[\w:]*) x(\d+)", out.split("actors created:")[1].splitlines()[0]))
-    made = {name: int(n) for name, n in made.items()}
-    # every trial is its own Ray Train run: a controller and a worker each ...
-    assert made["TrainController"] == 3 and made["RayTrainWorker"] == 3, made
-    # ... but two at a time on two cores, the third trial runs in a finished trial's actor
-    assert made["ImplicitFunc"] == 2, made
-    # and none starts Ray Data's DatasetManager (the workers build their own data)
-    assert "DatasetManager" not in made, made
-    # each trial reported its own first step
-    assert len(re.findall(r"^trial \w+: on_trial_start", out, re.M)) == 3, out
+    # one block per engine, each starting `== engine NAME: ...`
+    parts = re.split(r"^== engine (\w+): .*$", proc.stdout, flags=re.M)
+    blocks = dict(zip(parts[1::2], parts[2::2], strict=True))
+
+    def actors_created(block: str) -> dict[str, int]:
+        line = block.split("actors created:")[1].splitlines()[0]
+        return {name: int(n) for name, n in re.findall(r"(\w[\w:]*) x(\d+)", line)}
+
+    assert sorted(blocks) == ["train", "tune"], proc.stdout
+    for engine, block in blocks.items():
+        assert "trials 3 (completed)" in block, (engine, block)
+        # each engine's trials reported their own first step, and its own headline
+        assert len(re.findall(r"^trial \w+: on_trial_start", block, re.M)) == 3, (engine, block)
+        assert re.search(rf"^engine={engine} trial_start_s=\S+ launch_s=", block, re.M), block
+        # two at a time on two cores: the third trial runs in a finished trial's actor
+        assert actors_created(block)["ImplicitFunc"] == 2, (engine, block)
+    train = actors_created(blocks["train"])
+    # every train-engine trial is its own Ray Train run: a controller and a worker each ...
+    assert train["TrainController"] == 3 and train["RayTrainWorker"] == 3, train
+    # ... and none starts Ray Data's DatasetManager (the workers build their own data)
+    assert "DatasetManager" not in train, train
+    # a tune-engine trial trains in its trial actor: no Ray Train run at all
+    tune = actors_created(blocks["tune"])
+    assert not {"TrainController", "RayTrainWorker", "DatasetManager"} & set(tune), tune
 
 
 def test_tune_engine_actors_are_reused_with_every_scheduler_train_runs_only_without():

@@ -1,8 +1,8 @@
-"""Chaos: a 12-trial sweep through `python -m service.submit` whose Ray Train worker processes
-are SIGKILLed five times at seeded random moments. With `resources.max_failures: 2` Ray Train
-restarts each killed worker group from its trial's last registered checkpoint: every trial
-ends completed or stopped early, none errors, and no trial trains an epoch twice more than
-once per kill it took.
+"""Chaos: a 12-trial sweep through `python -m service.submit` (the tune engine: each trial in
+Tune's reused trial actor) whose trial actor processes are SIGKILLed five times at seeded
+random moments while they train. With `resources.max_failures: 2` Tune restarts each killed
+trial in a new actor from its last checkpoint: every trial ends completed or stopped early,
+none errors, and no trial trains an epoch twice more than once per kill it took.
 
 The victims are found in the sweep's own process tree (tests/test_faults.py), never by
 scanning the machine's processes."""
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_faults import kill_sweep, train_worker_trials
+from test_faults import TRIAL_ACTOR, kill_sweep, trial_processes
 from test_submit import Lines
 
 from service.tune.paths import json_lines, trial_dir
@@ -71,7 +71,9 @@ def test_five_seeded_worker_kills_leave_no_trial_in_error(tmp_path):
             while True:
                 assert time.monotonic() < deadline and proc.poll() is None, \
                     f"only {sum(kills.values())} kills landed:\n" + "".join(lines.seen)
-                workers = {pid: trial for pid, trial in train_worker_trials(proc.pid).items()
+                # An actor between trials (reused, idle) is titled without ".train".
+                training = trial_processes(proc.pid, f"{TRIAL_ACTOR}.train")
+                workers = {pid: trial for pid, trial in training.items()
                            if trial and kills[trial] < MAX_FAILURES}
                 if workers:
                     break

@@ -18,13 +18,23 @@ import pytest
 import yaml
 from test_cluster import kill_tree, process_tree
 
+from service.tune.paths import checkpoint_list, read_local_list
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def train_worker_pids(root_pid: int) -> list[int]:
-    """Live Ray Train workers among the descendants of `root_pid` (this test, or the sweep's
-    driver it started): Ray titles them ray::RayTrainWorker. Only our own process tree is
-    searched, never every process on the machine."""
+# Ray titles a Train worker ray::RayTrainWorker and Tune's trial actor (a function trainable)
+# ray::ImplicitFunc; each works in its trial's directory: a Train run's is `train_<trial id>`
+# (service/tune/paths.train_run_name), a Tune trial's `run_trial_<trial id>_<index>_…`.
+TRAIN_WORKER, TRIAL_ACTOR = "ray::RayTrainWorker", "ray::ImplicitFunc"
+_TRIAL_OF_CWD = re.compile(r"/(?:train_([0-9a-f]+(?:_\d{5})?)|run_trial_([0-9a-f]+(?:_\d{5})?)_\d+_"
+                           r"[^/]*)(/|$)")
+
+
+def trial_process_pids(root_pid: int, title: str = TRAIN_WORKER) -> list[int]:
+    """Live Ray processes titled `title` among the descendants of `root_pid` (this test, or
+    the sweep's driver it started). Only our own process tree is searched, never every
+    process on the machine."""
     import ray  # noqa: F401  (puts Ray's bundled psutil on sys.path)
 
     psutil = pytest.importorskip("psutil")
@@ -36,39 +46,42 @@ def train_worker_pids(root_pid: int) -> list[int]:
     for child in children:
         try:
             if child.status() != psutil.STATUS_ZOMBIE and " ".join(
-                    child.cmdline()).startswith("ray::RayTrainWorker"):
+                    child.cmdline()).startswith(title):
                 pids.append(child.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return pids
 
 
-def train_worker_trials(root_pid: int) -> dict[int, str | None]:
-    """Live Ray Train workers under `root_pid` (pid -> trial id). Ray Train runs a worker in
-    its run's working directory, which is named after the run (`train_<trial id>`,
-    service/tune/paths.train_run_name); None where it cannot be read."""
-    import psutil  # importable once train_worker_pids has imported ray
+def train_worker_pids(root_pid: int) -> list[int]:
+    """Live Ray Train workers under `root_pid`."""
+    return trial_process_pids(root_pid, TRAIN_WORKER)
+
+
+def trial_processes(root_pid: int, title: str = TRIAL_ACTOR) -> dict[int, str | None]:
+    """Live processes titled `title` under `root_pid` that train a trial (pid -> trial id,
+    from their working directory; None where it cannot be read): Tune's trial actors on the
+    tune engine, `TRAIN_WORKER` for Ray Train's workers."""
+    import psutil  # importable once trial_process_pids has imported ray
 
     out = {}
-    for pid in train_worker_pids(root_pid):
+    for pid in trial_process_pids(root_pid, title):
         try:
-            m = re.search(r"/train_([0-9a-f]+_\d+)(/|$)", psutil.Process(pid).cwd())
+            m = _TRIAL_OF_CWD.search(psutil.Process(pid).cwd())
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        out[pid] = m[1] if m else None
+        out[pid] = (m[1] or m[2]) if m else None
     return out
 
 
 def _trained_epochs(run_dir: Path) -> dict[str, list[int]]:
-    """Per trial, the epochs Ray Train registered a checkpoint for (written straight to the
-    results directory, so they are what survives a killed driver)."""
-    out = {}
-    for train_dir in run_dir.glob("train_*"):
-        snapshot = train_dir / "checkpoint_manager_snapshot.json"
-        entries = json.loads(snapshot.read_text())["checkpoint_results"] if (
-            snapshot.exists()) else []
-        out[train_dir.name.removeprefix("train_")] = [e["metrics"]["epoch"] for e in entries]
-    return out
+    """Per trial, the epochs whose checkpoint was registered (written straight to the results
+    directory, so they are what survives a killed driver), on either engine."""
+    ids = {p.name.removeprefix("train_") for p in run_dir.glob("train_*")}
+    ids |= {m[2] for p in run_dir.glob("run_trial_*")
+            if (m := _TRIAL_OF_CWD.search("/" + p.name + "/"))}
+    return {i: [e["metrics"]["epoch"] for e in read_local_list(checkpoint_list(run_dir, i))]
+            for i in ids if i}
 
 
 def kill_sweep(pid: int, before: list | None = None) -> None:

@@ -99,7 +99,7 @@ def test_a_sweep_with_two_workers_per_trial_runs_through_submit(tmp_path):
              str(tmp_path / "res"), "--no-report"], cwd=ROOT, capture_output=True, text=True,
             timeout=600, env=dict(os.environ, RAY_TMPDIR=str(ray_tmp)))
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        assert "each trial: 2 Ray Train worker(s) holding 2 CPU" in proc.stdout
+        assert "each trial: a Ray Train run of 2 worker(s) holding 2 CPU" in proc.stdout
         by_rank = reports_by_rank(ray_tmp)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -29,8 +29,9 @@ def print_plan(plan, spec: SweepSpec, out=sys.stdout) -> None:
         cells = abl.cells()
         print(f"ablation {plan.name}: {len(cells)} configurations x {abl.seeds} seeds = "
               f"{plan.trials} runs of {plan.max_epochs} epochs each, {at_once}", file=out)
-    print(f"  each trial: {plan.workers_per_trial} Ray Train worker(s) holding {res} "
-          f"({cluster})", file=out)
+    where = (f"a Ray Train run of {plan.workers_per_trial} worker(s)"
+             if spec.resources.uses_train else "fit in a reused Tune trial actor")
+    print(f"  each trial: {where} holding {res} ({cluster})", file=out)
     if abl is None:
         print(f"  searching {', '.join(spec.search) or 'nothing'}; searcher {plan.searcher}; "
               f"scheduler {plan.scheduler}; {' and '.join(plan.objectives)}"

@@ -26,6 +26,7 @@ from service.analysis.occlusion import captum_drop, occlusion_maps
 from service.models import build_model
 from service.results.records import Summary, TrialRecord
 from service.results.store import read_summary, write_json
+from service.tune.paths import TUNE_SNAPSHOT, checkpoint_list
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -284,8 +285,16 @@ def test_trial_checkpoints_come_only_from_the_registered_list(run_copy):
     registered = trial_checkpoints(run_copy, trial)
     assert [e for e, _ in registered] == sorted(e for e, _ in registered)
     assert all((d / "checkpoint.pt").is_file() for _, d in registered)
-    (run_copy / f"train_{trial}" / "checkpoint_2099-01-01_00-00-00.000000").mkdir()  # partial
+    listed = checkpoint_list(run_copy, trial)
+    assert listed.name == TUNE_SNAPSHOT  # a one-worker sweep: the tune engine's layout
+    (listed.parent / "checkpoint_999999").mkdir()  # an unlisted directory, as a kill leaves
     assert trial_checkpoints(run_copy, trial) == registered
+    # a listed checkpoint whose file is shorter than listed (stored partly) is not one either
+    last = registered[-1][1] / "checkpoint.pt"
+    whole = last.read_bytes()
+    last.write_bytes(whole[:-1])
+    assert trial_checkpoints(run_copy, trial) == registered[:-1]
+    last.write_bytes(whole)
     loaded = load_trial(run_copy)
     assert loaded.trial_id == trial and loaded.epoch == registered[-1][0]
     assert not loaded.model.training
@@ -298,7 +307,7 @@ def test_load_errors_name_the_problem(run_copy, tmp_path):
     with pytest.raises(AnalysisError, match="missing"):
         load_trial(tmp_path / "missing")
     trial = read_summary(run_copy).trials[0].trial_id
-    (run_copy / f"train_{trial}" / "checkpoint_manager_snapshot.json").unlink()
+    checkpoint_list(run_copy, trial).unlink()
     with pytest.raises(AnalysisError, match=trial):
         load_trial(run_copy, trial)
 

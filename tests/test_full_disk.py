@@ -23,6 +23,7 @@ from test_faults import _trained_epochs, kill_sweep
 from test_submit import Lines
 
 from service.cli import Exit
+from service.tune.paths import checkpoint_list, read_local_list
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 2
@@ -65,9 +66,13 @@ def fill(path: Path) -> Path:
     return filler
 
 
-def _digests(train_dir: Path) -> dict[str, str]:
-    return {str(p.relative_to(train_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(train_dir.rglob("*")) if p.is_file()}
+def _digests(run_dir: Path, trial_id: str) -> dict[str, str]:
+    """The trial's registered checkpoints and their list, file by file."""
+    listed = checkpoint_list(run_dir, trial_id)
+    files = [listed] + [p for e in read_local_list(listed)
+                        for p in sorted((listed.parent / e["checkpoint_dir_name"]).rglob("*"))]
+    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in files if p.is_file()}
 
 
 @pytest.mark.slow
@@ -96,11 +101,11 @@ def test_a_disk_that_fills_mid_sweep_errors_the_trials_that_need_it_and_resume_f
         assert code == Exit.WRITE_FAILED, out
         # The trials that needed space failed naming ENOSPC and their own directory.
         failed = set(re.findall(r"No space left on device \(storing epoch \d+'s checkpoint\):"
-                                r" '[^']*/train_(\w+)'", out))
+                                r" '[^']*/run_trial_([0-9a-f]+_\d{5})_[^']*'", out))
         assert failed and first not in failed, out
         assert f"error: {run_dir}" in out, out  # exit 4's one line, with the resume command
         assert f"--resume {run_dir.name}" in out, out
-        kept = _digests(run_dir / f"train_{first}")
+        kept = _digests(run_dir, first)
         assert _trained_epochs(run_dir)[first] == list(range(1, EPOCHS + 1))
 
         filler.unlink()  # space freed
@@ -110,7 +115,7 @@ def test_a_disk_that_fills_mid_sweep_errors_the_trials_that_need_it_and_resume_f
         summary = json.loads((run_dir / "summary.json").read_text())
         assert [t["status"] for t in summary["trials"]] == ["completed"] * 3, summary["trials"]
         assert len({t["trial_id"] for t in summary["trials"]}) == 3
-        assert _digests(run_dir / f"train_{first}") == kept  # the finished trial untouched
+        assert _digests(run_dir, first) == kept  # the finished trial untouched
     print(f"full disk: {len(failed)} of 3 trials failed with ENOSPC, exit {int(code)}; "
           f"--resume: exit {again.returncode}, 3 completed, the finished trial's "
           f"{len(kept)} files unchanged")

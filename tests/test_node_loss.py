@@ -1,9 +1,7 @@
 """A node lost mid-sweep: on a loopback two-node cluster, the second node's Ray processes are
-SIGKILLed while a trial trains there. Ray Train restarts that trial's worker group on the node
-left (`resources.max_failures`), from its last registered checkpoint; the sweep finishes.
-
-The trial drivers and Train controllers hold no CPU and stay on the head with the sweep's
-driver (service/tune/sweep.py), so a lost worker node costs only Train workers."""
+SIGKILLed while a trial trains there in its Tune trial actor (the tune engine). Tune restarts
+that trial on the node left (`resources.max_failures`), from its last registered checkpoint;
+the sweep finishes."""
 
 from __future__ import annotations
 
@@ -16,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_cluster import _ray_list, kill_tree, loopback_cluster, process_tree
-from test_faults import _trained_epochs, train_worker_trials
+from test_faults import _trained_epochs, trial_processes
 from test_submit import Lines
 
 from service.tune.paths import json_lines, trial_dir
@@ -39,9 +37,9 @@ SPACE = {
 }
 
 
-def _workers(cluster) -> list[dict]:
+def _trial_actors(cluster) -> list[dict]:
     return _ray_list("actors", cluster.dashboard, cluster.env, "--filter",
-                     "class_name=RayTrainWorker")
+                     "class_name=ImplicitFunc")
 
 
 def _registered(run_dir: Path | None) -> dict[str, list[int]]:
@@ -72,33 +70,30 @@ def test_a_lost_node_costs_one_epoch_and_the_trial_resumes_on_the_other(tmp_path
             while True:
                 assert time.monotonic() < deadline, "no epoch registered on node2:\n" + \
                     "".join(lines.seen)
-                on2 = train_worker_trials(cluster.procs["node2"].pid)
+                on2 = trial_processes(cluster.procs["node2"].pid)
                 victim = next(iter(on2.values()), None)
                 killed_at = _registered(run_dir).get(victim) if victim else None
                 if killed_at:
                     assert max(killed_at) < EPOCHS, "the trial on node2 ended before the kill"
                     break
                 time.sleep(0.5)
-            before = {w["actor_id"] for w in _workers(cluster)}
+            before = {w["actor_id"] for w in _trial_actors(cluster)}
             kill_tree(process_tree(cluster.procs["node2"].pid))
             out = lines.rest(480)
             code = proc.wait(timeout=60)
         finally:
             kill_tree(process_tree(proc.pid))
-        # Every actor the sweep started after the kill (the State API keeps finished ones).
-        after = [w for w in _workers(cluster) if w["actor_id"] not in before]
-        drivers = _ray_list("actors", cluster.dashboard, cluster.env, "--filter",
-                            "class_name=TrainController")
+        # Every trial actor the sweep started after the kill (the State API keeps finished
+        # ones): the restarted trial ran in a new one or in the head's, reused.
+        after = [w for w in _trial_actors(cluster) if w["actor_id"] not in before]
     assert code == 0, out
     summary = json.loads((run_dir / "summary.json").read_text())
     assert len(summary["trials"]) == 2
     assert len({t["trial_id"] for t in summary["trials"]}) == 2
     assert [t["status"] for t in summary["trials"]] == ["completed"] * 2, summary["trials"]
     assert all(t["epochs"] == EPOCHS for t in summary["trials"])
-    # The trial that lost its node got one new worker group, on the node left; the Train
-    # controllers (and the trial drivers beside them) were on the head throughout.
-    assert [w["node_id"] for w in after] == [head], after
-    assert {d["node_id"] for d in drivers} == {head}, drivers
+    # Whatever ran after the kill ran on the node left.
+    assert {w["node_id"] for w in after} <= {head}, after
     registered = _trained_epochs(run_dir)
     for t in summary["trials"]:
         history = [row["epoch"] for row in json_lines(trial_dir(run_dir, t["trial_id"])

@@ -10,11 +10,15 @@
               that Optuna proposes what the sweep's OptunaSearch proposes: the configurations
               each side trained are printed, with how many they share
   (b) sweep   the service on embedded Ray, the path of `python -m service.submit`:
-              `runtime.start_ray`, then `sweep.run_sweep` (Tune trial -> Ray Train worker ->
-              fit; 1-CPU workers, so Ray gives each OMP_NUM_THREADS=1) with `plan_sweep`'s
-              concurrency C
+              `runtime.start_ray`, then `sweep.run_sweep` with `plan_sweep`'s concurrency C,
+              once per engine (`resources.engine`), one after the other on the same Ray:
+                tune   fit in Tune's own trial actor, which holds the trial's 1 CPU and runs
+                       trial after trial (the default for one worker)
+                train  each trial a Ray Train run: Tune trial -> Train controller -> Train
+                       worker (1 CPU) -> fit
+              Ray gives each 1-CPU actor OMP_NUM_THREADS=1. `--engine tune|train` runs one.
 
-C is the sweep's concurrency on this machine (`service.tune.plan.concurrency`: 2 on 2 cores),
+C is the sweeps' concurrency on this machine (`service.tune.plan.concurrency`: 2 on 2 cores),
 so both sides train C trials at a time with one thread each. The space is the shipped default
 (`service/searchspaces/default.yaml`: quarter-width AlexNet at 67 px on digits, conv1 11x11/4
 vs 7x7/2, fc_width, dropout, lrn) with --trials/--epochs overriding its num_samples/max_epochs
@@ -28,23 +32,28 @@ as `python -m service.submit --num-samples/--max-epochs` would. Two modes:
                             min_resource and its reduction factor, raising TrialPruned when
                             `trial.should_prune()` says so after an epoch
 
-Measured: wall time of each side; for (a) from creating the study to `optimize` returning
-(this process had imported torch and the service before: a plain script pays that once, at
-start-up, as the sweep pays Ray's), for (b) `run_sweep` including summary.json, with Ray's
-start-up (`ray.init` as submit does it) timed apart. Epochs trained are counted from the
-reports (fit's report calls in (a); Tune's results, one per epoch, in (b)), and wall per epoch
-is wall / epochs; "fit epoch_s" is the median of fit's own per-epoch time (train + validate
-of one trial while the others run alongside). Trial start: (b) Tune's `on_trial_start` -> the
-first epoch's result minus its own `epoch_s` (as bench/trial_start.py); (a) the objective
-being called -> the same moment (after the first trial this process has the data cached, as
-`service.training.data` does per process, and torch warm). Medians over trials.
+Measured: wall time of each side; for (a) from creating the study to `optimize` returning (this
+process had imported torch and the service before: a plain script pays that once, at start-up,
+as the sweep pays Ray's), for (b) each engine's `run_sweep` including summary.json, with Ray's
+start-up (`ray.init` as submit does it, once for both engines) timed apart. The second engine's
+sweep finds Ray warm (idle worker processes, the file cache); `--engine` runs one engine on a
+Ray of its own. Epochs trained are counted from the reports (fit's report calls in (a); Tune's
+results, one per epoch, in (b)), and wall per epoch is wall / epochs; "fit epoch_s" is the
+median of fit's own per-epoch time (train + validate of one trial while the others run
+alongside). Trial start: (b) Tune's `on_trial_start` -> the first epoch's result minus its own
+`epoch_s` (as bench/trial_start.py); (a) the objective being called -> the same moment (after
+the first trial this process has the data cached, as `service.training.data` does per process,
+and torch warm). Medians over trials.
 
     python bench/vs_optuna.py                      # identical work: 6 trials x 4 epochs
     python bench/vs_optuna.py --early-stopping     # ASHA vs SuccessiveHalvingPruner
-    python bench/vs_optuna.py --quick              # CI: 2 trials x 1 epoch
+    python bench/vs_optuna.py --engine tune        # the sweep on one engine only
+    python bench/vs_optuna.py --quick              # CI: 2 trials x 1 epoch per side
 
-Ends with `sweep_over_optuna=<sweep wall without Ray start-up / optuna wall>
-trial_start_s=<sweep median> ray_start_s=<ray.init>` and the per-epoch numbers.
+Ends with one line per engine, `engine=<tune|train> sweep_over_optuna=<that sweep's wall
+without Ray start-up / optuna wall> trial_start_s=<that sweep's median> ray_start_s=<ray.init>`
+and that sweep's per-epoch numbers (sweep_*), then one line of Optuna's (optuna_*) and the
+run's size (trials, epochs, concurrency).
 """
 
 from __future__ import annotations
@@ -65,7 +74,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 DEFAULT_SPACE = ROOT / "service" / "searchspaces" / "default.yaml"
-TRIALS, EPOCHS = 6, 4  # issue 18's identical-work comparison
+TRIALS, EPOCHS = 6, 4  # the identical-work comparison of docs/performance.md
+ENGINES = ("tune", "train")
 QUICK_TRIALS, QUICK_EPOCHS = 2, 1
 
 
@@ -169,13 +179,41 @@ def run_optuna(spec, n_jobs: int, early_stopping: bool) -> dict[str, Any]:
             "states": {s: states.count(s) for s in sorted(set(states))}}
 
 
-def run_service(spec) -> dict[str, Any]:
-    """(b): start Ray as submit does, then run_sweep; Ray's start-up timed apart."""
+def with_engine(spec, engine: str):
+    """`spec` with its trials on `engine` (`resources.engine`), validated again."""
+    from service.config.spec import parse_spec
+
+    dump = spec.model_dump(mode="json")
+    dump["resources"]["engine"] = engine
+    return parse_spec(dump, source=f"{DEFAULT_SPACE} (engine {engine})")
+
+
+def run_service(spec, engines: tuple[str, ...]) -> dict[str, Any]:
+    """(b): start Ray as submit does (timed apart), then one sweep per engine on it:
+    {"ray_start_s": …, engine: that sweep's numbers, …}."""
+    import ray
+
+    from service.tune.runtime import start_ray
+
+    t0 = time.perf_counter()
+    start_ray(None, verbose=False)
+    out: dict[str, Any] = {"ray_start_s": time.perf_counter() - t0}
+    try:
+        for engine in engines:
+            out[engine] = run_sweep_on(with_engine(spec, engine))
+            print(f"sweep on the {engine} engine done (load {os.getloadavg()[0]:.2f})",
+                  flush=True)
+    finally:
+        ray.shutdown()
+    return out
+
+
+def run_sweep_on(spec) -> dict[str, Any]:
+    """One sweep of `spec` through run_sweep on the running Ray."""
     import ray
 
     from service.tune.plan import plan_sweep
     from service.tune.progress import Progress
-    from service.tune.runtime import start_ray
     from service.tune.sweep import run_sweep
 
     # Closed over, not attributes: Tune may copy its callbacks.
@@ -199,23 +237,17 @@ def run_service(spec) -> dict[str, Any]:
                     first_step[trial.trial_id] = time.time() - result["epoch_s"]
             return super().on_trial_result(iteration, trials, trial, result, **info)
 
-    t0 = time.perf_counter()
-    start_ray(None, verbose=False)
-    ray_start = time.perf_counter() - t0
-    try:
-        with tempfile.TemporaryDirectory(prefix="vs_optuna-") as tmp:
-            plan = plan_sweep(spec, tmp, ray.cluster_resources(), "run")
-            progress = Timed(plan.trials, plan.max_epochs, list(spec.search), quiet=True)
-            t1 = time.perf_counter()
-            summary = run_sweep(spec, plan, progress)
-            wall = time.perf_counter() - t1
-    finally:
-        ray.shutdown()
+    with tempfile.TemporaryDirectory(prefix="vs_optuna-") as tmp:
+        plan = plan_sweep(spec, tmp, ray.cluster_resources(), "run")
+        progress = Timed(plan.trials, plan.max_epochs, list(spec.search), quiet=True)
+        t1 = time.perf_counter()
+        summary = run_sweep(spec, plan, progress)
+        wall = time.perf_counter() - t1
     if summary is None:
         raise RuntimeError("the sweep was interrupted")
     statuses = [t.status for t in summary.trials]
     starts = [first_step[i] - started[i] for i in first_step if i in started]
-    return {"wall_s": wall, "ray_start_s": ray_start, "epochs": len(epochs),
+    return {"wall_s": wall, "epochs": len(epochs),
             "trial_start_s": statistics.median(starts), "epoch_s": statistics.median(epoch_s),
             "best": best[0], "configs": [t.config for t in summary.trials],
             "concurrency": plan.max_concurrent_trials,
@@ -244,6 +276,54 @@ def shared_configs(spec, a: list[dict[str, Any]], b: list[dict[str, Any]]) -> in
     return count
 
 
+def print_sides(spec, a: dict[str, Any], service: dict[str, Any],
+                engines: tuple[str, ...]) -> None:
+    """The table of every side (Optuna, then the sweep on each engine) and their
+    configurations."""
+    sides = [("optuna", a)] + [(f"sweep {e}", service[e]) for e in engines]
+    print(f"{'side':<12} {'wall s':>8} {'epochs':>7} {'s/epoch':>8} {'fit epoch_s':>12} "
+          f"{'trial start s':>14} {'best val_acc':>13}  trials")
+    for name, r in sides:
+        states = ", ".join(f"{n} {s}" for s, n in r["states"].items())
+        print(f"{name:<12} {r['wall_s']:>8.2f} {r['epochs']:>7d} "
+              f"{r['wall_s'] / r['epochs']:>8.3f} {r['epoch_s']:>12.3f} "
+              f"{r['trial_start_s']:>14.2f} {r['best']:>13.4f}  {states}")
+    trials = spec.budget.num_samples
+    for e in engines:
+        print(f"configurations: {shared_configs(spec, a['configs'], service[e]['configs'])} "
+              f"of {trials} trained by both Optuna and the sweep on the {e} engine")
+    print("per side (conv1 kernel/stride, fc_width, dropout, lrn):")
+    for name, r in sides:
+        print(f"  {name:<11} "
+              + "  ".join(describe(c) for c in sorted(r["configs"], key=describe)))
+    walls = ", ".join(f"{e} {service[e]['wall_s'] + service['ray_start_s']:.2f}s"
+                      for e in engines)
+    print(f"sweep: Ray start-up {service['ray_start_s']:.2f}s apart (wall with it: {walls}); "
+          f"load {os.getloadavg()[0]:.2f}")
+
+
+def headlines(a: dict[str, Any], service: dict[str, Any], engines: tuple[str, ...],
+              args) -> list[str]:
+    """One key=value line per engine, then Optuna's and the run's."""
+    lines = []
+    for e in engines:
+        b = service[e]
+        lines.append(" ".join(f"{k}={v}" for k, v in {
+            "engine": e, "sweep_over_optuna": f"{b['wall_s'] / a['wall_s']:.3f}",
+            "trial_start_s": f"{b['trial_start_s']:.2f}",
+            "ray_start_s": f"{service['ray_start_s']:.2f}",
+            "sweep_s_per_epoch": f"{b['wall_s'] / b['epochs']:.3f}",
+            "sweep_epochs": b["epochs"], "sweep_wall_s": f"{b['wall_s']:.2f}",
+            "sweep_fit_epoch_s": f"{b['epoch_s']:.3f}"}.items()))
+    lines.append(" ".join(f"{k}={v}" for k, v in {
+        "optuna_s_per_epoch": f"{a['wall_s'] / a['epochs']:.3f}",
+        "optuna_epochs": a["epochs"], "optuna_wall_s": f"{a['wall_s']:.2f}",
+        "optuna_trial_start_s": f"{a['trial_start_s']:.2f}",
+        "optuna_fit_epoch_s": f"{a['epoch_s']:.3f}",
+        "trials": args.trials, "epochs": args.epochs, "concurrency": args.n_jobs}.items()))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -253,14 +333,17 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"override budget.max_epochs (default {EPOCHS})")
     p.add_argument("--early-stopping", action="store_true",
                    help="each side's own early stopping: ASHA vs SuccessiveHalvingPruner")
+    p.add_argument("--engine", choices=(*ENGINES, "both"), default="both",
+                   help="the engine(s) the sweep runs on (default both: tune, then train)")
     p.add_argument("--quick", action="store_true",
-                   help=f"CI: {QUICK_TRIALS} trials x {QUICK_EPOCHS} epoch")
+                   help=f"CI: {QUICK_TRIALS} trials x {QUICK_EPOCHS} epoch per side")
     args = p.parse_args(argv)
     if args.quick:
         args.trials, args.epochs = QUICK_TRIALS, QUICK_EPOCHS
     if args.trials < 1 or args.epochs < 1:
         p.exit(2, "error: --trials and --epochs must be at least 1\n")
     spec = load_space(args.trials, args.epochs, args.early_stopping)
+    engines = ENGINES if args.engine == "both" else (args.engine,)
 
     import optuna
     import ray
@@ -269,43 +352,23 @@ def main(argv: list[str] | None = None) -> int:
     from service.tune.plan import concurrency
     from service.tune.runtime import local_resources
 
-    n_jobs = concurrency(spec, local_resources(via_ray=True))
+    args.n_jobs = n_jobs = concurrency(spec, local_resources(via_ray=True))
     mode = (f"early stopping (ASHA grace {spec.scheduler.grace_period}, reduction factor "
             f"{spec.scheduler.reduction_factor} vs SuccessiveHalvingPruner)"
             if args.early_stopping else "identical work (no early stopping)")
     print(f"default space, {args.trials} trials x {args.epochs} epochs, {mode}; {n_jobs} at a "
-          f"time, 1 thread each; cpus={os.cpu_count()} python={sys.version.split()[0]} "
-          f"ray={ray.__version__} torch={torch.__version__} optuna={optuna.__version__} "
-          f"load={os.getloadavg()[0]:.2f}", flush=True)
+          f"time, 1 thread each; sweep engines {', '.join(engines)}; cpus={os.cpu_count()} "
+          f"python={sys.version.split()[0]} ray={ray.__version__} torch={torch.__version__} "
+          f"optuna={optuna.__version__} load={os.getloadavg()[0]:.2f}", flush=True)
     a = run_optuna(spec, n_jobs, args.early_stopping)
-    print(f"optuna done (load {os.getloadavg()[0]:.2f}); starting the sweep", flush=True)
-    b = run_service(spec)
-    if b["concurrency"] != n_jobs:
-        print(f"warning: the sweep ran {b['concurrency']} trials at a time, Optuna {n_jobs}")
-    print(f"{'side':<8} {'wall s':>8} {'epochs':>7} {'s/epoch':>8} {'fit epoch_s':>12} "
-          f"{'trial start s':>14} {'best val_acc':>13}  trials")
-    for name, r in (("optuna", a), ("sweep", b)):
-        states = ", ".join(f"{n} {s}" for s, n in r["states"].items())
-        print(f"{name:<8} {r['wall_s']:>8.2f} {r['epochs']:>7d} {r['wall_s'] / r['epochs']:>8.3f}"
-              f" {r['epoch_s']:>12.3f} {r['trial_start_s']:>14.2f} {r['best']:>13.4f}  {states}")
-    shared = shared_configs(spec, a["configs"], b["configs"])
-    print(f"configurations: {shared} of {args.trials} trained by both sides; per side "
-          f"(conv1 kernel/stride, fc_width, dropout, lrn):")
-    for name, r in (("optuna", a), ("sweep", b)):
-        print(f"  {name:<7} " + "  ".join(describe(c) for c in sorted(r["configs"], key=describe)))
-    print(f"sweep: Ray start-up {b['ray_start_s']:.2f}s apart (wall with it "
-          f"{b['wall_s'] + b['ray_start_s']:.2f}s); load {os.getloadavg()[0]:.2f}")
-    headline = {
-        "sweep_over_optuna": f"{b['wall_s'] / a['wall_s']:.3f}",
-        "trial_start_s": f"{b['trial_start_s']:.2f}", "ray_start_s": f"{b['ray_start_s']:.2f}",
-        "sweep_s_per_epoch": f"{b['wall_s'] / b['epochs']:.3f}",
-        "optuna_s_per_epoch": f"{a['wall_s'] / a['epochs']:.3f}",
-        "sweep_epochs": b["epochs"], "optuna_epochs": a["epochs"],
-        "sweep_wall_s": f"{b['wall_s']:.2f}", "optuna_wall_s": f"{a['wall_s']:.2f}",
-        "optuna_trial_start_s": f"{a['trial_start_s']:.2f}",
-        "sweep_fit_epoch_s": f"{b['epoch_s']:.3f}", "optuna_fit_epoch_s": f"{a['epoch_s']:.3f}",
-        "trials": args.trials, "epochs": args.epochs, "concurrency": n_jobs}
-    print(" ".join(f"{k}={v}" for k, v in headline.items()))
+    print(f"optuna done (load {os.getloadavg()[0]:.2f}); starting the sweeps", flush=True)
+    service = run_service(spec, engines)
+    for e in engines:
+        if service[e]["concurrency"] != n_jobs:
+            print(f"warning: the sweep on the {e} engine ran {service[e]['concurrency']} "
+                  f"trials at a time, Optuna {n_jobs}")
+    print_sides(spec, a, service, engines)
+    print("\n".join(headlines(a, service, engines, args)))
     return 0
 
 

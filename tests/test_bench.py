@@ -61,7 +61,8 @@ def engine_headlines(lines: list[str]) -> dict[str, dict[str, float]]:
     for line in lines:
         if line.startswith("engine="):
             pairs = dict(pair.split("=") for pair in line.split())
-            out[pairs.pop("engine")] = {k: float(v) for k, v in pairs.items()}
+            engine = pairs.pop("engine")
+            out[engine] = {k: float(v) for k, v in pairs.items()}
     return out
 
 

@@ -1,6 +1,6 @@
 """Faults injected for real: a sweep whose driver is killed finishes with --resume, its finished
 trials kept and ASHA's rungs rebuilt; a summary that cannot be written; a trial out of memory.
-(A Ray Train worker killed mid-trial, through a space's `resources.max_failures`:
+(The process training a trial killed mid-trial, through a space's `resources.max_failures`:
 tests/test_faults_submit.py.)"""
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ except OSError as err:
 @pytest.mark.slow
 def test_a_trial_that_runs_out_of_memory_is_an_error_and_the_sweep_goes_on(tmp_path):
     # fc_width 2**20 asks for a 4 TiB FC7 weight: the allocator really fails (ENOMEM) inside
-    # the Ray Train worker. That trial is recorded as an error with the reason; the other
+    # the trial's actor. That trial is recorded as an error with the reason; the other
     # completes and the exit code says that a trial failed.
     spec = {
         "name": "oom", "data": {"dataset": "digits", "image_size": 67},

@@ -136,8 +136,8 @@ def child(trials: int, results: str, settle: float) -> int:
     rss: list[tuple[int, float]] = []
 
     class Measured(first_step_progress(Progress, started, first_step)):
-        def _finish(self, trial, what):
-            super()._finish(trial, what)
+        def _finish(self, trial, what, error=False):
+            super()._finish(trial, what, error)
             rss.append((self.done, rss_mb()))
 
     t0 = time.time()

@@ -1,4 +1,4 @@
-"""What a trial's start costs in Ray actors (issue 18): a real sweep through the service's own
+"""What a trial's start costs in Ray actors, on each engine: a real sweep through the service's own
 path (bench/trial_start.py: `start_ray`, `run_sweep`), counted by Ray's State API."""
 
 import os

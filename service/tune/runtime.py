@@ -108,8 +108,8 @@ def start_ray(address: str | None, verbose: bool, announce: bool = False) -> boo
         port = free_port()
         os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     if address is None:
-        # Train's controller polls its workers every 2 s by default, so each epoch's result
-        # reached Tune (and ASHA's decisions) ~2 s late (bench/overhead.py); 0.5 s: ~0.25 s.
+        # Train's controller polls its workers every 2 s by default, so each epoch of a
+        # train-engine trial reaches Tune (and ASHA's decisions) ~2 s late; 0.5 s: ~0.25 s.
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
         # One machine is not preempted: Train's preemption watcher (an actor per trial,
         # ~0.1 GiB each) only costs memory here (bench/default_sweep.py).

@@ -8,8 +8,9 @@ sum of RSS (counts shared pages once per process, so it overstates) and the sum 
 (shared pages split between their users: the memory the run really holds) are reported.
 /proc only: no psutil. The last line is the headline as key=value.
 
-    python bench/default_sweep.py            # the default sweep as shipped (8 trials, 8 epochs)
-    python bench/default_sweep.py --quick    # CI: --max-epochs 2 --num-samples 2
+    python bench/default_sweep.py                  # as shipped (8 trials, 8 epochs)
+    python bench/default_sweep.py --engine train   # the same space, each trial a Train run
+    python bench/default_sweep.py --quick          # CI: --max-epochs 2 --num-samples 2
 """
 
 from __future__ import annotations
@@ -118,12 +119,26 @@ def by_name(mem: dict[int, tuple[int, int]]) -> dict[str, list[int]]:
     return out
 
 
+def _space_with_engine(tmp: Path, engine: str) -> str:
+    """The shipped default space with `resources.engine` set, written to `tmp`."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "service" / "searchspaces" / "default.yaml").read_text())
+    spec.setdefault("resources", {})["engine"] = engine
+    path = tmp / f"default-{engine}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the default sweep under the sampler; print wall time, peak memory, the headline."""
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="--max-epochs 2 --num-samples 2")
     p.add_argument("--interval", type=float, default=0.25, help="seconds between samples")
+    p.add_argument("--engine", choices=["tune", "train"],
+                   help="the default space with resources.engine set to this (default: as "
+                        "shipped, auto)")
     p.add_argument("--timeout", type=float, default=1800,
                    help="interrupt the sweep (Ctrl-C) after this many seconds (default 1800)")
     args = p.parse_args(argv)
@@ -134,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     tag = uuid.uuid4().hex
     with tempfile.TemporaryDirectory(prefix="default-sweep-") as tmp:
         cmd = [sys.executable, "-m", "service.submit", "--results", tmp, "-q"]
+        if args.engine:
+            cmd.insert(3, _space_with_engine(Path(tmp), args.engine))
         if args.quick:
             cmd += ["--max-epochs", "2", "--num-samples", "2"]
         print("command: " + " ".join(cmd[1:]) + f"  (cpus={os.cpu_count()}, "

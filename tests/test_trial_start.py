@@ -81,7 +81,8 @@ class SlowProgress(Progress):
 spec = parse_spec({"name": "slow-loop", "data": {"dataset": "digits"},
                    "model": {"family": "lenet5"}, "train": {"batch_size": 64, "num_threads": 1},
                    "search": {"lr": {"type": "float", "low": 0.01, "high": 0.1, "log": True}},
-                   "budget": {"max_epochs": 2, "num_samples": 4}, "scheduler": {"type": "none"}})
+                   "budget": {"max_epochs": 2, "num_samples": 4}, "scheduler": {"type": "none"},
+                   "resources": {"engine": "train"}})
 start_ray(None, False)
 import ray
 plan = plan_sweep(spec, sys.argv[1], ray.cluster_resources(), "run")

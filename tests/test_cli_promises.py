@@ -327,7 +327,7 @@ def test_ray_address_in_the_environment_joins_that_cluster(tmp_path):
     with loopback_cluster(tmp_path, cpus=1, gpus=0, nodes=1) as cluster:
         gcs, dashboard, env = cluster.gcs, cluster.dashboard, cluster.env
         head = cluster.node_ids["head"]
-        assert _ray_list("actors", dashboard, env, "--filter", "class_name=RayTrainWorker") == []
+        assert _ray_list("actors", dashboard, env, "--filter", "class_name=ImplicitFunc") == []
         proc = subprocess.run([sys.executable, "-m", "service.submit", str(path), "--results",
                                str(tmp_path / "res"), "--no-report"], cwd=ROOT,
                               env={**env, "RAY_ADDRESS": gcs}, capture_output=True, text=True,
@@ -339,8 +339,8 @@ def test_ray_address_in_the_environment_joins_that_cluster(tmp_path):
         summary = json.loads(summary_path(proc.stdout).read_text())
         (trial,) = summary["trials"]
         assert trial["status"] == "completed" and trial["best_val_acc"] > 0.1
-        # the trial's Train worker ran on that cluster's node (its State API says so) ...
-        workers = _ray_list("actors", dashboard, env, "--filter", "class_name=RayTrainWorker")
+        # the trial's actor ran on that cluster's node (its State API says so) ...
+        workers = _ray_list("actors", dashboard, env, "--filter", "class_name=ImplicitFunc")
         assert [w["node_id"] for w in workers] == [head], workers
         # ... and submit left the cluster it joined running
         nodes = _ray_list("nodes", dashboard, env)

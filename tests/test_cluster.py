@@ -286,10 +286,11 @@ def loopback(tmp_path_factory):
         yield cluster
 
 
-def _train_workers(cluster: Loopback) -> list[dict]:
-    """The cluster's Ray Train worker actors, alive or finished (from the State API)."""
+def _trial_actors(cluster: Loopback) -> list[dict]:
+    """The cluster's Tune trial actors (each one trial's worker on the tune engine), alive or
+    finished (from the State API)."""
     return _ray_list("actors", cluster.dashboard, cluster.env, "--filter",
-                     "class_name=RayTrainWorker")
+                     "class_name=ImplicitFunc")
 
 
 def bundle_request(required: dict[str, float]) -> dict[str, float]:
@@ -321,7 +322,7 @@ def test_sweep_on_two_ray_start_nodes_with_fake_gpus(loopback, tmp_path):
     assert not torch.cuda.is_available()  # the fallback is what this test is about
     space = tmp_path / "loopback.yaml"
     space.write_text(yaml.safe_dump(LOOPBACK))
-    earlier = {w["actor_id"] for w in _train_workers(loopback)}
+    earlier = {w["actor_id"] for w in _trial_actors(loopback)}
     proc = subprocess.run([sys.executable, "-m", "service.submit", str(space), "--address",
                            loopback.gcs, "--results", str(tmp_path / "res"), "-q",
                            "--no-report"], cwd=ROOT, env=loopback.env, capture_output=True,
@@ -330,7 +331,7 @@ def test_sweep_on_two_ray_start_nodes_with_fake_gpus(loopback, tmp_path):
     # The summary's path is submit's last line, but Ray's own warnings (raylet worker start-up)
     # can reach stdout after it on a cluster; see service.schedule.summary_path.
     _check_sweep(summary_path(proc.stdout))
-    workers = [w for w in _train_workers(loopback) if w["actor_id"] not in earlier]
+    workers = [w for w in _trial_actors(loopback) if w["actor_id"] not in earlier]
     assert len(workers) == 2
     asked = [bundle_request(w["required_resources"]) for w in workers]
     assert asked == [{"CPU": 1.0, "GPU": 0.5}] * 2, [w["required_resources"] for w in workers]

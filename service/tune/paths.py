@@ -185,7 +185,8 @@ def trial_dir(run_dir: Path, trial_id: str) -> Path | None:
 def read_ledger(path: Path, errored: bool = True) -> set[str]:
     """Trial ids recorded as finished (completed, stopped early, diverged), and, unless
     `errored` is False, those that ended in error. The file is {"finished": [...],
-    "errored": [...]} (a plain list of finished ids before errors were kept apart)."""
+    "errored": [...], "trials": {id: {"config": ..., "metrics": ...}}} (a plain list of
+    finished ids before errors were kept apart)."""
     if not path.exists():
         return set()
     data = json.loads(path.read_text())
@@ -194,12 +195,25 @@ def read_ledger(path: Path, errored: bool = True) -> set[str]:
     return set(data.get("finished", [])) | (set(data.get("errored", [])) if errored else set())
 
 
-def write_ledger(path: Path, finished: set[str], errored: set[str]) -> None:
+def ledger_trials(path: Path | None) -> dict[str, dict[str, Any]]:
+    """Each finished trial's config and last metrics as the ledger recorded them ({} if none):
+    what a summary needs of a trial that finished after Tune last saved its state."""
+    try:
+        data = json.loads(path.read_text()) if path is not None else {}
+    except (OSError, ValueError):
+        return {}
+    trials = data.get("trials") if isinstance(data, dict) else None
+    return trials if isinstance(trials, dict) else {}
+
+
+def write_ledger(path: Path, finished: set[str], errored: set[str],
+                 trials: dict[str, dict[str, Any]] | None = None) -> None:
     """Write the ledger atomically (a temporary file renamed over it)."""
     tmp = path.with_suffix(".tmp")
     try:
         tmp.write_text(json.dumps({"finished": sorted(finished),
-                                   "errored": sorted(errored - finished)}))
+                                   "errored": sorted(errored - finished),
+                                   "trials": trials or {}}, default=str))
         os.replace(tmp, path)
     except OSError:
         tmp.unlink(missing_ok=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from service.tune.paths import SEED_KEY, read_ledger, write_ledger
+from service.tune.paths import SEED_KEY, ledger_trials, read_ledger, write_ledger
 
 
 def _fmt_s(seconds: float) -> str:
@@ -46,6 +46,7 @@ class Progress(Callback):
         self.ledger: Path | None = None
         self.finished: set[str] = set()
         self.errored: set[str] = set()  # ended in error: --resume tries them again
+        self.records: dict[str, dict] = {}  # finished trials' config and last metrics
         self._ledger_failed = False
 
     def use_ledger(self, path: Path) -> None:
@@ -53,6 +54,7 @@ class Progress(Callback):
         self.ledger = path
         self.finished = read_ledger(path, errored=False)
         self.errored = read_ledger(path) - self.finished
+        self.records = ledger_trials(path)
         self.done = len(self.finished)
 
     def setup(self, **info):
@@ -63,16 +65,23 @@ class Progress(Callback):
         if self.ledger is not None:
             self.use_ledger(self.ledger)
 
-    def _record(self, trial_id: str, error: bool = False) -> None:
+    def _record(self, trial, error: bool = False) -> None:
+        trial_id = trial.trial_id
         if error:
             self.errored.add(trial_id)
         else:
             self.finished.add(trial_id)
             self.errored.discard(trial_id)
+            # Its config and last metrics: a trial that finishes between two of Tune's saves
+            # of its state is missing from it after a killed driver, and the summary takes it
+            # from here (sweep.run_sweep).
+            last = {k: v for k, v in (trial.last_result or {}).items()
+                    if isinstance(v, (int, float, str, bool)) or v is None}
+            self.records[trial_id] = {"config": dict(trial.config or {}), "metrics": last}
         if self.ledger is None:
             return
         try:
-            write_ledger(self.ledger, self.finished, self.errored)
+            write_ledger(self.ledger, self.finished, self.errored, self.records)
         except OSError as err:
             # A full disk must not stop the sweep: the ledger only spares a resumed sweep
             # from training again what a killed driver saw finish. Said once; retried at the
@@ -103,7 +112,7 @@ class Progress(Callback):
         self.running.discard(trial.trial_id)
         if trial.trial_id not in self.finished:  # a resumed run replays trials it finished
             self.done += 1
-        self._record(trial.trial_id, error)
+        self._record(trial, error)
         elapsed = time.time() - self.start
         left = self.total - self.done
         eta = f" · ETA ~{_fmt_s(elapsed / self.done * left)}" if left and self.done else ""

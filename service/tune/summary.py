@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from service.results.pareto import pareto_of
 from service.results.records import Summary, TrialRecord
-from service.tune.paths import ARM_KEY, trial_id_of
+from service.tune.paths import ARM_KEY, trial_dir, trial_history, trial_id_of
 from service.tune.plan import SweepPlan
 
 
@@ -41,10 +42,28 @@ def trial_record(result, max_epochs: int, arms: dict[str, dict] | None = None) -
         _first_line(result.error) if result.error else None)
 
 
+def ledger_record(run_dir: Path, trial_id: str, entry: dict[str, Any], max_epochs: int,
+                  arms: dict[str, dict] | None = None) -> TrialRecord:
+    """The record of a trial the ledger saw finish but Tune's restored state does not hold (it
+    finished after Tune last saved its state, before the driver was killed): its config and
+    last metrics from the ledger, its epochs from its registered checkpoints and result.json."""
+    config = dict(entry.get("config") or {})
+    if arms and config.get(ARM_KEY) in arms:
+        config = {**arms[config[ARM_KEY]], **config}
+    last = dict(entry.get("metrics") or {})
+    rows = trial_history(run_dir, trial_id, trial_dir(run_dir, trial_id)) + [last]
+    return TrialRecord.from_history(trial_id, config, trial_status(last, None, max_epochs), rows)
+
+
 def summarize(spec, plan: SweepPlan, results, wall_s: float, searched: list[str],
-              arms: dict[str, dict] | None = None) -> Summary:
-    """summary.json's content from a Tune ResultGrid (`arms`: an ablation's cells)."""
+              arms: dict[str, dict] | None = None,
+              lost: dict[str, dict[str, Any]] | None = None) -> Summary:
+    """summary.json's content from a Tune ResultGrid (`arms`: an ablation's cells) and, from
+    the ledger, the finished trials Tune's restored state lost (`lost`: id -> entry)."""
     trials = [trial_record(r, spec.budget.max_epochs, arms) for r in results]
+    run_dir = Path(plan.experiment_dir)
+    trials += [ledger_record(run_dir, i, entry, spec.budget.max_epochs, arms)
+               for i, entry in sorted((lost or {}).items())]
     pareto = pareto_of(trials, spec.budget.objectives) if spec.budget.multi_objective else None
     return Summary.ranked(
         trials, name=spec.name, spec=redacted_spec(spec), plan=asdict(plan), searched=searched,

@@ -20,7 +20,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from service.results.records import Summary
 from service.results.store import write_json
-from service.tune.paths import ledger_path, read_ledger, trial_id_of
+from service.tune.paths import ledger_path, ledger_trials, read_ledger, trial_id_of
 from service.tune.plan import SweepPlan
 from service.tune.search import make_scheduler, make_searcher, param_space
 from service.tune.summary import summarize
@@ -228,7 +228,12 @@ def run_sweep(spec, plan: SweepPlan, progress, resume: bool = False,
             signal.signal(signal.SIGINT, before)
     if interrupted(spec, phase, results, progress):
         return None
+    # Trials the ledger saw finish that Tune's restored state lost (they finished after its
+    # last save, before a killed driver): trained, told to the searcher, so summarised too.
+    known = {(r.metrics or {}).get("trial_id") or trial_id_of(r.path) for r in results}
+    lost = {i: e for i, e in ledger_trials(ledger).items()
+            if i not in known and "://" not in plan.experiment_dir}
     summary = summarize(spec, plan, results, time.perf_counter() - start, phase.searched,
-                        phase.arms)
+                        phase.arms, lost)
     write_json(f"{plan.experiment_dir}/summary.json", summary)
     return summary

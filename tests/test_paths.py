@@ -64,3 +64,22 @@ def test_a_train_run_is_read_from_trains_snapshot(tmp_path):
 def test_no_list_no_checkpoints(tmp_path):
     assert read_local_list(checkpoint_list(tmp_path, TRIAL)) == []
     assert last_registered_metrics(LocalFileSystem(), str(tmp_path), TRIAL, None) is None
+
+
+def test_a_finished_trial_that_tune_lost_is_recorded_from_the_ledger(tmp_path):
+    """A trial that finished after Tune last saved its state (then the driver was killed) is
+    summarised from the ledger's config and last metrics and its registered checkpoints."""
+    from service.tune.paths import ledger_trials, write_ledger
+    from service.tune.summary import ledger_record
+
+    sizes = {"checkpoint_000000": 10, "checkpoint_000001": 10}
+    _tune_trial(tmp_path, sizes, sizes)
+    ledger = tmp_path / "ledger.json"
+    last = {"epoch": 2, "val_acc": 0.2, "status": "running", "trial_id": TRIAL}
+    write_ledger(ledger, {TRIAL}, set(), {TRIAL: {"config": {"lr": 0.05}, "metrics": last}})
+    entry = ledger_trials(ledger)[TRIAL]
+    record = ledger_record(tmp_path, TRIAL, entry, max_epochs=3)
+    assert record.trial_id == TRIAL and record.config == {"lr": 0.05}
+    assert record.status == "stopped-early" and record.epochs == 2
+    assert record.best_val_acc == 0.2
+    assert ledger_record(tmp_path, TRIAL, entry, max_epochs=2).status == "completed"

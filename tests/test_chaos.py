@@ -35,7 +35,7 @@ SPACE = {
     "data": {"dataset": "digits", "image_size": 64},
     "model": {"family": "lenet5"},
     "train": {"batch_size": 64, "num_threads": 1},
-    "search": {"lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True}},
+    "search": {"lr": {"type": "float", "low": 0.001, "high": 0.03, "log": True}},
     "budget": {"max_epochs": 3, "num_samples": TRIALS},
     "searcher": {"type": "random", "seed": 0},
     "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},

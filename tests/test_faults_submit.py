@@ -50,15 +50,14 @@ def test_max_failures_from_the_spec_restarts_a_killed_worker(tmp_path, engine, m
         "name": "wkill", "data": {"dataset": "digits", "image_size": 96},
         "model": {"family": "lenet5"},
         "train": {"batch_size": 64, "num_threads": 1},
-        "search": {"lr": {"type": "grid", "values": [0.05]}},
+        "search": {"lr": {"type": "grid", "values": [0.02]}},
         "budget": {"max_epochs": EPOCHS, "num_samples": 1},
         "searcher": {"type": "grid"}, "scheduler": {"type": "none"},
         "resources": {"workers_per_trial": 1, "cpus_per_worker": 1,
                       "max_failures": max_failures, "engine": engine},
     }
-    # The process that trains: Tune's trial actor (titled ".train" while it runs the trial)
-    # or Ray Train's worker.
-    title = TRAIN_WORKER if engine == "train" else f"{TRIAL_ACTOR}.train"
+    # The process that trains: Tune's trial actor (the sweep's only one) or Ray Train's worker.
+    title = TRAIN_WORKER if engine == "train" else TRIAL_ACTOR
     space = tmp_path / "wkill.yaml"
     space.write_text(yaml.safe_dump(spec))
     proc = subprocess.Popen(

@@ -10,8 +10,9 @@ Checkpoints: each epoch's is reported to Tune (`ray.tune.report(metrics, checkpo
 copies it into the trial's directory as `checkpoint_NNNNNN/` before `report` returns; then the
 trial adds it to its list of registered checkpoints there (`paths.TUNE_SNAPSHOT`, in Train's
 shape), written straight to storage. A trial resumes from the newer of Tune's checkpoint
-(`tune.get_checkpoint()`: a restart after `max_failures`) and that list (a driver killed before
-Tune saved its state), so no epoch is trained twice.
+(`tune.get_checkpoint()`: a restart after `max_failures`) and that list (a checkpoint stored
+while the process died, or a driver killed before Tune saved its state), so no epoch is
+trained twice; the listed epochs Tune has not had are reported to it first.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def run_in_actor(cfg, storage) -> None:
     """Train `cfg` (the trial's TrainConfig) in this actor, resuming from its newest checkpoint."""
     reset_process_state(cfg.seed)
     registered = CheckpointList(storage)
-    resume_from = _newest_checkpoint(registered, storage)
+    resume_from, unreported = _resume_point(registered, storage)
     # Tune names the next checkpoint after the last one its driver saw; where our list is newer
     # (a restored driver), continue after ours so that no registered checkpoint is overwritten.
     if registered.highest_index() > storage.current_checkpoint_index:
@@ -105,6 +106,13 @@ def run_in_actor(cfg, storage) -> None:
         except OSError as err:  # a full disk: Ray's copy to storage names neither the path
             raise storage_error(err, metrics.get("epoch"), storage.trial_fs_path) from err
 
+    # Epochs stored and listed after the checkpoint Tune knows (the process died inside their
+    # report, or a restored driver saved its state before them): Tune gets their results now,
+    # so that its scheduler and result.json miss no epoch.
+    for entry in unreported:
+        ray.tune.report(dict(entry.get("metrics") or {}))
+    if unreported and unreported[-1].get("metrics", {}).get("epoch", 0) >= cfg.epochs:
+        return  # the last epoch was stored: nothing is left to train
     if resume_from is None:
         fit(cfg, report)
         return
@@ -112,16 +120,17 @@ def run_in_actor(cfg, storage) -> None:
         fit(cfg, report, resume_from=ckpt_dir)
 
 
-def _newest_checkpoint(registered: CheckpointList, storage):
-    """The newer of Tune's checkpoint for this trial and the newest one in our list (by their
-    `checkpoint_NNNNNN` index, which only grows): a ray.tune.Checkpoint, or None."""
+def _resume_point(registered: CheckpointList, storage):
+    """Where the trial resumes: the newer of Tune's checkpoint and the newest one in our list
+    (by their `checkpoint_NNNNNN` index, which only grows), as a ray.tune.Checkpoint or None;
+    and the listed entries after Tune's, whose results Tune has not had."""
     tune_ckpt = ray.tune.get_checkpoint()
-    latest = registered.latest()
-    if latest is None or (tune_ckpt is not None and _index(os.path.basename(tune_ckpt.path))
-                          >= _index(latest.get("checkpoint_dir_name"))):
-        return tune_ckpt
-    return ray.tune.Checkpoint(f"{storage.trial_fs_path}/{latest['checkpoint_dir_name']}",
-                               filesystem=storage.storage_filesystem)
+    known = _index(os.path.basename(tune_ckpt.path)) if tune_ckpt is not None else -1
+    newer = [e for e in registered.entries if _index(e.get("checkpoint_dir_name")) > known]
+    if not newer:
+        return tune_ckpt, []
+    newest = f"{storage.trial_fs_path}/{newer[-1]['checkpoint_dir_name']}"
+    return ray.tune.Checkpoint(newest, filesystem=storage.storage_filesystem), newer
 
 
 def storage_error(err: OSError, epoch: Any, where: str) -> OSError:

@@ -17,7 +17,7 @@ from test_cluster import _ray_list, kill_tree, loopback_cluster, process_tree
 from test_faults import _trained_epochs, trial_processes
 from test_submit import Lines
 
-from service.tune.paths import json_lines, trial_dir
+from service.tune.paths import json_lines, trial_dir, trial_history
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 4
@@ -99,7 +99,9 @@ def test_a_lost_node_costs_one_epoch_and_the_trial_resumes_on_the_other(tmp_path
     for t in summary["trials"]:
         history = [row["epoch"] for row in json_lines(trial_dir(run_dir, t["trial_id"])
                                                       / "result.json")]
-        assert sorted(set(history)) == list(range(1, EPOCHS + 1)), history
+        reached = [row["epoch"] for row in trial_history(run_dir, t["trial_id"],
+                                                         trial_dir(run_dir, t["trial_id"]))]
+        assert reached == list(range(1, EPOCHS + 1)), (reached, history)
         assert history == sorted(history), history
         epochs = registered[t["trial_id"]]
         assert sorted(set(epochs)) == list(range(1, EPOCHS + 1)), epochs

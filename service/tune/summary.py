@@ -34,10 +34,16 @@ def trial_record(result, max_epochs: int, arms: dict[str, dict] | None = None) -
         config = {**arms[config[ARM_KEY]], **config}
     df = result.metrics_dataframe
     rows = df.to_dict("records") if df is not None else []
+    trial_id = m.get("trial_id") or trial_id_of(result.path)
+    # Epochs Tune's records miss (a trial Tune restarted after its actor died can lose the
+    # result.json rows from before), from its registered checkpoints: extremes over them all.
+    have = {r.get("epoch") for r in rows}
+    rows = [*(h for h in trial_history(Path(result.path).parent, trial_id, result.path)
+              if h.get("epoch") not in have), *rows]
     if m:  # also when Tune's dataframe lags behind its last result
         rows.append(m)
     return TrialRecord.from_history(
-        m.get("trial_id") or trial_id_of(result.path), config,
+        trial_id, config,
         trial_status(m, result.error, max_epochs), rows,
         _first_line(result.error) if result.error else None)
 

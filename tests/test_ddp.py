@@ -64,6 +64,9 @@ def _rank(rank: int, port: int, out: str) -> None:
 
     try:
         fit(CFG, report, checkpoint_root=Path(out) / f"ckpt-rank{rank}", datasets=datasets())
+        # Both ranks leave together: a rank whose peer has already torn the group down can
+        # abort in gloo's threads at exit ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
     (Path(out) / f"rank{rank}.json").write_text(json.dumps(reports))

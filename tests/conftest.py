@@ -32,6 +32,22 @@ ALEXNET_SWEEP = {
 }
 
 
+def lenet_space(name: str, search: dict, max_epochs: int, *, image_size: int | None = None,
+                searcher: dict | None = None, scheduler: dict | None = None,
+                num_samples: int = 1, **resources) -> dict:
+    """A LeNet-5 sweep on digits, one thread a trial, one worker of one CPU (plus `resources`):
+    by default a grid over `search` with no early stopping."""
+    data = {"dataset": "digits"} | ({"image_size": image_size} if image_size else {})
+    return {"name": name, "data": data, "model": {"family": "lenet5"},
+            "train": {"batch_size": 64, "num_threads": 1}, "search": search,
+            "budget": {"max_epochs": max_epochs, "num_samples": num_samples},
+            "searcher": searcher or {"type": "grid"}, "scheduler": scheduler or {"type": "none"},
+            "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, **resources}}
+
+
+ASHA = {"type": "asha", "grace_period": 1, "reduction_factor": 2}
+
+
 def submitted(spec: dict, tmp: Path, timeout: int = 900) -> Path:
     """The summary.json of `spec` run quietly through `python -m service.submit` in tmp
     (the submit must exit 0 and print the summary's path last)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ASHA, lenet_space
 from test_faults import TRIAL_ACTOR, kill_sweep, trial_processes
 from test_submit import Lines
 
@@ -29,19 +30,10 @@ from service.tune.paths import json_lines, trial_dir, trial_history
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS, KILLS, MAX_FAILURES, SEED = 12, 5, 2, 20261202
 
-SPACE = {
-    "name": "chaos",
-    # 64 px LeNet epochs take about a second on one core: the kills land inside trials.
-    "data": {"dataset": "digits", "image_size": 64},
-    "model": {"family": "lenet5"},
-    "train": {"batch_size": 64, "num_threads": 1},
-    "search": {"lr": {"type": "float", "low": 0.001, "high": 0.03, "log": True}},
-    "budget": {"max_epochs": 3, "num_samples": TRIALS},
-    "searcher": {"type": "random", "seed": 0},
-    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
-    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1,
-                  "max_failures": MAX_FAILURES},
-}
+# 64 px LeNet epochs take about a second on one core: the kills land inside trials.
+SPACE = lenet_space("chaos", {"lr": {"type": "float", "low": 0.001, "high": 0.03, "log": True}}, 3,
+                    image_size=64, searcher={"type": "random", "seed": 0}, scheduler=ASHA,
+                    num_samples=TRIALS, max_failures=MAX_FAILURES)
 
 
 @pytest.mark.slow

@@ -8,26 +8,17 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import ASHA, lenet_space
 
 from service.config.spec import parse_spec
 from service.training.loop import fit
 from service.tune.paths import json_lines, trial_dir
 from service.tune.trial import trial_train_config
 
-SPACE = {
-    "name": "engine",
-    "data": {"dataset": "digits"},
-    "model": {"family": "lenet5"},
-    "train": {"batch_size": 64, "num_threads": 1},
-    # one at a time: 0.05 finishes, 1e-4 falls below ASHA's first rung and is stopped there
-    # (inside fit), then 0.03 trains in the same actor (as long as ASHA lets it)
-    "search": {"lr": {"type": "grid", "values": [0.05, 0.0001, 0.03]}},
-    "budget": {"max_epochs": 3, "num_samples": 1},
-    "searcher": {"type": "grid"},
-    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
-    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1},
-}
-
+# one at a time: 0.05 finishes, 1e-4 falls below ASHA's first rung and is stopped there (inside
+# fit), then 0.03 trains in the same actor (as long as ASHA lets it)
+SPACE = lenet_space("engine", {"lr": {"type": "grid", "values": [0.05, 0.0001, 0.03]}}, 3,
+                    scheduler=ASHA, max_concurrent_trials=1)
 
 @pytest.mark.slow
 def test_a_reused_actor_trains_the_next_trial_as_a_fresh_process_would(tmp_path, submit_space):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ASHA, lenet_space
 from test_cluster import kill_tree, process_tree
 
 from service.tune.paths import checkpoint_list, read_local_list
@@ -97,15 +98,8 @@ def test_killed_driver_resumes_without_rerunning_and_asha_keeps_its_rungs(tmp_pa
     # One trial at a time over a fixed grid: two good learning rates finish, the driver is
     # SIGKILLed, and on --resume the hopeless lr=1e-4 reaches ASHA's first rung. Only the rung
     # values recorded before the kill can stop it there: Tune does not save a scheduler.
-    spec = {
-        "name": "killed", "data": {"dataset": "digits"}, "model": {"family": "lenet5"},
-        "train": {"batch_size": 64, "num_threads": 1},
-        "search": {"lr": {"type": "grid", "values": [0.05, 0.03, 0.0001]}},
-        "budget": {"max_epochs": 3, "num_samples": 1},
-        "searcher": {"type": "grid"},
-        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
-        "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1},
-    }
+    spec = lenet_space("killed", {"lr": {"type": "grid", "values": [0.05, 0.03, 0.0001]}}, 3,
+                       scheduler=ASHA, max_concurrent_trials=1)
     space = tmp_path / "killed.yaml"
     space.write_text(yaml.safe_dump(spec))
     results = tmp_path / "res"

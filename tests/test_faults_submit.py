@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import lenet_space
 from test_faults import TRAIN_WORKER, TRIAL_ACTOR, _trained_epochs, kill_sweep, trial_process_pids
 
 from service.analysis.load import trial_checkpoints
@@ -46,16 +47,8 @@ def _read_lines(stream, lines: queue.Queue) -> None:
 def test_max_failures_from_the_spec_restarts_a_killed_worker(tmp_path, engine, max_failures):
     pytest.importorskip("ray")
     # 96 px LeNet epochs take seconds, so the kill lands inside the trial, not after it.
-    spec = {
-        "name": "wkill", "data": {"dataset": "digits", "image_size": 96},
-        "model": {"family": "lenet5"},
-        "train": {"batch_size": 64, "num_threads": 1},
-        "search": {"lr": {"type": "grid", "values": [0.02]}},
-        "budget": {"max_epochs": EPOCHS, "num_samples": 1},
-        "searcher": {"type": "grid"}, "scheduler": {"type": "none"},
-        "resources": {"workers_per_trial": 1, "cpus_per_worker": 1,
-                      "max_failures": max_failures, "engine": engine},
-    }
+    spec = lenet_space("wkill", {"lr": {"type": "grid", "values": [0.02]}}, EPOCHS,
+                       image_size=96, max_failures=max_failures, engine=engine)
     # The process that trains: Tune's trial actor (the sweep's only one) or Ray Train's worker.
     title = TRAIN_WORKER if engine == "train" else TRIAL_ACTOR
     space = tmp_path / "wkill.yaml"

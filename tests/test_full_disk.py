@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import lenet_space
 from test_faults import _trained_epochs, kill_sweep
 from test_submit import Lines
 
@@ -28,16 +29,8 @@ from service.tune.paths import checkpoint_list, read_local_list
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 2
 
-SPACE = {
-    "name": "full",
-    "data": {"dataset": "digits"},
-    "model": {"family": "lenet5"},
-    "train": {"batch_size": 64, "num_threads": 1},
-    "search": {"lr": {"type": "grid", "values": [0.05, 0.03, 0.02]}},
-    "budget": {"max_epochs": EPOCHS, "num_samples": 1},
-    "searcher": {"type": "grid"}, "scheduler": {"type": "none"},
-    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 1},
-}
+SPACE = lenet_space("full", {"lr": {"type": "grid", "values": [0.05, 0.03, 0.02]}}, EPOCHS,
+                    max_concurrent_trials=1)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import lenet_space
 from test_cluster import _ray_list, kill_tree, loopback_cluster, process_tree
 from test_faults import _trained_epochs, trial_processes
 from test_submit import Lines
@@ -22,20 +23,10 @@ from service.tune.paths import json_lines, trial_dir, trial_history
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 4
 
-SPACE = {
-    "name": "nodeloss",
-    # 96 px LeNet epochs take seconds, so the kill lands inside a trial (at this size lr 0.05
-    # diverges in its second epoch).
-    "data": {"dataset": "digits", "image_size": 96},
-    "model": {"family": "lenet5"},
-    "train": {"batch_size": 64, "num_threads": 1},
-    "search": {"lr": {"type": "grid", "values": [0.02, 0.01]}},
-    "budget": {"max_epochs": EPOCHS, "num_samples": 1},
-    "searcher": {"type": "grid"}, "scheduler": {"type": "none"},
-    # One CPU per node: the two trials train on different nodes.
-    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_failures": 1,
-                  "max_concurrent_trials": 2},
-}
+# 96 px LeNet epochs take seconds, so the kill lands inside a trial (at this size lr 0.05 diverges
+# in its second epoch). One CPU per node: the two trials train on different nodes.
+SPACE = lenet_space("nodeloss", {"lr": {"type": "grid", "values": [0.02, 0.01]}}, EPOCHS,
+                    image_size=96, max_failures=1, max_concurrent_trials=2)
 
 
 def _trial_actors(cluster) -> list[dict]:

@@ -24,7 +24,7 @@ from service.results.records import Summary
 from service.results.store import ResultsError
 from service.training.data import Datasets
 from service.training.loop import load_checkpoint, prepare
-from service.tune.paths import checkpoint_list, read_local_list
+from service.tune.paths import checkpoint_list, local_whole_entries
 
 
 class AnalysisError(ResultsError):
@@ -49,13 +49,14 @@ def trial_checkpoints(run_dir: str | os.PathLike, trial_id: str) -> list[tuple[i
     snapshot = checkpoint_list(run_dir, trial_id)
     trial_dir = snapshot.parent
     try:
-        json.loads(snapshot.read_text())["checkpoint_results"]
+        data = json.loads(snapshot.read_text())
+        data["checkpoint_results"]
     except FileNotFoundError:
         raise AnalysisError(f"{snapshot}: no registered checkpoints for trial {trial_id}") from None
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise AnalysisError(f"{snapshot}: unreadable checkpoint list ({err})") from None
     found = {}
-    for entry in read_local_list(snapshot):  # only those stored whole
+    for entry in local_whole_entries(snapshot, data):  # only those stored whole
         try:
             epoch, name = int(entry["metrics"]["epoch"]), entry["checkpoint_dir_name"]
         except (KeyError, TypeError, ValueError):

@@ -70,16 +70,21 @@ def whole_entries(data: dict[str, Any], size_of: Callable[[str], int | None]
     return out
 
 
-def read_local_list(path: Path) -> list[dict[str, Any]]:
-    """The whole entries of a checkpoint list on a local disk ([] if there is none)."""
+def local_whole_entries(path: Path, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The whole entries of `data`, the checkpoint list read from `path` on a local disk."""
     def size_of(rel: str) -> int | None:
         try:
             return (path.parent / rel).stat().st_size
         except OSError:
             return None
 
+    return whole_entries(data, size_of)
+
+
+def read_local_list(path: Path) -> list[dict[str, Any]]:
+    """The whole entries of a checkpoint list on a local disk ([] if there is none)."""
     try:
-        return whole_entries(json.loads(path.read_text()), size_of)
+        return local_whole_entries(path, json.loads(path.read_text()))
     except (OSError, ValueError):
         return []
 

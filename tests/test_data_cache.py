@@ -1,4 +1,4 @@
-"""The digits path without torchvision or scikit-learn in a trial's new process (issue 18):
+"""The digits path without torchvision or scikit-learn in a trial's new process:
 the node-local array cache, and the torch-only standardising that must give exactly the
 items torchvision's pipeline gives."""
 

@@ -28,7 +28,7 @@ from service.claims.measures import (
     settled,
 )
 from service.claims.runs import cost, run_claim
-from service.claims.table import fmt as fmt  # re-exported: markdown moved to claims.table
+from service.claims.table import fmt as fmt  # re-exported: the claims' markdown
 from service.claims.table import markdown as markdown
 from service.config.spaces import SHIPPED_SPACES
 from service.config.spec import parse_spec

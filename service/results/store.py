@@ -3,16 +3,15 @@ a `Summary`, and each trial's per-epoch history beside it."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from service.atomic import write_bytes_atomic
 from service.results.records import Summary
 from service.tune.paths import SUMMARY, trial_dir, trial_history
 
@@ -33,23 +32,7 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with fs.open_output_stream(rel) as f:
             f.write(data)
         return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # on disk before the rename makes it the file
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from other readers
-        os.replace(tmp, target)
-    except BaseException as err:
-        # A full disk or a read-only directory: leave no half-written file behind.
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if isinstance(err, OSError) and err.filename is None:
-            err.filename = path
-        raise
+    write_bytes_atomic(path, data)
 
 
 def write_json(path: str | os.PathLike, payload: BaseModel | Mapping[str, Any]) -> None:

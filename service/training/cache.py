@@ -1,9 +1,9 @@
 """A node-local disk cache of small prepared arrays: the embedded digits and seeded splits.
 
-Every trial's Ray Train worker is a new process. Without this cache each one imported
-scikit-learn (~0.9 s of a 2-core machine's CPU, issue 18's start-up profile) to load the digits
-and split them; with it, the first process on a node writes the arrays once and every later one
-reads a few hundred kB with numpy. Files are written whole and renamed into place, so processes
+Every new trial process (a Tune trial actor, a Ray Train worker) would otherwise import
+scikit-learn (~0.9 s of a 2-core machine's CPU, docs/performance.md) to load the digits and
+split them; with the cache, the first process on a node writes the arrays once and every later
+one reads a few hundred kB with numpy. Files are written whole and renamed into place, so processes
 starting together never read half a file; a file that cannot be read is rebuilt, and where
 nothing can be written (a read-only home) the arrays are simply computed each time.
 
@@ -15,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from service.atomic import write_atomic
 
 CACHE_ENV = "CNN_ABLATE_CACHE"
 _VERSION = 1  # bump when what a cached name means changes
@@ -54,18 +55,6 @@ def cached_arrays(name: str, build: Callable[[], dict[str, np.ndarray]]) -> dict
         with np.load(path, allow_pickle=False) as stored:
             return {k: stored[k] for k in stored.files}
     arrays = build()
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError:
-        pass  # nothing writable here: the next process computes them again
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+    with contextlib.suppress(OSError):  # nothing writable here: the next process builds them
+        write_atomic(path, lambda f: np.savez(f, **arrays))
     return arrays

@@ -136,7 +136,7 @@ class Standardise:
     """`(x - mean) / std` per channel after repeating a grey channel to `channels`: what
     `_compose` builds from v2.RGB and v2.Normalize, for items that need nothing else, with torch
     alone. The digits without augmentation use it, so that a trial's new worker process does
-    not import torchvision (1.2 s of CPU per process in issue 18's start-up profile)."""
+    not import torchvision (1.2 s of CPU per process, docs/performance.md)."""
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], channels: int) -> None:
         self.mean_tuple, self.std_tuple, self.channels = tuple(mean), tuple(std), channels

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from service.atomic import write_atomic
 from service.config.train import TrainConfig
 from service.models import build_model, describe, knob_names, model_knobs, towers
 from service.training import parallel
@@ -92,10 +93,8 @@ def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.lr_s
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (temp file + rename), so a crash never leaves half a file."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write a checkpoint atomically (`service.atomic`), so a crash never leaves half a file."""
+    write_atomic(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """`data.train_subset: N`: train on a small, stratified, seeded subset of the training split.
 
-Issue 21 needs a regime that overfits. The subset is taken after the train/validation split,
+A small training set is a regime where the nets overfit (claims 2 and 3). The subset is taken after the train/validation split,
 from the training indices only, so the validation set is the same with or without it. It is
 scikit-learn's `resample(replace=False, n_samples=N, stratify=labels, random_state=seed)`:
 every class gets its share of N rounded down or up (so within one image of its proportion),

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from service.atomic import write_bytes_atomic
+
 SEED_KEY = "__trial_index__"  # a seed offset: budget.seeds (seedgroups, grid) and ablations
 ARM_KEY = "arm"  # an ablation's compared runs: which cell (baseline, arm, combination)
 TUNING_DIR = "tuning"  # an ablation's tuning sweeps: RUN/tuning/<cell>/, one per cell
@@ -213,16 +215,10 @@ def ledger_trials(path: Path | None) -> dict[str, dict[str, Any]]:
 
 def write_ledger(path: Path, finished: set[str], errored: set[str],
                  trials: dict[str, dict[str, Any]] | None = None) -> None:
-    """Write the ledger atomically (a temporary file renamed over it)."""
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(json.dumps({"finished": sorted(finished),
-                                   "errored": sorted(errored - finished),
-                                   "trials": trials or {}}, default=str))
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write the ledger atomically (`service.atomic`)."""
+    write_bytes_atomic(path, json.dumps({"finished": sorted(finished),
+                                         "errored": sorted(errored - finished),
+                                         "trials": trials or {}}, default=str).encode())
 
 
 def journal_path(experiment_dir: str) -> Path | None:

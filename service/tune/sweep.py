@@ -123,7 +123,7 @@ def _remember_ctrl_c(signum, frame) -> None:
 def ctrl_c_between_phases():
     """Within this block a Ctrl-C is remembered as well as raised, for a run of several
     phases (an ablation): one that lands while Ray or Tune set up a phase can be swallowed
-    there (CI once saw a study's next tuning phase run to its end after a SIGINT), and the
+    there (a study's next tuning phase can then run to its end after a SIGINT), and the
     flag (`ctrl_c_pressed()`) still stops the study before its next phase. Tune installs its
     own handler during `fit` and puts this one back."""
     if threading.current_thread() is not threading.main_thread():

@@ -4,7 +4,7 @@ join Ray, run the Tuner, write the summary, print the table. `service.submit` is
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from service.cli import Exit
 from service.config.spec import SweepSpec
@@ -15,7 +15,7 @@ from service.tune.console import (
     print_plan,
     print_table,
 )
-from service.tune.plan import plan_sweep
+from service.tune.plan import SweepPlan, plan_sweep
 from service.tune.runtime import local_resources, start_ray
 
 
@@ -62,8 +62,6 @@ def run(req: Request) -> Outcome:
     # Ray is imported only here: the dry run and the checks before it stay without it.
     import ray
 
-    from service.tune.progress import Progress
-    from service.tune.sweep import run_sweep, sweep_phase
     from service.tune.tracking import TrackingError
 
     spec = req.spec
@@ -85,28 +83,9 @@ def run(req: Request) -> Outcome:
             return Outcome(Exit.BAD_INPUT)
         if not req.quiet:
             print_plan(plan, spec)
-        study = None
-        if spec.ablation is not None:
-            from service.tune.ablation import run_ablation
-
-            def progress_for(total: int, searched: list[str], label: str) -> Progress:
-                if not req.quiet:
-                    print(f"{label}: {total} trials", flush=True)
-                return Progress(total, plan.max_epochs, searched, quiet=req.quiet,
-                                verbose=req.verbose)
-
-            done = run_ablation(spec, plan, progress_for, resume=req.resume)
-            summary, study = done if done is not None else (None, None)
-        else:
-            progress = Progress(plan.trials, plan.max_epochs, list(spec.search),
-                                quiet=req.quiet, verbose=req.verbose)
-            # Every searcher makes exactly plan.trials trials, a grid too: a run that ended
-            # with fewer was stopped by Ctrl-C before Tune made the rest (between a grid's
-            # trials), and must stay resumable, not be summarised as done with exit 0.
-            phase = replace(sweep_phase(spec, plan), expected=plan.trials)
-            summary = run_sweep(spec, plan, progress, resume=req.resume, phase=phase)
+        summary, study = _run_planned(req, plan)
     except KeyboardInterrupt:
-        summary = None
+        summary = study = None
     except TrackingError as err:  # a tracker that cannot be used: before any trial ran
         print(f"{req.space}: {err}", file=sys.stderr)
         return Outcome(Exit.BAD_INPUT)
@@ -120,6 +99,34 @@ def run(req: Request) -> Outcome:
         # Stops the Ray we started; on a cluster it only disconnects, so that no late log line
         # from the cluster lands after the summary path (which must stay the last line).
         ray.shutdown()
+    return _ending(req, plan, summary, study)
+
+
+def _run_planned(req: Request, plan: SweepPlan) -> tuple[Summary | None, dict | None]:
+    """Run the planned sweep or ablation study: (its Summary, the study's numbers or None);
+    (None, None) when it was interrupted."""
+    from service.tune.progress import Progress
+    from service.tune.sweep import run_sweep
+
+    spec = req.spec
+    if spec.ablation is None:
+        progress = Progress(plan.trials, plan.max_epochs, list(spec.search), quiet=req.quiet,
+                            verbose=req.verbose)
+        return run_sweep(spec, plan, progress, resume=req.resume), None
+    from service.tune.ablation import run_ablation
+
+    def progress_for(total: int, searched: list[str], label: str) -> Progress:
+        if not req.quiet:
+            print(f"{label}: {total} trials", flush=True)
+        return Progress(total, plan.max_epochs, searched, quiet=req.quiet, verbose=req.verbose)
+
+    done = run_ablation(spec, plan, progress_for, resume=req.resume)
+    return done if done is not None else (None, None)
+
+
+def _ending(req: Request, plan: SweepPlan, summary: Summary | None,
+            study: dict | None) -> Outcome:
+    """Print how the run ended (its table, or how to resume it) and its exit code."""
     if summary is None:
         print(f"interrupted; finished trials are kept. Continue with: python -m service.submit "
               f"{req.space} --resume {req.run_id}", file=sys.stderr)
@@ -128,7 +135,7 @@ def run(req: Request) -> Outcome:
     if study is not None:
         print_ablation(study)
     if not req.quiet:  # -q: only the final table (README), then the summary's path
-        print_dashboard_commands(spec, plan.experiment_dir)
+        print_dashboard_commands(req.spec, plan.experiment_dir)
     failed = any(t.status in FAILED for t in summary.trials)
     return Outcome(Exit.TRIALS_FAILED if failed else Exit.OK, plan.experiment_dir, summary,
                    study)

@@ -59,7 +59,7 @@ class Phase:
     num_samples: int
     searched: list[str]
     limit_concurrency: bool  # TuneConfig.max_concurrent_trials (a generator limits itself)
-    expected: int  # trials made when the phase ends normally (0: the grid may be smaller)
+    expected: int  # trials made when the phase ends normally (fewer: it was interrupted)
     arms: dict[str, dict[str, Any]] | None = field(default=None)  # an ablation's cells
 
 
@@ -75,8 +75,10 @@ def sweep_phase(spec, plan: SweepPlan) -> Phase:
                                         plan.experiment_dir),
                  scheduler=make_scheduler(spec), num_samples=num_samples,
                  searched=list(spec.search), limit_concurrency=spec.searcher.optuna,
-                 # Optuna and random searchers make exactly `trials`; a grid may be smaller.
-                 expected=plan.trials if spec.searcher.type != "grid" else 0)
+                 # Every searcher makes exactly plan.trials (plan.expected_trials), a grid too:
+                 # a phase that ended with fewer was stopped by Ctrl-C before Tune made the
+                 # rest (between a grid's trials) and stays resumable.
+                 expected=plan.trials)
 
 
 def _trainable(spec, phase: Phase, ledger: Path | None = None):

@@ -20,7 +20,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from test_submit import Lines
 
-from service.config.blocks import SpecError
+from service.config.base import SpecError
 from service.config.spec import parse_spec
 from service.results import paired
 from service.results.ablation import expected_best, factorial_contrasts, study

@@ -19,7 +19,7 @@ import optuna
 import pytest
 import yaml
 
-from service.config.blocks import SpecError
+from service.config.base import SpecError
 from service.config.spec import parse_spec
 from service.results.pareto import dominates, hypervolume, non_dominated, pareto_of
 from service.results.records import TrialRecord

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from ray.tune import Result
 
-from service.config.blocks import METRICS
 from service.config.spec import parse_spec
-from service.results.records import FAILED, FIT_METRICS, Summary, TrialRecord, rank, score
+from service.metrics import FIT_METRICS, METRICS
+from service.results.records import FAILED, Summary, TrialRecord, rank, score
 from service.results.store import ResultsError, read_summary, write_bytes, write_json
 from service.tune.plan import plan_sweep
 from service.tune.summary import summarize

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
-from service.config.blocks import PRUNER_SETTINGS, make_pruner
+from service.config.schedulers import PRUNER_SETTINGS, make_pruner
 from service.config.spec import SpecError, parse_spec
 from service.tune.plan import describe_scheduler, plan_sweep
 from service.tune.schedulers import STUDY_NAME, OptunaPrunerScheduler, PrunedAwareOptunaSearch

@@ -130,14 +130,32 @@ def test_a_missing_or_unknown_union_tag_is_refused_by_both(where, block, validat
     assert list(validator.iter_errors(space))
 
 
+def _objects(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every object of the schema by model name: the top level (SweepSpec) and each `$defs`
+    entry with properties."""
+    return {"SweepSpec": schema,
+            **{n: d for n, d in schema["$defs"].items() if "properties" in d}}
+
+
 def test_every_model_object_forbids_unknown_keys() -> None:
     # Every block is a Pydantic model with extra="forbid": none may accept unknown keys.
-    schema = spec_schema()
-    objects = {"<top>": schema, **{n: d for n, d in schema["$defs"].items() if "properties" in d}}
-    assert {"<top>", "DataConfig", "AugmentConfig", "ModelSpec", "TrainSettings", "Budget",
+    objects = _objects(spec_schema())
+    assert {"SweepSpec", "DataConfig", "AugmentConfig", "ModelSpec", "TrainSettings", "Budget",
             "Searcher", "Resources", "Values", "IntRange", "FloatRange",
             "AshaScheduler", "OptunaScheduler", "Pruner"} <= set(objects)
     assert {n for n, d in objects.items() if d.get("additionalProperties") is not False} == set()
+
+
+def test_every_property_has_a_description() -> None:
+    # An editor shows a property's description on hover: the meaning of every field lives in
+    # its model (an attribute docstring), not in a comment. Pydantic writes the description
+    # beside a `$ref` or `anyOf`, on the property itself; it leaves it out of a `$ref` property
+    # whose description equals the referenced model's docstring.
+    undescribed = [f"{name}.{key}" for name, obj in _objects(spec_schema()).items()
+                   for key, prop in obj["properties"].items()
+                   if not (isinstance(prop.get("description"), str)
+                           and prop["description"].strip())]
+    assert undescribed == [], f"properties without a description: {', '.join(undescribed)}"
 
 
 def test_the_committed_schema_is_the_generated_one() -> None:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from service.config.blocks import MAX_FILE_BYTES, default_mode
+from service.config.blocks import MAX_FILE_BYTES
 from service.config.spec import SpecError, SweepSpec, load_spec
+from service.metrics import default_mode
 from service.models import check_model
 from service.tune.search import tune_param_space
 

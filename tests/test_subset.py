@@ -1,6 +1,6 @@
-"""`data.train_subset: N` (the overfitting regime of claims 2 and 3): N images of the training split,
-stratified by class and fixed by the train seed, on every dataset path (the embedded digits,
-a torchvision dataset read from its real files, mnist_test, an image folder), with the
+"""`data.train_subset: N` (the overfitting regime of claims 2 and 3): N images of the training
+split, stratified by class and fixed by the train seed, on every dataset path (the embedded
+digits, a torchvision dataset read from its real files, mnist_test, an image folder), with the
 validation set unchanged; a bad or too large N is refused in one line. All on the real digits."""
 
 from __future__ import annotations

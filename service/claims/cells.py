@@ -88,7 +88,7 @@ def _spec_values(spec: Mapping[str, Any]) -> Callable[[str], Any]:
     """key -> the spec's value for it (the config's or the preset's default where the spec sets
     none), routed as TrainConfig.with_overrides routes a flat key; built once, when first
     asked."""
-    from service.config.blocks import SpecError
+    from service.config.base import SpecError
     from service.config.data import AugmentConfig, DataConfig
     from service.config.spec import parse_spec
     from service.config.train import TrainConfig

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from service.claims.cells import resolver
-from service.results.paired import ArmResult, Mode, compare, holm, seeds_needed, verdict
+from service.metrics import Mode
+from service.results.paired import ArmResult, compare, holm, seeds_needed, verdict
 from service.results.records import Summary, TrialRecord
 from service.results.stats import mean_ci95
 from service.tune.paths import SEED_KEY

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import Field, JsonValue, field_validator
 
-from service.config.blocks import Distribution, _line, _Strict
+from service.config.base import Strict, problem
+from service.config.blocks import Distribution
 from service.config.checks import failure, fixed_settings, key_problems, simplify, value_problems
 
 BASELINE = "baseline"
@@ -21,23 +22,32 @@ MAX_FACTORS = 6  # a factorial design of k arms trains 2^k cells per seed
 NAME = r"^[A-Za-z0-9_.-]+$"
 
 
-class AblationTune(_Strict):
+class AblationTune(Strict):
     """Equal tuning: the baseline and every arm searched over `space` at seed 0 with `trials`
     trials each (the spec's searcher and scheduler); each then trains its best with all seeds."""
 
     space: dict[str, Distribution] = Field(min_length=1)
+    """The tuned settings, as in `search`; none may also be set by the baseline or an arm."""
     trials: int = Field(ge=1, le=1000)
+    """Trials per configuration tuned (the baseline and each arm), 1 to 1000."""
 
 
-class Ablation(_Strict):
+class Ablation(Strict):
     """Which components matter: the baseline against each arm, paired by seed."""
 
-    baseline: dict[str, JsonValue] = Field(default_factory=dict)  # keys a `search` may name
-    arms: dict[str, dict[str, JsonValue]] = Field(min_length=1)  # name -> changes to baseline
+    baseline: dict[str, JsonValue] = Field(default_factory=dict)
+    """Settings every arm starts from (keys a `search` may name: value) over the fixed ones."""
+    arms: dict[str, dict[str, JsonValue]] = Field(min_length=1)
+    """Arm name (letters, digits, _ . -; not baseline) to its changes to the baseline."""
     design: Literal["one-at-a-time", "factorial"] = "one-at-a-time"
-    seeds: int = 4  # seeds 0..seeds-1, each trained by the baseline and every arm
+    """one-at-a-time: each arm against the baseline; factorial: every non-empty combination of
+    arms (at most 6 arms) is a cell of its own, named a+b."""
+    seeds: int = 4
+    """Seeds 0..seeds-1 (2 to 1000), each trained by the baseline and every arm."""
     tune: AblationTune | None = None
-    alpha: float = Field(0.05, gt=0, lt=0.5)  # family-wise, Holm across the arms
+    """Equal tuning of the baseline and every arm before they are compared; null: none."""
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    """Family-wise significance level, Holm-corrected across the arms."""
 
     @field_validator("arms")
     @classmethod
@@ -87,25 +97,25 @@ def ablation_problems(spec: Any, base: Any) -> list[str]:
     abl = spec.ablation
     problems = []
     if spec.search:
-        problems.append(_line("ablation", "<block>", "a study has either search: (which "
+        problems.append(problem("ablation", "<block>", "a study has either search: (which "
                               "configuration is best) or ablation: (do components matter), "
                               "not both"))
     # Compared with the defaults, not with what the file set: a dumped spec reloads the same.
     if spec.budget.seeds != 1:
-        problems.append(_line("budget.seeds", spec.budget.seeds, "an ablation's seeds are "
+        problems.append(problem("budget.seeds", spec.budget.seeds, "an ablation's seeds are "
                               "ablation.seeds"))
     if spec.budget.num_samples != type(spec.budget).model_fields["num_samples"].default:
-        problems.append(_line("budget.num_samples", spec.budget.num_samples,
+        problems.append(problem("budget.num_samples", spec.budget.num_samples,
                               "an ablation's tuning budget is ablation.tune.trials"))
     if spec.scheduler.type != "none" and abl.tune is None:
-        problems.append(_line("scheduler.type", spec.scheduler.type, "the compared runs all "
+        problems.append(problem("scheduler.type", spec.scheduler.type, "the compared runs all "
                               "train budget.max_epochs (a run cut short measures the schedule, "
                               "not the arm); a scheduler may only stop ablation.tune's trials"))
     if abl.tune is not None and spec.searcher.type == "grid":
-        problems.append(_line("searcher.type", "grid", "ablation.tune draws tune.trials trials "
+        problems.append(problem("searcher.type", "grid", "ablation.tune draws tune.trials trials "
                               "per arm: use optuna-tpe or random"))
     if abl.design == "factorial" and len(abl.arms) > MAX_FACTORS:
-        problems.append(_line("ablation.arms", f"<{len(abl.arms)} arms>", f"a factorial design "
+        problems.append(problem("ablation.arms", f"<{len(abl.arms)} arms>", f"a factorial design "
                               f"trains 2^k cells per seed; at most {MAX_FACTORS} arms"))
     presets = [spec.model.family]
     fixed = fixed_settings(spec)
@@ -118,7 +128,7 @@ def ablation_problems(spec: Any, base: Any) -> list[str]:
         arm_keys[name] = ok
         problems += bad
         if not changes:
-            problems.append(_line(f"ablation.arms.{name}", "{}", "an arm changes at least one "
+            problems.append(problem(f"ablation.arms.{name}", "{}", "an arm changes at least one "
                                   "setting of the baseline"))
     if abl.tune is not None:
         tuned, bad = key_problems("ablation.tune.space", list(abl.tune.space), presets, fixed,
@@ -128,16 +138,16 @@ def ablation_problems(spec: Any, base: Any) -> list[str]:
             setters = [n for n, keys in arm_keys.items() if key in keys]
             if key in abl.baseline or setters:
                 where = "ablation.baseline" if key in abl.baseline else f"arm {setters[0]}"
-                problems.append(_line(f"ablation.tune.space.{key}", "<key>", f"{where} sets it "
+                problems.append(problem(f"ablation.tune.space.{key}", "<key>", f"{where} sets it "
                                       "too; a setting is either compared or tuned"))
             if spec.searcher.optuna and abl.tune.space[key].type == "grid":
-                problems.append(_line(f"ablation.tune.space.{key}.type", "grid",
+                problems.append(problem(f"ablation.tune.space.{key}.type", "grid",
                                       "Optuna's searcher cannot grid search; use type: choice"))
     if abl.design == "factorial":
         for a, b in itertools.combinations(abl.arms, 2):
             shared = sorted(set(abl.arms[a]) & set(abl.arms[b]))
             if shared:
-                problems.append(_line(f"ablation.arms.{b}", f"<{', '.join(shared)}>",
+                problems.append(problem(f"ablation.arms.{b}", f"<{', '.join(shared)}>",
                                       f"arm {a} changes {', '.join(shared)} too; a factorial "
                                       "design crosses arms that change different settings"))
     if base is None or any(p.startswith(("ablation.baseline", "ablation.tune")) for p in problems):
@@ -152,7 +162,7 @@ def _build_problems(abl: Ablation, base: Any, arms: list[str], check_cells: bool
     why = failure(base, abl.baseline)
     if why is not None:
         key = next(iter(abl.baseline), "")
-        return [_line("ablation.baseline", f"<{', '.join(abl.baseline)}>",
+        return [problem("ablation.baseline", f"<{', '.join(abl.baseline)}>",
                       simplify(why, key, abl.baseline.get(key)))]
     problems = []
     baseline = base.with_overrides(abl.baseline)
@@ -160,10 +170,10 @@ def _build_problems(abl: Ablation, base: Any, arms: list[str], check_cells: bool
         changes = abl.arms[name]
         why = failure(baseline, changes)
         if why is not None:
-            problems.append(_line(f"ablation.arms.{name}", changes,
+            problems.append(problem(f"ablation.arms.{name}", changes,
                                   f"not a valid configuration: {why}"))
         elif baseline.with_overrides(changes) == baseline:
-            problems.append(_line(f"ablation.arms.{name}", changes, "changes nothing: the "
+            problems.append(problem(f"ablation.arms.{name}", changes, "changes nothing: the "
                                   "baseline already has these settings"))
     if problems or not check_cells:
         return problems
@@ -172,7 +182,7 @@ def _build_problems(abl: Ablation, base: Any, arms: list[str], check_cells: bool
         if name != BASELINE and name not in abl.arms:
             why = failure(base, settings)
             if why is not None:
-                problems.append(_line("ablation.arms", f"<{name}>", f"this combination of "
+                problems.append(problem("ablation.arms", f"<{name}>", f"this combination of "
                                       f"arms is not a valid configuration: {why}"))
     if abl.tune is not None and not problems:
         for settings in cells.values():

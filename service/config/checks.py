@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.config.blocks import MAX_CORNERS, NOT_IN_TRAIN, NOT_SEARCHABLE, Values, _line
+from service.config.base import problem
+from service.config.blocks import MAX_CORNERS, NOT_IN_TRAIN, NOT_SEARCHABLE, Values
 from service.config.data import AugmentConfig, DataConfig
 from service.config.train import TrainConfig
 from service.models import knob_names
@@ -81,13 +82,13 @@ def key_problems(path: str, keys: list[str], presets: list[str], fixed: dict[str
     ok, problems = [], []
     for key in keys:
         if key in NOT_SEARCHABLE:
-            problems.append(_line(f"{path}.{key}", "<key>", NOT_SEARCHABLE[key]))
+            problems.append(problem(f"{path}.{key}", "<key>", NOT_SEARCHABLE[key]))
         elif key not in allowed:
             listing = "; ".join(f"{group}: {', '.join(names)}" for group, names in groups.items())
             why = unknown(key, allowed, "unknown key").split("; allowed:")[0]
-            problems.append(_line(f"{path}.{key}", "<key>", f"{why}; {listing}"))
+            problems.append(problem(f"{path}.{key}", "<key>", f"{why}; {listing}"))
         elif key in fixed and why_fixed is not None:
-            problems.append(_line(f"{path}.{key}", "<key>",
+            problems.append(problem(f"{path}.{key}", "<key>",
                                   f"also fixed in {fixed[key]}.{key}; {why_fixed}"))
         else:
             ok.append(key)
@@ -107,7 +108,7 @@ def value_problems(base: TrainConfig, path: str, dists: dict[str, Any]) -> list[
             if why is None:
                 ok[key].append(value)
             else:
-                problems.append(_line(f"{path}.{key}.{suffix}", value, simplify(why, key, value)))
+                problems.append(problem(f"{path}.{key}.{suffix}", value, simplify(why, key, value)))
     return problems + corner_problems(base, ok, path)
 
 
@@ -134,5 +135,5 @@ def corner_problems(base: TrainConfig, ok: dict[str, list[Any]], path: str = "se
             if failure(base, smaller) is not None:
                 combo = smaller
         failing.append(combo)
-    return [_line(path, "<" + ", ".join(f"{k}={v!r}" for k, v in c.items()) + ">",
+    return [problem(path, "<" + ", ".join(f"{k}={v!r}" for k, v in c.items()) + ">",
                   f"this combination cannot be built: {failure(base, c)}") for c in failing]

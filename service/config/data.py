@@ -14,8 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "mnist_test", "fashion_mnist", "cifar10",
                              "cifar100", "imagefolder")
-# mnist_test: only MNIST's 10,000-image test set (the t10k idx pair, plain or .gz) in data.root,
-# split into train and validation like digits (seeded, stratified).
 T10K = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", *T10K)
 NATIVE_CHANNELS: dict[str, int] = {
@@ -43,29 +41,49 @@ class DataError(ValueError):
 class AugmentConfig(BaseModel):
     """Train-time augmentation; everything is off by default and always off for validation."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     crop: Literal["none", "random", "random_resized"] = "none"
+    """none: no cropping; random: a random square of the image size, after padding by crop_padding;
+    random_resized: a random part (crop_scale_min to all of the area) resized to it."""
     crop_padding: int = Field(4, ge=0)
+    """crop random: pixels of zero padding on each side before cropping."""
     crop_scale_min: float = Field(0.35, gt=0.0, le=1.0)
+    """crop random_resized: the smallest share of the image's area a crop covers, (0, 1]."""
     hflip: bool = False
+    """Flip each image horizontally with probability 0.5."""
     lighting: float = Field(0.0, ge=0.0)
+    """AlexNet's PCA colour noise: the standard deviation of each principal component's
+    per-image weight (AlexNet: 0.1); 0: off."""
     color_jitter: float = Field(0.0, ge=0.0)
+    """Random brightness, contrast and saturation change of up to this factor; 0: off."""
 
 
 class DataConfig(BaseModel):
     """Which dataset, where it lives and how it is prepared (the `data:` block of a spec)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     dataset: Literal["digits", "mnist", "mnist_test", "fashion_mnist", "cifar10", "cifar100",
                      "imagefolder"] = "digits"
+    """digits: scikit-learn's 1,797 8x8 digits, built in; mnist, fashion_mnist, cifar10,
+    cifar100: torchvision's official files in root (their test split validates); mnist_test:
+    only MNIST's 10,000-image test set (the t10k idx pair, plain or .gz, in root), split like
+    digits (seeded, stratified); imagefolder: one folder of images per class in root."""
     root: str | None = None
+    """The folder that holds (or, with download, will receive) the dataset's files; needed by
+    every dataset but digits."""
     download: bool = False
-    image_size: int | None = Field(None, ge=1, le=4096)  # pixels per side; None: the model's
+    """Download a torchvision dataset's files into root when missing (not mnist_test or
+    imagefolder)."""
+    image_size: int | None = Field(None, ge=1, le=4096)
+    """Pixels per side the images are resized to; null: the model's input size."""
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    # N: train on a stratified subset of N images of the training split, seeded by the train
-    # seed (service.training.subset); the validation set is unchanged. None: the whole split.
-    train_subset: int | None = Field(None, ge=1, strict=True)  # strict: true is not 1
+    """Share held out for validation where the dataset has no split of its own (digits,
+    mnist_test, an imagefolder without train/ and val/)."""
+    train_subset: int | None = Field(None, ge=1, strict=True)
+    """N (an integer; true is not 1): train on a stratified subset of N images of the training
+    split, seeded by the train seed; the validation set is unchanged. null: the whole split."""
     augmentation: AugmentConfig = AugmentConfig()
+    """Train-time augmentation; validation images are never augmented."""
 
     @field_validator("train_subset")
     @classmethod

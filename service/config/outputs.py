@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from service.config.blocks import _Strict
+from service.config.base import Strict
 
 # What mlflow.set_tracking_uri takes: a tracking server, a local store, or a database.
 MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
@@ -26,12 +26,16 @@ def _require(module: str) -> None:
         raise ValueError(f"{module} is not installed: {EXTRA}")
 
 
-class MlflowTracking(_Strict):
+class MlflowTracking(Strict):
     """One MLflow run per trial (Ray's MLflowLoggerCallback): sampled settings as params, every
     epoch's metrics, tags naming the sweep and its run id."""
 
-    tracking_uri: str  # http://127.0.0.1:5000, file:///abs/mlruns, sqlite:///mlflow.db, …
-    experiment: str | None = Field(None, min_length=1)  # default: the spec's name
+    tracking_uri: str
+    """The MLflow tracking URI: http://127.0.0.1:5000, file:///abs/mlruns,
+    sqlite:///mlflow.db, … (schemes http, https, file, sqlite, postgresql, mysql, mssql,
+    databricks)."""
+    experiment: str | None = Field(None, min_length=1)
+    """The MLflow experiment the runs go to; null: the spec's name."""
 
     @field_validator("tracking_uri")
     @classmethod
@@ -49,13 +53,18 @@ class MlflowTracking(_Strict):
         return self
 
 
-class WandbTracking(_Strict):
+class WandbTracking(Strict):
     """One W&B run per trial (Ray's WandbLoggerCallback), grouped by the sweep's run id."""
 
     project: str = Field(min_length=1)
-    mode: Literal["online", "offline"] = "online"  # offline: runs kept under dir, sync later
-    entity: str | None = None  # a team or user; default: the logged-in user's
-    dir: str | None = None  # where offline runs are written; default: the run directory
+    """The W&B project the runs go to."""
+    mode: Literal["online", "offline"] = "online"
+    """online: runs are sent as they go; offline: runs kept under dir, to sync later."""
+    entity: str | None = None
+    """The W&B team or user; null: the logged-in user."""
+    dir: str | None = None
+    """Where W&B writes its runs (offline ones wait there to be synced); null: the run
+    directory."""
 
     @model_validator(mode="after")
     def _package(self) -> WandbTracking:
@@ -63,20 +72,25 @@ class WandbTracking(_Strict):
         return self
 
 
-class Tracking(_Strict):
+class Tracking(Strict):
     """Experiment trackers every trial also reports to (TensorBoard files are always written)."""
 
     mlflow: MlflowTracking | None = None
+    """One MLflow run per trial; null: none."""
     wandb: WandbTracking | None = None
+    """One W&B run per trial; null: none."""
 
 
-class Notify(_Strict):
+class Notify(Strict):
     """A Slack-compatible webhook POSTed when the sweep ends: sweep name, best trial and value,
     report path, exit code. One that cannot be reached is logged and never fails the sweep."""
 
     webhook: str
+    """The http:// or https:// URL POSTed to."""
     on: list[Literal[NOTIFY_EVENTS]] = Field(default_factory=lambda: list(NOTIFY_EVENTS),
                                              min_length=1)
+    """Events that POST, each listed once: finished (exit 0), failed (any other ending),
+    regression (the nightly's); default: all three."""
 
     @field_validator("webhook")
     @classmethod

@@ -26,27 +26,17 @@ from pydantic import (
 )
 
 from service.config.ablation import Ablation, ablation_problems, default_scheduler
+from service.config.base import SpecError, Strict, problem
 from service.config.blocks import (
     NOT_IN_TRAIN,
     STORAGE_SCHEMES,
-    AshaScheduler,
     Budget,
     Distribution,
     FloatRange,
-    HyperBandScheduler,
     IntRange,
-    MedianScheduler,
-    NoScheduler,
-    OptunaScheduler,
     Resources,
-    Scheduler,
     Searcher,
-    SpecError,
     Values,
-    _line,
-    _pruner_problems,
-    _Strict,
-    default_mode,
 )
 from service.config.checks import (
     build_error,
@@ -59,16 +49,28 @@ from service.config.checks import (
 )
 from service.config.data import DataConfig
 from service.config.outputs import Notify, Tracking
+from service.config.schedulers import (
+    AshaScheduler,
+    HyperBandScheduler,
+    MedianScheduler,
+    NoScheduler,
+    OptunaScheduler,
+    Scheduler,
+    pruner_problems,
+)
 from service.config.train import TrainConfig
 from service.config.yamlfile import read_yaml
+from service.metrics import default_mode
 from service.models import knob_names, list_models
 
 
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     """The preset the sweep starts from and its fixed knobs."""
 
-    family: str  # a name from service.models.list_models()
+    family: str
+    """The preset: a name from service.models.list_models()."""
     knobs: dict[str, JsonValue] = Field(default_factory=dict)
+    """Fixed knobs over the preset's own (knob name: value); searched knobs go in `search`."""
 
     @field_validator("family")
     @classmethod
@@ -85,24 +87,42 @@ TrainSettings = create_model(
     **{n: (f.annotation, f) for n, f in TrainConfig.model_fields.items() if n not in NOT_IN_TRAIN})
 
 
-class SweepSpec(_Strict):
+class SweepSpec(Strict):
     """A whole sweep. model_validate raises ValidationError for wrong types and fields and
     SpecError (unprefixed lines) for cross-field problems; `parse_spec` unifies both."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)  # a directory in results
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
+    """The sweep's name (letters, digits, _ . -; at most 100): its directory in storage."""
     description: str | None = None
+    """Free text about the sweep, shown in its report."""
     data: DataConfig = Field(default_factory=DataConfig)
+    """Fixed dataset settings; fields left out keep their defaults."""
     model: ModelSpec
+    """The model preset and the knobs fixed for every trial."""
     train: TrainSettings = Field(default_factory=TrainSettings)  # type: ignore[valid-type]
+    """Fixed training settings; fields left out keep their defaults."""
     search: dict[str, Distribution] = Field(default_factory=dict)
-    ablation: Ablation | None = None  # instead of search: do components matter?
+    """Searched settings: a training, data or augmentation field or a model knob, to the
+    distribution its values are drawn from; none may also be fixed."""
+    ablation: Ablation | None = None
+    """Instead of search: whether components matter (a baseline against arms, paired by
+    seed)."""
     budget: Budget = Field(default_factory=Budget)
+    """Epochs, trials and seeds, and the metric or objectives optimised."""
     searcher: Searcher = Field(default_factory=Searcher)
+    """How configurations are proposed."""
     scheduler: Scheduler = Field(default_factory=AshaScheduler)
+    """What stops trials early; default asha (none for several objectives, and for an
+    ablation without tune)."""
     resources: Resources = Field(default_factory=Resources)
-    storage: str = "results"  # a local directory or a URI (s3://, gs://, file://)
-    tracking: Tracking | None = None  # MLflow / W&B runs per trial (extra: .[tracking])
-    notify: Notify | None = None  # a webhook told when the sweep ends
+    """What one trial holds, and how many trials run at once."""
+    storage: str = "results"
+    """Where the results go: a local directory or a URI (s3, gs, gcs, file, hdfs, abfs,
+    abfss)."""
+    tracking: Tracking | None = None
+    """MLflow / W&B runs per trial (extra: .[tracking]); null: none."""
+    notify: Notify | None = None
+    """A webhook told when the sweep ends; null: none."""
 
     @field_validator("name")
     @classmethod
@@ -171,19 +191,19 @@ def _cross_problems(spec: SweepSpec) -> list[str]:
     problems += _objective_problems(spec)
     for key, dist in spec.search.items():
         if spec.searcher.optuna and dist.type == "grid":
-            problems.append(_line(f"search.{key}.type", "grid", "Optuna's searcher in Tune "
+            problems.append(problem(f"search.{key}.type", "grid", "Optuna's searcher in Tune "
                                   "cannot grid search; use type: choice, or searcher grid/random"))
         if spec.searcher.type == "grid" and dist.type not in ("grid", "choice"):
-            problems.append(_line(f"search.{key}.type", dist.type,
+            problems.append(problem(f"search.{key}.type", dist.type,
                                   "searcher grid enumerates values: use type grid or choice"))
     if isinstance(spec.scheduler, OptunaScheduler):
-        problems += _pruner_problems(spec.scheduler, spec.budget.max_epochs)
+        problems += pruner_problems(spec.scheduler, spec.budget.max_epochs)
     grace = getattr(spec.scheduler, "grace_period", 1)
     if grace > spec.budget.max_epochs:
-        problems.append(_line("scheduler.grace_period", grace,
+        problems.append(problem("scheduler.grace_period", grace,
                               f"must be at most budget.max_epochs ({spec.budget.max_epochs})"))
     knobs = knob_names(spec.model.family)
-    bad_knobs = [_line(f"model.knobs.{k}", v, unknown(k, knobs, "not a knob of the preset"))
+    bad_knobs = [problem(f"model.knobs.{k}", v, unknown(k, knobs, "not a knob of the preset"))
                  for k, v in spec.model.knobs.items() if k not in knobs]
     presets = [spec.model.family]
     if isinstance(spec.search.get("model"), Values):
@@ -212,15 +232,15 @@ def _objective_problems(spec: SweepSpec) -> list[str]:
     metric = spec.budget.metric
     problems = []
     if spec.scheduler.type != "none":
-        problems.append(_line("scheduler.type", spec.scheduler.type, f"budget.metric names "
+        problems.append(problem("scheduler.type", spec.scheduler.type, f"budget.metric names "
                               f"{len(metric)} objectives: a scheduler stops trials on one "
                               f"metric and could cut a trial that belongs on the Pareto front; "
                               f"use scheduler none (the default with several objectives)"))
     if spec.ablation is not None:
-        problems.append(_line("budget.metric", metric, "an ablation compares arms on one "
+        problems.append(problem("budget.metric", metric, "an ablation compares arms on one "
                               "metric; name one"))
     if spec.budget.seeds > 1:
-        problems.append(_line("budget.seeds", spec.budget.seeds, "several objectives are "
+        problems.append(problem("budget.seeds", spec.budget.seeds, "several objectives are "
                               "searched one trial per configuration; use seeds: 1"))
     return problems
 
@@ -233,8 +253,8 @@ def _base_problem(spec: SweepSpec, err: Exception) -> str:
     for block, values in (("model.knobs", spec.model.knobs),
                           ("data", spec.data.model_dump(include=spec.data.model_fields_set))):
         if name in values:
-            return _line(f"{block}.{name}", values[name], simplify(why, name, values[name]))
-    return _line("model", spec.model.family, f"the fixed settings do not build: {why}")
+            return problem(f"{block}.{name}", values[name], simplify(why, name, values[name]))
+    return problem("model", spec.model.family, f"the fixed settings do not build: {why}")
 
 
 # --- pydantic errors -> problem lines -------------------------------------------------------
@@ -284,7 +304,7 @@ def _pydantic_problems(err: ValidationError) -> list[str]:
         elif e["type"] in ("union_tag_invalid", "union_tag_not_found"):
             value = value.get("type", "<missing>") if isinstance(value, dict) else value
             path, msg = f"{path}.type", f"type must be one of {', '.join(tags)}"
-        problems.append(_line(path, value, msg))
+        problems.append(problem(path, value, msg))
     return problems
 
 
@@ -292,7 +312,8 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
     """Validate a loaded YAML document; every problem is raised at once, as a SpecError."""
     if not isinstance(data, dict):
         kind = "<empty>" if data is None else f"<{type(data).__name__}>"
-        raise SpecError([f"{source}: {_line('', kind, 'a spec is a mapping (name:, model:, …)')}"])
+        why = "a spec is a mapping (name:, model:, …)"
+        raise SpecError([f"{source}: {problem('', kind, why)}"])
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as err:

@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from service.config.blocks import MAX_FILE_BYTES, SpecError, _line
+from service.config.base import SpecError, problem
+from service.config.blocks import MAX_FILE_BYTES
 
 
 class _SpecLoader(yaml.SafeLoader):
@@ -44,7 +45,7 @@ _SpecLoader.add_implicit_resolver(
 def read_yaml(path: Path, source: str) -> Any:
     """The YAML document at `path`; a SpecError (one line, naming `source`) on any failure."""
     def fail(where: str, value: Any, why: str) -> SpecError:
-        return SpecError([f"{source}: {_line(where, value, why)}"])
+        return SpecError([f"{source}: {problem(where, value, why)}"])
 
     try:
         if path.stat().st_size > MAX_FILE_BYTES:

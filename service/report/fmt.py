@@ -11,9 +11,10 @@ import math
 import numbers
 from typing import Any
 
+from service.metrics import ACCURACIES
+
 MINUS = "−"  # U+2212: a minus sign, not a hyphen
 DASH = "—"
-ACCURACIES = ("val_acc", "best_val_acc", "train_acc")
 SHARES = ("dead_fraction", "aliasing", "importance")  # fractions of a whole: shown in percent
 PREFIXES = ((1e9, "G"), (1e6, "M"), (1e3, "k"))
 

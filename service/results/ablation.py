@@ -14,10 +14,10 @@ from collections.abc import Mapping, Sequence
 from itertools import combinations
 from typing import Any
 
+from service.metrics import ACCURACIES
 from service.results import paired
 
 BASELINE = "baseline"
-ACCURACIES = ("val_acc", "best_val_acc", "train_acc")  # shares in [0, 1], shown in points
 
 
 def display(metric: str) -> tuple[float, str]:

@@ -13,7 +13,8 @@ from typing import Any, Literal, overload
 import numpy as np
 from scipy import optimize, stats
 
-Mode = Literal["max", "min"]
+from service.metrics import Mode
+
 Verdict = Literal["helps", "hurts", "not resolved"]
 EXACT_MAX_N = 16  # 2^16 = 65,536 sign flips is cheap; beyond it the test samples flips
 N_RESAMPLES = 9999  # bootstrap resamples, and random sign flips when n > EXACT_MAX_N

@@ -14,16 +14,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
-from service.config.blocks import METRICS, default_mode
+from service.metrics import FIT_METRICS, METRICS, Mode, default_mode
 from service.results.pareto import Pareto
 
 FAILED = ("error", "diverged")  # statuses without a score, never a sweep's best
 Status = Literal["completed", "stopped-early", "diverged", "error"]
-Mode = Literal["max", "min"]
-# The numbers service.training.loop.fit reports every epoch (besides its string `status`);
-# Tune and Ray Train add bookkeeping of their own (timestamp, checkpoint_path, ...), not kept.
-FIT_METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "best_val_acc", "lr",
-               "epoch_s", "images_per_s", "params", "flops")
 # Metrics whose lowest and highest values are kept; best_val_acc is val_acc's highest.
 TRACKED = tuple(m for m in METRICS if m != "best_val_acc")
 

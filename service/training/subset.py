@@ -1,8 +1,9 @@
 """`data.train_subset: N`: train on a small, stratified, seeded subset of the training split.
 
-A small training set is a regime where the nets overfit (claims 2 and 3). The subset is taken after the train/validation split,
-from the training indices only, so the validation set is the same with or without it. It is
-scikit-learn's `resample(replace=False, n_samples=N, stratify=labels, random_state=seed)`:
+A small training set is a regime where the nets overfit (claims 2 and 3). The subset is taken
+after the train/validation split, from the training indices only, so the validation set is the
+same with or without it. It is scikit-learn's
+`resample(replace=False, n_samples=N, stratify=labels, random_state=seed)`:
 every class gets its share of N rounded down or up (so within one image of its proportion),
 any N from 1 to the split's size works (a `train_test_split` with `stratify` refuses fewer
 images than classes on either side), and seed i picks the same images for every arm of an

@@ -12,7 +12,8 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 from ray.tune.search import BasicVariantGenerator
 
-from service.config.blocks import FloatRange, Values, make_pruner
+from service.config.blocks import FloatRange, Values
+from service.config.schedulers import make_pruner
 from service.config.spec import SweepSpec
 from service.tune.paths import JOURNAL, SEED_KEY
 from service.tune.schedulers import (

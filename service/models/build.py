@@ -12,14 +12,14 @@ from service.models.alexnet import AlexNet
 from service.models.common import count_params
 from service.models.fig1 import Fig1Net
 from service.models.lenet import LeNet5
-from service.models.registry import _preset, check_model, make_config
+from service.models.registry import check_model, make_config, preset
 
 _MODULES: dict[str, type[nn.Module]] = {"lenet": LeNet5, "alexnet": AlexNet, "fig1": Fig1Net}
 
 
 def build_model(name: str, **knobs: Any) -> nn.Module:
     """Build preset `name` with `knobs` applied (validated before any weight is allocated)."""
-    family, _, _ = _preset(name)
+    family, _, _ = preset(name)
     check_model(name, **knobs)
     return _MODULES[family](make_config(name, **knobs))
 

@@ -48,7 +48,9 @@ def list_models() -> list[str]:
     return list(_PRESETS)
 
 
-def _preset(name: str) -> tuple[str, type, dict[str, Any]]:
+def preset(name: str) -> tuple[str, type, dict[str, Any]]:
+    """(family, config class, the preset's own settings) of preset `name`; ValueError naming
+    every preset for an unknown one."""
     if name not in _PRESETS:
         raise ValueError(f"model={name!r}: unknown model; choose one of {', '.join(_PRESETS)}")
     return _PRESETS[name]
@@ -56,37 +58,37 @@ def _preset(name: str) -> tuple[str, type, dict[str, Any]]:
 
 def knob_names(name: str) -> list[str]:
     """The knobs a preset accepts (the fields of its config class)."""
-    _, cfg_cls, _ = _preset(name)
+    _, cfg_cls, _ = preset(name)
     return [f.name for f in dataclasses.fields(cfg_cls)]
 
 
 def architecture_knobs(name: str) -> tuple[str, ...]:
     """The knobs of a preset that make a different network (declared `architectural` in its
     config class), as opposed to how it is trained or fed; in knob order."""
-    _, cfg_cls, _ = _preset(name)
+    _, cfg_cls, _ = preset(name)
     return tuple(f.name for f in dataclasses.fields(cfg_cls) if f.metadata.get(ARCHITECTURE))
 
 
 def model_knobs(name: str) -> dict[str, Any]:
     """The preset's knob values (config defaults overridden by the preset)."""
-    _, cfg_cls, preset = _preset(name)
-    cfg = cfg_cls(**preset)
+    _, cfg_cls, settings = preset(name)
+    cfg = cfg_cls(**settings)
     return {k: getattr(cfg, k) for k in knob_names(name)}
 
 
 def make_config(name: str, **knobs: Any):
     """The preset's config with `knobs` applied; unknown knobs raise ValueError."""
-    _, cfg_cls, preset = _preset(name)
+    _, cfg_cls, settings = preset(name)
     allowed = knob_names(name)
     for key in knobs:
         if key not in allowed:
             raise ValueError(f"{key}: not a knob of {name}; knobs are {', '.join(allowed)}")
     if "widths" in knobs:
         knobs["widths"] = tuple(knobs["widths"])
-    return cfg_cls(**{**preset, **knobs})
+    return cfg_cls(**{**settings, **knobs})
 
 
 def check_model(name: str, **knobs: Any):
     """Validate a preset plus knobs by shape arithmetic alone; returns the model's plan."""
-    _, cfg_cls, _ = _preset(name)
+    _, cfg_cls, _ = preset(name)
     return PLANS[cfg_cls](make_config(name, **knobs))

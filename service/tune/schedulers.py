@@ -260,7 +260,8 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         and the new outcome (COMPLETE, or PRUNED at the epoch it was stopped), naming the
         trial it retries. Anything else told twice is ignored, as OptunaSearch does."""
         study = self._ot_study
-        failed = study._storage.get_trial(self._ot_trials[trial_id]._trial_id)  # private
+        number = self._ot_trials[trial_id].number
+        failed = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
         copied = self.__dict__.setdefault("_copied", set())  # retried trials already copied
         if failed.state != TrialState.FAIL or trial_id in copied:
             return

@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from service.config.spec import parse_spec
-from service.report.build import Doc, _effects_section
+from service.report.build import _effects_section
 from service.report.data import ablation_example, knob_effects
+from service.report.doc import Doc
 from service.results.records import Summary, TrialRecord
 from service.results.stats import mean_ci95
 from service.results.store import load_run

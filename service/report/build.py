@@ -29,7 +29,7 @@ from service.report.data import (
     model_groups,
     searched_knobs,
 )
-from service.report.doc import FILES, Doc  # noqa: F401  (Doc: tests build sections with it)
+from service.report.doc import Doc
 from service.results.records import Summary
 from service.results.store import load_run, write_bytes
 from service.tune.paths import SEED_KEY

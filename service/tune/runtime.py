@@ -99,7 +99,7 @@ def start_ray(address: str | None, verbose: bool, announce: bool = False) -> boo
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     import ray  # the dry run imports this module and must not import Ray
 
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = remote_address(address)
     port = None
     if address is None and not os.environ.get("RAY_API_SERVER_ADDRESS"):
         # Train V2's placement-group cleaner finds the State API by looking for Ray on this

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -24,6 +25,8 @@ from service.models import (
 )
 from service.models.common import clip_filter_rms
 from service.models.lenet import C3_TABLE, PartialConv2d
+from service.models.registry import FAMILIES, PRESETS, Family
+from service.models.shapes import architectural
 
 # papers.md: parameters at the paper's class count, and the spatial size after each conv.
 PAPER = {
@@ -388,3 +391,41 @@ def test_registry_and_shape_arithmetic_import_neither_torch_nor_ray():
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True).stdout
     assert out.strip() == "[]"
+
+
+@dataclass
+class TinyConfig:
+    """A throw-away family's knobs."""
+
+    num_classes: int = 10
+    in_channels: int = 1
+    image_size: int = 8
+    width: int = architectural(4)
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self, cfg: TinyConfig):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(cfg.in_channels, cfg.width, 3, padding=1)
+        self.fc = torch.nn.Linear(cfg.width * cfg.image_size ** 2, cfg.num_classes)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).flatten(1))
+
+
+def _tiny_plan(cfg: TinyConfig) -> int:
+    if cfg.width < 1:
+        raise ValueError(f"width={cfg.width}: must be at least 1")
+    return cfg.width
+
+
+def test_a_new_family_is_one_record_and_its_presets(monkeypatch):
+    # A family is its config, its shape check and its module; a preset names the family.
+    monkeypatch.setitem(FAMILIES, "tiny", Family(TinyConfig, _tiny_plan, f"{__name__}:TinyNet"))
+    monkeypatch.setitem(PRESETS, "tiny-wide", ("tiny", {"width": 6}))
+    assert "tiny-wide" in list_models() and knob_names("tiny-wide")[-1] == "width"
+    assert architecture_knobs("tiny-wide") == ("width",)
+    net = build_model("tiny-wide", num_classes=3)
+    assert isinstance(net, TinyNet) and net(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
+    with pytest.raises(ValueError, match="width=0"):
+        check_model("tiny-wide", width=0)

@@ -18,6 +18,7 @@ from service.models.alexnet_plan import AlexNetConfig
 from service.models.fig1_plan import Fig1Config
 from service.models.lenet_plan import LeNetConfig
 from service.models.registry import (
+    FAMILIES,
     architecture_knobs,
     check_model,
     knob_names,
@@ -26,13 +27,15 @@ from service.models.registry import (
     model_knobs,
 )
 
-_LAZY = {"build_model": "build", "describe": "build", "count_params": "common",
-         "AlexNet": "alexnet", "LeNet5": "lenet", "TowerAlexNet": "towers", "Fig1Net": "fig1"}
+# name -> the module defining it (torch): the builders, and each family's module class
+_LAZY = {"build_model": "service.models.build", "describe": "service.models.build",
+         "count_params": "service.models.common", "TowerAlexNet": "service.models.towers",
+         **{f.module.split(":")[1]: f.module.split(":")[0] for f in FAMILIES.values()}}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from service.models.alexnet import AlexNet
 from service.models.common import count_params
-from service.models.fig1 import Fig1Net
-from service.models.lenet import LeNet5
-from service.models.registry import check_model, make_config, preset
+from service.models.registry import FAMILIES, check_model, make_config, preset
 
-_MODULES: dict[str, type[nn.Module]] = {"lenet": LeNet5, "alexnet": AlexNet, "fig1": Fig1Net}
+
+def module_class(family: str) -> type[nn.Module]:
+    """The torch module of a family (`registry.FAMILIES[family].module`, imported here)."""
+    module, cls = FAMILIES[family].module.split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def build_model(name: str, **knobs: Any) -> nn.Module:
     """Build preset `name` with `knobs` applied (validated before any weight is allocated)."""
     family, _, _ = preset(name)
     check_model(name, **knobs)
-    return _MODULES[family](make_config(name, **knobs))
+    return module_class(family)(make_config(name, **knobs))
 
 
 def describe(name: str, flops: bool = False, **knobs: Any) -> dict[str, Any]:

@@ -8,6 +8,8 @@ registry, the config dataclasses and their shape arithmetic live here; the modul
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from service.models import alexnet_plan, fig1_plan, lenet_plan
@@ -16,44 +18,59 @@ from service.models.fig1_plan import Fig1Config
 from service.models.lenet_plan import LeNetConfig
 from service.models.shapes import ARCHITECTURE
 
-# config class -> its shape arithmetic; the model classes (torch) are looked up by build_model
-PLANS = {LeNetConfig: lenet_plan.plan, AlexNetConfig: alexnet_plan.plan,
-         Fig1Config: fig1_plan.plan}
 
-# name -> (family, config class, preset knobs overriding the config's defaults)
-_PRESETS: dict[str, tuple[str, type, dict[str, Any]]] = {
-    "lenet5": ("lenet", LeNetConfig, {}),
-    "lenet5-1998": ("lenet", LeNetConfig, dict(
+@dataclass(frozen=True)
+class Family:
+    """A configurable network: its config dataclass (the knobs), the torch-free shape
+    arithmetic that checks a config (`plan(config)`), and the torch module that builds it, as
+    "module:Class" (imported only by `build_model`). A new family is one record here plus its
+    three files (plan, module, config); its presets follow."""
+
+    config: type
+    plan: Callable[[Any], Any]
+    module: str
+
+
+FAMILIES: dict[str, Family] = {
+    "lenet": Family(LeNetConfig, lenet_plan.plan, "service.models.lenet:LeNet5"),
+    "alexnet": Family(AlexNetConfig, alexnet_plan.plan, "service.models.alexnet:AlexNet"),
+    "fig1": Family(Fig1Config, fig1_plan.plan, "service.models.fig1:Fig1Net"),
+}
+
+# name -> (family, the knobs it sets, overriding the family config's defaults)
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "lenet5": ("lenet", {}),
+    "lenet5-1998": ("lenet", dict(
         activation="scaled_tanh", pool="trainable", c3_table=True, output="rbf")),
-    "alexnet": ("alexnet", AlexNetConfig, {}),
+    "alexnet": ("alexnet", {}),
     # The paper's one-GPU comparison net (-1.7 % top-1 for two GPUs): half the kernels of every
     # conv layer but the last, which keeps 256 so that FC6 and the parameter count stay alike.
-    "alexnet-one-tower": ("alexnet", AlexNetConfig,
-                          dict(widths=(48, 128, 192, 192, 256), groups=1)),
-    "zfnet": ("alexnet", AlexNetConfig, dict(
+    "alexnet-one-tower": ("alexnet", dict(widths=(48, 128, 192, 192, 256), groups=1)),
+    "zfnet": ("alexnet", dict(
         image_size=224, conv1_kernel=7, conv1_stride=2, conv1_padding=1, conv2_stride=2,
         conv2_padding=0, groups=1, lrn_position="after_pool", pool_ceil=True,
         filter_rms_clip=0.1)),
-    "alexnet-torchvision": ("alexnet", AlexNetConfig, dict(
+    "alexnet-torchvision": ("alexnet", dict(
         image_size=224, widths=(64, 192, 384, 256, 256), conv1_padding=2, groups=1, lrn=False,
         dropout_position="input", adaptive_pool=6)),
     # AlexNet's Figure 1 net (ReLU vs tanh to 25 % training error on CIFAR-10); the paper gives
     # no layers: we assume cuda-convnet's layers-18pct net (see fig1_plan).
-    "alexnet-fig1": ("fig1", Fig1Config, {}),
+    "alexnet-fig1": ("fig1", {}),
 }
 
 
 def list_models() -> list[str]:
     """Names of every preset, in registry order."""
-    return list(_PRESETS)
+    return list(PRESETS)
 
 
 def preset(name: str) -> tuple[str, type, dict[str, Any]]:
     """(family, config class, the preset's own settings) of preset `name`; ValueError naming
     every preset for an unknown one."""
-    if name not in _PRESETS:
-        raise ValueError(f"model={name!r}: unknown model; choose one of {', '.join(_PRESETS)}")
-    return _PRESETS[name]
+    if name not in PRESETS:
+        raise ValueError(f"model={name!r}: unknown model; choose one of {', '.join(PRESETS)}")
+    family, settings = PRESETS[name]
+    return family, FAMILIES[family].config, settings
 
 
 def knob_names(name: str) -> list[str]:
@@ -90,5 +107,5 @@ def make_config(name: str, **knobs: Any):
 
 def check_model(name: str, **knobs: Any):
     """Validate a preset plus knobs by shape arithmetic alone; returns the model's plan."""
-    _, cfg_cls, _ = preset(name)
-    return PLANS[cfg_cls](make_config(name, **knobs))
+    family, _, _ = preset(name)
+    return FAMILIES[family].plan(make_config(name, **knobs))

@@ -100,15 +100,86 @@ def test_cluster_yaml_installs_this_project():
     ("raycluster.yaml", [("ray.io/v1", "RayCluster"), ("networking.k8s.io/v1",
                                                        "NetworkPolicy")]),
     ("rayjob.yaml", [("ray.io/v1", "RayJob")]),
-    ("cronjob.yaml", [("batch/v1", "CronJob")]),
+    ("raycronjob.yaml", [("ray.io/v1", "RayCronJob")]),
 ])
 def test_kuberay_manifests_parse(name, kinds):
-    docs = [d for d in yaml.safe_load_all((ROOT / "docs" / "kuberay" / name).read_text()) if d]
+    docs = kuberay_docs(name)
     assert [(d["apiVersion"], d["kind"]) for d in docs] == kinds
     text = (ROOT / "docs" / "kuberay" / name).read_text()
     code = "\n".join(line.split("#")[0] for line in text.splitlines())
     assert "RAY_AUTH_MODE" in code or "authOptions" in code
     assert "LoadBalancer" not in code and "NodePort" not in code and "0.0.0.0" not in code
+
+
+def kuberay_docs(name: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((ROOT / "docs" / "kuberay" / name).read_text()) if d]
+
+
+def test_kuberay_raycronjob_runs_exactly_the_rayjob_manifest():
+    # One owner: the nightly RayJob's spec is written once more as the RayCronJob's jobTemplate;
+    # they must not drift. jobTemplate is a bare RayJobSpec (no metadata/spec wrapper as in a
+    # batch/v1 CronJob), so the whole RayJob spec is compared; the RayJob's object metadata
+    # (generateName) has no place there: the operator names each night's RayJob itself.
+    (rayjob,), (cron,) = kuberay_docs("rayjob.yaml"), kuberay_docs("raycronjob.yaml")
+    assert cron["spec"]["jobTemplate"] == rayjob["spec"]
+
+
+# Field names of RayCronJob's spec and of RayJobSpec (its jobTemplate), from KubeRay v1.7.0's CRD
+# helm-chart/kuberay-operator/crds/ray.io_raycronjobs.yaml (= ray-operator/config/crd/bases/;
+# v1.6.x has no timeZone). No concurrency policy, starting deadline or history limits exist.
+RAYCRONJOB_SPEC_KEYS = {"schedule", "timeZone", "suspend", "jobTemplate"}
+RAYCRONJOB_REQUIRED = {"schedule", "jobTemplate"}
+RAYJOB_SPEC_KEYS = {
+    "activeDeadlineSeconds", "backoffLimit", "clusterSelector", "deletionStrategy", "entrypoint",
+    "entrypointNumCpus", "entrypointNumGpus", "entrypointResources", "jobId", "managedBy",
+    "metadata", "preRunningDeadlineSeconds", "rayClusterSpec", "runtimeEnvYAML",
+    "shutdownAfterJobFinishes", "submissionMode", "submitterConfig", "submitterPodTemplate",
+    "suspend", "ttlSecondsAfterFinished"}
+CRON_FIELDS = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]  # minute hour day month weekday
+
+
+def is_cron(expr: str) -> bool:
+    """A standard 5-field cron expression, numeric: *, N, N-M, each with an optional /STEP."""
+    fields = expr.split()
+    if len(fields) != 5:
+        return False
+    for field, (low, high) in zip(fields, CRON_FIELDS, strict=True):
+        for part in field.split(","):
+            m = re.fullmatch(r"(\*|(\d+)(?:-(\d+))?)(?:/([1-9]\d*))?", part)
+            if not m:
+                return False
+            first, last = m[2], m[3] or m[2]
+            if first is not None and not low <= int(first) <= int(last) <= high:
+                return False
+    return True
+
+
+def test_kuberay_raycronjob_uses_only_crd_fields_and_a_valid_schedule():
+    (cron,) = kuberay_docs("raycronjob.yaml")
+    spec = cron["spec"]
+    assert RAYCRONJOB_REQUIRED <= set(spec) <= RAYCRONJOB_SPEC_KEYS
+    assert set(spec["jobTemplate"]) <= RAYJOB_SPEC_KEYS
+    assert set(kuberay_docs("rayjob.yaml")[0]["spec"]) <= RAYJOB_SPEC_KEYS
+    assert is_cron(spec["schedule"]) and "TZ" not in spec["schedule"]  # TZ=: use timeZone
+    assert (spec["schedule"], spec["timeZone"]) == ("0 2 * * *", "Etc/UTC")  # 02:00 UTC
+    assert len(cron["metadata"]["name"]) <= 36  # the operator's limit (RayJob name + suffix)
+    assert spec["jobTemplate"]["backoffLimit"] == 0
+    assert spec["jobTemplate"]["activeDeadlineSeconds"] == 6 * 3600
+    for good in ["0 2 * * *", "*/15 0-6 1,15 * 1-5", "30 23 31 12 7"]:
+        assert is_cron(good), good
+    for bad in ["0 2 * *", "60 2 * * *", "0 24 * * *", "0 2 0 * *", "0 2 * * * *", "@daily",
+                "0 5-2 * * *", "0 */0 * * *"]:
+        assert not is_cron(bad), bad
+
+
+def test_kuberay_networkpolicy_admits_the_nightly_submitter():
+    # In K8sJobMode the RayJob's submitter pod calls the head's job API; the head's NetworkPolicy
+    # must select it by the labels of submitterPodTemplate (the operator adds only its own).
+    policy = kuberay_docs("raycluster.yaml")[1]
+    selectors = [rule["podSelector"]["matchLabels"] for rule in policy["spec"]["ingress"][0]["from"]
+                 if "podSelector" in rule]
+    labels = kuberay_docs("rayjob.yaml")[0]["spec"]["submitterPodTemplate"]["metadata"]["labels"]
+    assert any(sel.items() <= labels.items() for sel in selectors)
 
 
 def test_raycluster_has_a_cpu_head_and_gpu_worker_groups():

@@ -95,28 +95,7 @@ def ablation_problems(spec: Any, base: Any) -> list[str]:
     """The ablation block against the rest of the spec (`base`: the spec's base TrainConfig,
     None when it does not build). One line per problem."""
     abl = spec.ablation
-    problems = []
-    if spec.search:
-        problems.append(problem("ablation", "<block>", "a study has either search: (which "
-                              "configuration is best) or ablation: (do components matter), "
-                              "not both"))
-    # Compared with the defaults, not with what the file set: a dumped spec reloads the same.
-    if spec.budget.seeds != 1:
-        problems.append(problem("budget.seeds", spec.budget.seeds, "an ablation's seeds are "
-                              "ablation.seeds"))
-    if spec.budget.num_samples != type(spec.budget).model_fields["num_samples"].default:
-        problems.append(problem("budget.num_samples", spec.budget.num_samples,
-                              "an ablation's tuning budget is ablation.tune.trials"))
-    if spec.scheduler.type != "none" and abl.tune is None:
-        problems.append(problem("scheduler.type", spec.scheduler.type, "the compared runs all "
-                              "train budget.max_epochs (a run cut short measures the schedule, "
-                              "not the arm); a scheduler may only stop ablation.tune's trials"))
-    if abl.tune is not None and spec.searcher.type == "grid":
-        problems.append(problem("searcher.type", "grid", "ablation.tune draws tune.trials trials "
-                              "per arm: use optuna-tpe or random"))
-    if abl.design == "factorial" and len(abl.arms) > MAX_FACTORS:
-        problems.append(problem("ablation.arms", f"<{len(abl.arms)} arms>", f"a factorial design "
-                              f"trains 2^k cells per seed; at most {MAX_FACTORS} arms"))
+    problems = _other_blocks(spec)
     presets = [spec.model.family]
     fixed = fixed_settings(spec)
     _, bad = key_problems("ablation.baseline", list(abl.baseline), presets, fixed,
@@ -129,7 +108,7 @@ def ablation_problems(spec: Any, base: Any) -> list[str]:
         problems += bad
         if not changes:
             problems.append(problem(f"ablation.arms.{name}", "{}", "an arm changes at least one "
-                                  "setting of the baseline"))
+                                    "setting of the baseline"))
     if abl.tune is not None:
         tuned, bad = key_problems("ablation.tune.space", list(abl.tune.space), presets, fixed,
                                   None)  # a fixed value is the one tuning replaces
@@ -139,21 +118,50 @@ def ablation_problems(spec: Any, base: Any) -> list[str]:
             if key in abl.baseline or setters:
                 where = "ablation.baseline" if key in abl.baseline else f"arm {setters[0]}"
                 problems.append(problem(f"ablation.tune.space.{key}", "<key>", f"{where} sets it "
-                                      "too; a setting is either compared or tuned"))
+                                        "too; a setting is either compared or tuned"))
             if spec.searcher.optuna and abl.tune.space[key].type == "grid":
                 problems.append(problem(f"ablation.tune.space.{key}.type", "grid",
-                                      "Optuna's searcher cannot grid search; use type: choice"))
+                                        "Optuna's searcher cannot grid search; use type: choice"))
     if abl.design == "factorial":
         for a, b in itertools.combinations(abl.arms, 2):
             shared = sorted(set(abl.arms[a]) & set(abl.arms[b]))
             if shared:
                 problems.append(problem(f"ablation.arms.{b}", f"<{', '.join(shared)}>",
-                                      f"arm {a} changes {', '.join(shared)} too; a factorial "
-                                      "design crosses arms that change different settings"))
+                                        f"arm {a} changes {', '.join(shared)} too; a factorial "
+                                        "design crosses arms that change different settings"))
     if base is None or any(p.startswith(("ablation.baseline", "ablation.tune")) for p in problems):
         return problems  # the builds below would fail for the reasons above
     clean = [n for n in abl.arms if not any(p.startswith(f"ablation.arms.{n}") for p in problems)]
     return problems + _build_problems(abl, base, clean, check_cells=len(clean) == len(abl.arms))
+
+
+def _other_blocks(spec: Any) -> list[str]:
+    """What the rest of an ablation's spec must not set: search, seeds and samples of a sweep,
+    a scheduler for the compared runs, a grid for tuning, too many factorial arms."""
+    abl = spec.ablation
+    problems = []
+    if spec.search:
+        problems.append(problem("ablation", "<block>", "a study has either search: (which "
+                                "configuration is best) or ablation: (do components matter), "
+                                "not both"))
+    # Compared with the defaults, not with what the file set: a dumped spec reloads the same.
+    if spec.budget.seeds != 1:
+        problems.append(problem("budget.seeds", spec.budget.seeds, "an ablation's seeds are "
+                                "ablation.seeds"))
+    if spec.budget.num_samples != type(spec.budget).model_fields["num_samples"].default:
+        problems.append(problem("budget.num_samples", spec.budget.num_samples,
+                                "an ablation's tuning budget is ablation.tune.trials"))
+    if spec.scheduler.type != "none" and abl.tune is None:
+        problems.append(problem("scheduler.type", spec.scheduler.type, "the compared runs all "
+                                "train budget.max_epochs (a run cut short measures the schedule, "
+                                "not the arm); a scheduler may only stop ablation.tune's trials"))
+    if abl.tune is not None and spec.searcher.type == "grid":
+        problems.append(problem("searcher.type", "grid", "ablation.tune draws tune.trials trials "
+                                "per arm: use optuna-tpe or random"))
+    if abl.design == "factorial" and len(abl.arms) > MAX_FACTORS:
+        problems.append(problem("ablation.arms", f"<{len(abl.arms)} arms>", f"a factorial design "
+                                f"trains 2^k cells per seed; at most {MAX_FACTORS} arms"))
+    return problems
 
 
 def _build_problems(abl: Ablation, base: Any, arms: list[str], check_cells: bool) -> list[str]:
@@ -163,7 +171,7 @@ def _build_problems(abl: Ablation, base: Any, arms: list[str], check_cells: bool
     if why is not None:
         key = next(iter(abl.baseline), "")
         return [problem("ablation.baseline", f"<{', '.join(abl.baseline)}>",
-                      simplify(why, key, abl.baseline.get(key)))]
+                        simplify(why, key, abl.baseline.get(key)))]
     problems = []
     baseline = base.with_overrides(abl.baseline)
     for name in arms:
@@ -171,10 +179,10 @@ def _build_problems(abl: Ablation, base: Any, arms: list[str], check_cells: bool
         why = failure(baseline, changes)
         if why is not None:
             problems.append(problem(f"ablation.arms.{name}", changes,
-                                  f"not a valid configuration: {why}"))
+                                    f"not a valid configuration: {why}"))
         elif baseline.with_overrides(changes) == baseline:
             problems.append(problem(f"ablation.arms.{name}", changes, "changes nothing: the "
-                                  "baseline already has these settings"))
+                                    "baseline already has these settings"))
     if problems or not check_cells:
         return problems
     cells = abl.cells()
@@ -183,7 +191,7 @@ def _build_problems(abl: Ablation, base: Any, arms: list[str], check_cells: bool
             why = failure(base, settings)
             if why is not None:
                 problems.append(problem("ablation.arms", f"<{name}>", f"this combination of "
-                                      f"arms is not a valid configuration: {why}"))
+                                        f"arms is not a valid configuration: {why}"))
     if abl.tune is not None and not problems:
         for settings in cells.values():
             problems += value_problems(base.with_overrides(settings),

@@ -89,7 +89,7 @@ def key_problems(path: str, keys: list[str], presets: list[str], fixed: dict[str
             problems.append(problem(f"{path}.{key}", "<key>", f"{why}; {listing}"))
         elif key in fixed and why_fixed is not None:
             problems.append(problem(f"{path}.{key}", "<key>",
-                                  f"also fixed in {fixed[key]}.{key}; {why_fixed}"))
+                                    f"also fixed in {fixed[key]}.{key}; {why_fixed}"))
         else:
             ok.append(key)
     return ok, problems
@@ -136,4 +136,4 @@ def corner_problems(base: TrainConfig, ok: dict[str, list[Any]], path: str = "se
                 combo = smaller
         failing.append(combo)
     return [problem(path, "<" + ", ".join(f"{k}={v!r}" for k, v in c.items()) + ">",
-                  f"this combination cannot be built: {failure(base, c)}") for c in failing]
+                    f"this combination cannot be built: {failure(base, c)}") for c in failing]

@@ -160,13 +160,13 @@ def make_pruner(cfg: Pruner, max_epochs: int) -> Any:
 def pruner_problems(cfg: Pruner, max_epochs: int, path: str = "scheduler") -> list[str]:
     """Epoch counts beyond the budget, and whatever Optuna itself refuses."""
     problems = [problem(f"{path}.{k}", getattr(cfg, k), f"must be at most budget.max_epochs "
-                      f"({max_epochs}): trials never get further")
+                        f"({max_epochs}): trials never get further")
                 for k in ("min_resource", "max_resource", "n_warmup_steps")
                 if isinstance(getattr(cfg, k), int) and getattr(cfg, k) > max_epochs]
     low, high = cfg.min_resource, cfg.max_resource or max_epochs
     if cfg.pruner == "hyperband" and isinstance(low, int) and high < low <= max_epochs:
         problems.append(problem(f"{path}.min_resource", low, f"must be at most max_resource "
-                              f"({high}{'' if cfg.max_resource else ' = budget.max_epochs'})"))
+                                f"({high}{'' if cfg.max_resource else ' = budget.max_epochs'})"))
     if cfg.wrapped is not None:
         problems += pruner_problems(cfg.wrapped, max_epochs, f"{path}.wrapped")
     if not problems and path == "scheduler":

@@ -192,16 +192,17 @@ def _cross_problems(spec: SweepSpec) -> list[str]:
     for key, dist in spec.search.items():
         if spec.searcher.optuna and dist.type == "grid":
             problems.append(problem(f"search.{key}.type", "grid", "Optuna's searcher in Tune "
-                                  "cannot grid search; use type: choice, or searcher grid/random"))
+                                    "cannot grid search; use type: choice, or searcher "
+                                    "grid/random"))
         if spec.searcher.type == "grid" and dist.type not in ("grid", "choice"):
             problems.append(problem(f"search.{key}.type", dist.type,
-                                  "searcher grid enumerates values: use type grid or choice"))
+                                    "searcher grid enumerates values: use type grid or choice"))
     if isinstance(spec.scheduler, OptunaScheduler):
         problems += pruner_problems(spec.scheduler, spec.budget.max_epochs)
     grace = getattr(spec.scheduler, "grace_period", 1)
     if grace > spec.budget.max_epochs:
         problems.append(problem("scheduler.grace_period", grace,
-                              f"must be at most budget.max_epochs ({spec.budget.max_epochs})"))
+                                f"must be at most budget.max_epochs ({spec.budget.max_epochs})"))
     knobs = knob_names(spec.model.family)
     bad_knobs = [problem(f"model.knobs.{k}", v, unknown(k, knobs, "not a knob of the preset"))
                  for k, v in spec.model.knobs.items() if k not in knobs]
@@ -233,15 +234,15 @@ def _objective_problems(spec: SweepSpec) -> list[str]:
     problems = []
     if spec.scheduler.type != "none":
         problems.append(problem("scheduler.type", spec.scheduler.type, f"budget.metric names "
-                              f"{len(metric)} objectives: a scheduler stops trials on one "
-                              f"metric and could cut a trial that belongs on the Pareto front; "
-                              f"use scheduler none (the default with several objectives)"))
+                                f"{len(metric)} objectives: a scheduler stops trials on one "
+                                f"metric and could cut a trial that belongs on the Pareto front; "
+                                f"use scheduler none (the default with several objectives)"))
     if spec.ablation is not None:
         problems.append(problem("budget.metric", metric, "an ablation compares arms on one "
-                              "metric; name one"))
+                                "metric; name one"))
     if spec.budget.seeds > 1:
         problems.append(problem("budget.seeds", spec.budget.seeds, "several objectives are "
-                              "searched one trial per configuration; use seeds: 1"))
+                                "searched one trial per configuration; use seeds: 1"))
     return problems
 
 

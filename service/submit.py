@@ -20,6 +20,7 @@ from service.config.data import DataError, check_available
 from service.config.schema import spec_schema
 from service.config.spaces import DEFAULT_SPACE, resolve_space
 from service.config.spec import SpecError, SweepSpec, load_spec, parse_spec
+from service.training.images import check_images
 from service.tune import runner
 from service.tune.runtime import check_writable, find_run, new_run_id, remote_address
 
@@ -134,16 +135,32 @@ def main(argv: list[str] | None = None) -> int:
                                lambda code, detail: tell(spec, end, code, detail))
 
 
+def check_data(spec: SweepSpec, space: str, quiet: bool) -> int | None:
+    """Before Ray starts: the files `spec.data` names are here, and every image of an
+    imagefolder tree within the pre-flight limits (service.training.images) decodes. Returns
+    the bad-input exit code after one line per problem (at most SHOWN_PROBLEMS broken files
+    named, then how many more), or None; a tree above the limits gets one line saying so."""
+    try:
+        check_available(spec.data)
+    except DataError as err:
+        return cli.say_problems([f"{space}: data: {err}"])
+    if spec.data.dataset != "imagefolder" or spec.data.root is None:
+        return None
+    found = check_images(spec.data.root)
+    if found.skipped and not quiet:
+        print(found.skipped, flush=True)
+    if found.problems:
+        return cli.say_problems([f"{space}: data: {line}" for line in found.lines()])
+    return None
+
+
 def run(args: argparse.Namespace, spec: SweepSpec, space: str, end: Ending) -> int:
     """Check the data and results directory, then run (or dry-run) the validated spec; what
     the notification needs is recorded in `end` as it becomes known."""
     address = remote_address(args.address)
-    if address is None:
-        # On this machine the data must be here; a cluster's workers have their own disks.
-        try:
-            check_available(spec.data)
-        except DataError as err:
-            return cli.say_problems([f"{space}: data: {err}"])
+    # On this machine the data must be here; a cluster's workers have their own disks.
+    if address is None and (code := check_data(spec, space, args.quiet)) is not None:
+        return code
     results = args.results or spec.storage
     try:
         run_id = find_run(results, spec.name, args.resume) if args.resume else new_run_id()

@@ -26,6 +26,7 @@ FORBIDDEN = {
     "service.cli": ("ray", "torch", "pydantic"),
     # the sweep's driver: validation and planning without torch, a dry run without Ray
     "service.models.registry": ("torch",),
+    "service.training.images": ("torch", "torchvision", "ray"),  # the pre-flight image check
     "service.tune.plan": ("ray", "torch"),
     "service.tune.runtime": ("ray", "torch"),
     "service.tune.runner": ("ray", "torch"),

@@ -9,7 +9,8 @@ to float [0, 1] -> resize -> grey<->RGB -> [train only: crop, flip, jitter, PCA 
 - mnist_test: MNIST's test set alone (the t10k idx pair in data.root), split like digits.
 - mnist, fashion_mnist, cifar10, cifar100: torchvision's classes read the official files (test
   split = validation); the decoded uint8 arrays stay in memory, cached per process.
-- imagefolder: class-per-folder tree; `root/train` + `root/val` if both exist, else split.
+- imagefolder: class-per-folder tree; `root/train` + `root/val` if both exist, else split;
+  each file decoded by service.training.images.load_image (a broken one: one DataError line).
 The files themselves are read by service.training.datafiles.
 """
 
@@ -33,6 +34,7 @@ from service.config.data import (
     check_available,
 )
 from service.training.cache import cached_arrays, key
+from service.training.images import load_image
 from service.training.subset import subset_train
 
 # Published per-channel statistics of the training sets, in [0, 1] units.
@@ -348,13 +350,14 @@ def _imagefolder(cfg: DataConfig, root: Path, size: int, in_channels: int, seed:
         train_pre, aug = [*to_float, rrc, *chan], aug.model_copy(update={"crop": "none"})
     try:
         if (root / "train").is_dir() and (root / "val").is_dir():
-            tr_base, va_base = tvd.ImageFolder(root / "train"), tvd.ImageFolder(root / "val")
+            tr_base = tvd.ImageFolder(root / "train", loader=load_image)
+            va_base = tvd.ImageFolder(root / "val", loader=load_image)
             if tr_base.classes != va_base.classes:
                 raise DataError(f"imagefolder: {root}/train and {root}/val have different class "
                                 f"folders ({len(tr_base.classes)} vs {len(va_base.classes)})")
             tr_idx, va_idx = np.arange(len(tr_base)), np.arange(len(va_base))
         else:
-            tr_base = va_base = tvd.ImageFolder(root)
+            tr_base = va_base = tvd.ImageFolder(root, loader=load_image)
             tr_idx, va_idx = split_indices(tr_base.targets, cfg.val_fraction, seed)
     except FileNotFoundError as e:  # no class folders / no image files
         raise DataError(f"imagefolder: {e} (data.root needs one sub-folder of images per "

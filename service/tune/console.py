@@ -63,6 +63,23 @@ def _score(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def error_lines(trials, named: int = 3) -> list[str]:
+    """One line per distinct error, with the trials that met it (the first `named` by id):
+    `66359_00000: OSError: …`, or `3 trials (a, b, c): data: …: cannot read image (…)`."""
+    met: dict[str, list[str]] = {}
+    for t in trials:
+        if t.error:
+            met.setdefault(t.error, []).append(t.trial_id)
+    lines = []
+    for error, ids in met.items():
+        if len(ids) == 1:
+            lines.append(f"{ids[0]}: {error}")
+            continue
+        more = f" and {len(ids) - named} more" if len(ids) > named else ""
+        lines.append(f"{len(ids)} trials ({', '.join(ids[:named])}{more}): {error}")
+    return lines
+
+
 def print_table(summary: Summary, best: bool = True) -> None:
     """All trials sorted by the sweep's metric, then (if `best`) the best configuration; with
     several objectives, each one's last-epoch value and the Pareto front instead."""
@@ -82,9 +99,8 @@ def print_table(summary: Summary, best: bool = True) -> None:
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    for t in summary.trials:
-        if t.error:
-            print(f"{t.trial_id}: {t.error}")
+    for line in error_lines(summary.trials):
+        print(line)
     if pareto:
         objectives = " and ".join(f"{o.mode} {o.metric}" for o in pareto.objectives)
         reference = ", ".join(_objective(m, r) for (m, _), r in zip(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 from ray.tune import Callback
 
 from service.tune.paths import SEED_KEY, ledger_trials, read_ledger, write_ledger
+from service.tune.summary import error_line
 
 
 def _fmt_s(seconds: float) -> str:
@@ -25,6 +27,34 @@ def _fmt_config(config: dict[str, Any], keys: list[str]) -> str:
             k = "seed" if k == SEED_KEY else k
             parts.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
     return " ".join(parts)
+
+
+class _TrialErrorLogs(logging.Filter):
+    """Drops Tune's own log of each failed trial (its whole traceback, once per trial) and its
+    list of the trials that did not complete: Progress prints each distinct error once, the
+    table at the end names every failed trial, and Tune's error.txt keeps the traceback."""
+
+    LOGGERS = {"ray.tune.execution.tune_controller": "Trial task failed",
+               "ray.tune.tune": "Trials did not complete"}
+
+    def __init__(self, logger: str) -> None:
+        super().__init__()
+        self.prefix = self.LOGGERS[logger]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+_QUIET_TUNE = {name: _TrialErrorLogs(name) for name in _TrialErrorLogs.LOGGERS}
+
+
+def trial_error(trial) -> str:
+    """The trial's error in one line, from the error file Tune wrote for it (its last
+    failure's traceback; summary.error_line)."""
+    try:
+        return error_line(Path(trial.error_file).read_text(errors="replace"))
+    except (OSError, TypeError):  # no error file (TypeError: its path is None)
+        return "an error (see the table at the end)"
 
 
 class Progress(Callback):
@@ -47,6 +77,7 @@ class Progress(Callback):
         self.finished: set[str] = set()
         self.errored: set[str] = set()  # ended in error: --resume tries them again
         self.records: dict[str, dict] = {}  # finished trials' config and last metrics
+        self.errors: dict[str, str] = {}  # each error line printed -> the first trial with it
         self._ledger_failed = False
 
     def use_ledger(self, path: Path) -> None:
@@ -64,6 +95,11 @@ class Progress(Callback):
         self.running = set()
         if self.ledger is not None:
             self.use_ledger(self.ledger)
+        for name, logs in _QUIET_TUNE.items():
+            if self.verbose:  # -v: Tune's own tracebacks too
+                logging.getLogger(name).removeFilter(logs)
+            else:
+                logging.getLogger(name).addFilter(logs)
 
     def _record(self, trial, error: bool = False) -> None:
         trial_id = trial.trial_id
@@ -132,4 +168,9 @@ class Progress(Callback):
         self._finish(trial, what)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, "failed with an error (see the table at the end)", error=True)
+        # Each distinct error is printed once: a broken data file fails every trial alike.
+        line = trial_error(trial)
+        first = self.errors.setdefault(line, trial.trial_id)
+        what = f"failed: {line}" if first == trial.trial_id else (
+            f"failed with the same error as trial {first}")
+        self._finish(trial, what, error=True)

@@ -45,7 +45,7 @@ def trial_record(result, max_epochs: int, arms: dict[str, dict] | None = None) -
     return TrialRecord.from_history(
         trial_id, config,
         trial_status(m, result.error, max_epochs), rows,
-        _first_line(result.error) if result.error else None)
+        error_line(str(result.error), type(result.error).__name__) if result.error else None)
 
 
 def ledger_record(run_dir: Path, trial_id: str, entry: dict[str, Any], max_epochs: int,
@@ -103,9 +103,17 @@ def redacted_spec(spec) -> dict:
     return dump
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return next((line for line in reversed(text) if line.strip()), type(err).__name__)[:500]
+# A DataError's message is complete and meant to be printed as it is: its class name, however
+# qualified (`service.config.data.DataError: `), is left out of the error line.
+_DATA_ERROR = re.compile(r"^(?:[\w.]+\.)?DataError: ")
+
+
+def error_line(text: str, fallback: str = "error") -> str:
+    """A trial's error in one line, from its text (a Ray task error's traceback, or Tune's
+    error file): the traceback's last line, `OSError: [Errno 28] No space left on device: …`
+    or a DataError's own message; `fallback` when the text has none."""
+    line = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), fallback)
+    return _DATA_ERROR.sub("", line)[:500]
 
 
 def _version(package: str) -> str | None:

@@ -20,6 +20,7 @@ from service.config.data import DataError, check_available
 from service.config.schema import spec_schema
 from service.config.spaces import DEFAULT_SPACE, resolve_space
 from service.config.spec import SpecError, SweepSpec, load_spec, parse_spec
+from service.rundir import SUMMARY
 from service.training.images import check_images
 from service.tune import runner
 from service.tune.runtime import check_writable, find_run, new_run_id, remote_address
@@ -179,7 +180,7 @@ def run(args: argparse.Namespace, spec: SweepSpec, space: str, end: Ending) -> i
     outcome = runner.run(request)
     if outcome.summary is None:
         return outcome.code
-    end.summary, end.summary_path = outcome.summary, f"{outcome.experiment_dir}/summary.json"
+    end.summary, end.summary_path = outcome.summary, f"{outcome.experiment_dir}/{SUMMARY}"
     if not args.no_report:
         end.report = write_report(outcome.experiment_dir, args.quiet)
     print(end.summary_path)

@@ -24,7 +24,7 @@ from service.config.base import SpecError
 from service.config.spec import parse_spec
 from service.results import paired
 from service.results.ablation import expected_best, factorial_contrasts, study
-from service.tune.paths import JOURNAL
+from service.rundir import JOURNAL
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -252,8 +252,8 @@ def test_seed_i_gives_every_arm_the_same_split_order_and_initial_weights() -> No
     """What pairing rests on: two cells of one seed differ only by the arm's change."""
     import torch
 
+    from service.rundir import SEED_KEY
     from service.training.loop import _Loop
-    from service.tune.paths import SEED_KEY
     from service.tune.trial import trial_train_config, with_arm
 
     spec = parse_spec(STUDY)

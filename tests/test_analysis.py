@@ -26,7 +26,7 @@ from service.analysis.occlusion import captum_drop, occlusion_maps
 from service.models import build_model
 from service.results.records import Summary, TrialRecord
 from service.results.store import read_summary, write_json
-from service.tune.paths import TUNE_SNAPSHOT, checkpoint_list
+from service.rundir import TUNE_SNAPSHOT, checkpoint_list
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ from conftest import ASHA, lenet_space
 from test_faults import TRIAL_ACTOR, kill_sweep, trial_processes
 from test_submit import Lines
 
-from service.tune.paths import json_lines, trial_dir, trial_history
+from service.rundir import json_lines, trial_dir, trial_history
 
 ROOT = Path(__file__).resolve().parents[1]
 TRIALS, KILLS, MAX_FAILURES, SEED = 12, 5, 2, 20261202

@@ -20,7 +20,7 @@ from service.claims import registry as claims
 from service.config.spec import load_spec
 from service.results import paired
 from service.results.records import Summary, TrialRecord
-from service.tune.paths import SEED_KEY
+from service.rundir import SEED_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 STATS = ("n", "p", "p_perm", "d_z", "win_share")  # the same numbers in a row and an ArmResult

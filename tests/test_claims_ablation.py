@@ -16,7 +16,7 @@ from service.claims import registry as claims
 from service.config.spec import parse_spec
 from service.results import ablation as stats
 from service.results.records import Summary, TrialRecord
-from service.tune.paths import ABLATION, ARM_KEY, SEED_KEY
+from service.rundir import ABLATION, ARM_KEY, SEED_KEY
 
 SEEDS = range(4)
 # Claim 1's space (searchspaces/claims/01_relu.yaml) as a study: no search, no budget.seeds.

@@ -44,7 +44,7 @@ from service.report.data import conv_health
 from service.results.paired import seeds_needed
 from service.results.records import Summary, TrialRecord
 from service.results.store import load_run
-from service.tune.paths import SEED_KEY
+from service.rundir import SEED_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 VERDICTS = {"agrees", "opposite", "not resolved"}

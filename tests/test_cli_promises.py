@@ -23,8 +23,8 @@ from test_submit import Lines, submit
 
 from service.analysis.load import trial_checkpoints
 from service.nightly.schedule import summary_path
+from service.rundir import SEED_KEY, ledger_path, read_ledger, trial_dir
 from service.training.loop import load_checkpoint
-from service.tune.paths import SEED_KEY, ledger_path, read_ledger, trial_dir
 from service.tune.runtime import find_run
 
 ROOT = Path(__file__).resolve().parents[1]

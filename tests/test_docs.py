@@ -15,7 +15,7 @@ TEXTS = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
 SOURCES = sorted(p for d in ("service", "tests", "bench") for p in (ROOT / d).rglob("*.py")
                  if p.name != Path(__file__).name)  # this file names the patterns it looks for
 
-# `service/tune/paths.py`, `docs/architecture.md`, `tests/test_faults.py::test_x`,
+# `service/rundir.py`, `docs/architecture.md`, `tests/test_faults.py::test_x`,
 # `service/training/loop.py:load_checkpoint`, `bench/gpu_check.sh`
 PATH_RE = re.compile(r"`((?:service|docs|tests|bench|searchspaces)/[\w./-]+?"
                      r"\.(?:py|md|yaml|sh|json))(?:::?(\w+))?`")

@@ -11,8 +11,8 @@ import pytest
 from conftest import ASHA, lenet_space
 
 from service.config.spec import parse_spec
+from service.rundir import json_lines, trial_dir
 from service.training.loop import fit
-from service.tune.paths import json_lines, trial_dir
 from service.tune.trial import trial_train_config
 
 # one at a time: 0.05 finishes, 1e-4 falls below ASHA's first rung and is stopped there (inside

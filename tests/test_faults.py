@@ -19,14 +19,14 @@ import yaml
 from conftest import ASHA, lenet_space
 from test_cluster import kill_tree, process_tree
 
-from service.tune.paths import checkpoint_list, read_local_list
+from service.rundir import checkpoint_list, read_local_list
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # Ray titles a Train worker ray::RayTrainWorker and Tune's trial actor (a function trainable)
 # ray::ImplicitFunc; each works in its trial's directory: a Train run's is `train_<trial id>`
-# (service/tune/paths.train_run_name), a Tune trial's `run_trial_<trial id>_<index>_…`.
+# (service/rundir.train_run_name), a Tune trial's `run_trial_<trial id>_<index>_…`.
 TRAIN_WORKER, TRIAL_ACTOR = "ray::RayTrainWorker", "ray::ImplicitFunc"
 _TRIAL_OF_CWD = re.compile(r"/(?:train_([0-9a-f]+(?:_\d{5})?)|run_trial_([0-9a-f]+(?:_\d{5})?)_\d+_"
                            r"[^/]*)(/|$)")

@@ -22,8 +22,8 @@ from conftest import lenet_space
 from test_faults import TRAIN_WORKER, TRIAL_ACTOR, _trained_epochs, kill_sweep, trial_process_pids
 
 from service.analysis.load import trial_checkpoints
+from service.rundir import json_lines, trial_dir, trial_history
 from service.training.loop import load_checkpoint
-from service.tune.paths import json_lines, trial_dir, trial_history
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 5

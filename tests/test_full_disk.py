@@ -24,7 +24,7 @@ from test_faults import _trained_epochs, kill_sweep
 from test_submit import Lines
 
 from service.cli import Exit
-from service.tune.paths import checkpoint_list, read_local_list
+from service.rundir import checkpoint_list, read_local_list
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 2

@@ -30,7 +30,7 @@ FORBIDDEN = {
     "service.tune.plan": ("ray", "torch"),
     "service.tune.runtime": ("ray", "torch"),
     "service.tune.runner": ("ray", "torch"),
-    "service.tune.paths": ("ray", "torch"),
+    "service.rundir": ("ray", "torch"),
     "service.tune.console": ("ray", "torch"),
     "service.submit": ("ray", "torch"),
 }

@@ -18,7 +18,7 @@ from test_cluster import _ray_list, kill_tree, loopback_cluster, process_tree
 from test_faults import _trained_epochs, trial_processes
 from test_submit import Lines
 
-from service.tune.paths import json_lines, trial_dir, trial_history
+from service.rundir import json_lines, trial_dir, trial_history
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 4

@@ -17,9 +17,9 @@ import pytest
 from test_submit import ROOT, TINY, write_space
 
 from service.config.train import TrainConfig
+from service.rundir import train_run_dir
 from service.training.loop import CHECKPOINT_FILE, fit
 from service.training.parallel import per_worker_batch, world
-from service.tune.paths import train_run_dir
 
 
 def test_single_process_is_world_of_one():

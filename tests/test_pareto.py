@@ -24,7 +24,7 @@ from service.config.spec import parse_spec
 from service.results.pareto import dominates, hypervolume, non_dominated, pareto_of
 from service.results.records import TrialRecord
 from service.results.store import read_summary
-from service.tune.paths import JOURNAL
+from service.rundir import JOURNAL
 from service.tune.runtime import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""A trial's checkpoints in either engine's layout (service/tune/paths.py): Train's snapshot in
+"""A trial's checkpoints in either engine's layout (service/rundir.py): Train's snapshot in
 its run `train_<id>/`, or our list in its Tune directory; only whole, listed checkpoints count."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pyarrow.fs import LocalFileSystem
 
-from service.tune.paths import (
+from service.rundir import (
     TRAIN_SNAPSHOT,
     TUNE_SNAPSHOT,
     checkpoint_list,
@@ -69,7 +69,7 @@ def test_no_list_no_checkpoints(tmp_path):
 def test_a_finished_trial_that_tune_lost_is_recorded_from_the_ledger(tmp_path):
     """A trial that finished after Tune last saved its state (then the driver was killed) is
     summarised from the ledger's config and last metrics and its registered checkpoints."""
-    from service.tune.paths import ledger_trials, write_ledger
+    from service.rundir import ledger_trials, write_ledger
     from service.tune.summary import ledger_record
 
     sizes = {"checkpoint_000000": 10, "checkpoint_000001": 10}

@@ -17,7 +17,7 @@ from service.results import ablation as results_ablation
 from service.results import paired
 from service.results.records import Summary, TrialRecord
 from service.results.store import write_json
-from service.tune.paths import ARM_KEY, SEED_KEY
+from service.rundir import ARM_KEY, SEED_KEY
 
 SEEDS = [0, 1, 2, 3, 4, 5]
 BASE = {0: 0.95, 1: 0.94, 2: 0.96, 3: 0.95, 4: 0.93, 5: 0.955}

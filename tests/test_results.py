@@ -164,7 +164,7 @@ def test_summarize_a_real_sweep_by_train_acc(alexnet_run):
     from ray.tune import ResultGrid
     from ray.tune.analysis import ExperimentAnalysis
 
-    from service.tune.paths import trial_dir, trial_history
+    from service.rundir import trial_dir, trial_history
 
     spec = parse_spec({**json.loads((alexnet_run / "summary.json").read_text())["spec"],
                        "budget": {"max_epochs": 3, "num_samples": 1, "metric": "train_acc"}})

@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from service.config.spec import parse_spec
-from service.tune.paths import SEED_KEY
+from service.rundir import SEED_KEY
 
 # LeNet-5 on digits at its smallest size (32 px), 2 epochs. Learning rates from 1e-4 (chance
 # after an epoch) to 0.2; the seeded TPE start-up draws 0.0065, 0.023, 0.0098 and 0.0063, two

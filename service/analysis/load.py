@@ -22,9 +22,9 @@ from service.config.train import TrainConfig
 from service.results import store
 from service.results.records import Summary
 from service.results.store import ResultsError
+from service.rundir import checkpoint_list, local_whole_entries
 from service.training.data import Datasets
 from service.training.loop import load_checkpoint, prepare
-from service.tune.paths import checkpoint_list, local_whole_entries
 
 
 class AnalysisError(ResultsError):

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.tune.paths import ABLATION, ARM_KEY
+from service.rundir import ABLATION, ARM_KEY
 
 if TYPE_CHECKING:
     from service.config.train import TrainConfig

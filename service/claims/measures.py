@@ -19,7 +19,7 @@ from service.metrics import Mode
 from service.results.paired import ArmResult, compare, holm, seeds_needed, verdict
 from service.results.records import Summary, TrialRecord
 from service.results.stats import mean_ci95
-from service.tune.paths import SEED_KEY
+from service.rundir import SEED_KEY
 
 Trials = dict[int, TrialRecord]  # seed index -> trial (with its per-epoch history)
 

@@ -36,7 +36,7 @@ from service.models import describe
 from service.report.data import conv_health
 from service.results.records import Summary, TrialRecord
 from service.results.store import ResultsError, load_run
-from service.tune.paths import SEED_KEY
+from service.rundir import SEED_KEY
 
 SPACES = SHIPPED_SPACES / "claims"
 

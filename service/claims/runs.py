@@ -14,7 +14,7 @@ from service.cli import Exit
 from service.config.spaces import SHIPPED_SPACES
 from service.results.records import Summary
 from service.results.store import ResultsError, load_run
-from service.tune.paths import SEED_KEY, SUMMARY, TUNING_DIR
+from service.rundir import SEED_KEY, SUMMARY, TUNING_DIR
 
 SPACES = SHIPPED_SPACES / "claims"
 
@@ -76,7 +76,7 @@ def run_claim(number: int, spaces: tuple[str, ...], results: Path, extra: list[s
                str(results), "--no-report", "-q", *extra]
         done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         lines = done.stdout.strip().splitlines()
-        if done.returncode != 0 or not lines or not lines[-1].endswith("summary.json"):
+        if done.returncode != 0 or not lines or not lines[-1].endswith(SUMMARY):
             code = done.returncode if done.returncode in PASSED_ON else Exit.TRIALS_FAILED
             raise ClaimError(f"{space}: the sweep exited with {done.returncode}", code)
         dirs.append(Path(lines[-1]).parent)

@@ -19,6 +19,7 @@ from service.cli import Exit
 from service.config.spec import SpecError, SweepSpec, load_spec
 from service.results.records import Summary
 from service.results.store import ResultsError, read_summary
+from service.rundir import SUMMARY
 
 STUDY_DB = "optuna-study.db"  # the default persistent study, kept beside the nights' results
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -137,7 +138,7 @@ def previous_night(results: Path, name: str, before: str) -> Night | None:
     """The newest night earlier than `before` that left a summary of sweep `name`."""
     for night in sorted((d for d in results.iterdir() if d.is_dir() and DATE_RE.match(d.name)
                          and d.name < before), reverse=True):
-        summaries = sorted((night / name).glob("*/summary.json"))
+        summaries = sorted((night / name).glob(f"*/{SUMMARY}"))
         if summaries:
             return read_night(night.name, summaries[-1])
     return None
@@ -172,7 +173,7 @@ def nightly_space(spec: SweepSpec, space: str, results: Path, night_dir: Path) -
 def summary_path(stdout: str) -> Path | None:
     """The summary.json that service.submit printed: its last line, unless Ray's own warnings
     (which reach a cluster driver's stdout even with -q) came after it."""
-    lines = [x.strip() for x in stdout.splitlines() if x.strip().endswith("summary.json")]
+    lines = [x.strip() for x in stdout.splitlines() if x.strip().endswith(SUMMARY)]
     return Path(lines[-1]) if lines else None
 
 

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 from service.report import ablation_plots as plots
 from service.report import fmt
 from service.report.data import MIN_CI_N
+from service.rundir import ABLATION
 
 if TYPE_CHECKING:  # build imports this module; the Doc is only passed in
     from service.report.doc import Doc
 
-FILE = "ablation.json"
 DASH = fmt.DASH
 REQUIRED = ("name", "n", "effect", "ci_low", "ci_high", "verdict")
 
@@ -82,7 +82,7 @@ def rows_of(data: dict[str, Any]) -> list[dict[str, Any]]:
 def load(run_dir: Path) -> dict[str, Any] | None:
     """RUN_DIR/ablation.json, or None when the run is not an ablation study; ValueError with a
     one-line reason when the file is there but not a study's numbers."""
-    path = run_dir / FILE
+    path = run_dir / ABLATION
     if not path.is_file():
         return None
     try:

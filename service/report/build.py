@@ -32,7 +32,7 @@ from service.report.data import (
 from service.report.doc import Doc
 from service.results.records import Summary
 from service.results.store import load_run, write_bytes
-from service.tune.paths import SEED_KEY
+from service.rundir import SEED_KEY
 
 ANALYSIS_TITLES = {"filters": "First-layer filters", "aliasing": "Layer-2 aliasing",
                    "deconv": "Deconvnet projections", "evolution": "Feature evolution",

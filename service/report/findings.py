@@ -13,7 +13,7 @@ from service.report.ablation import Display, holm, rows_of, tested_row
 from service.report.data import MIN_CI_N
 from service.report.pareto import objective_values
 from service.results.records import Summary
-from service.tune.paths import SEED_KEY
+from service.rundir import SEED_KEY
 
 
 def left_out_text(left: list[dict[str, Any]]) -> str:

@@ -11,7 +11,7 @@ from service.report import fmt
 from service.report.plots import plt, to_png
 from service.results.pareto import NADIR_MARGIN, non_dominated
 from service.results.records import Summary
-from service.tune.paths import SEED_KEY
+from service.rundir import SEED_KEY
 
 if TYPE_CHECKING:  # build imports this module; the Doc is only passed in
     from service.report.doc import Doc

@@ -1,2 +1,2 @@
 """Sweep results and their statistics. Imports pydantic, numpy, scipy, service.config,
-service.tune.paths; no torch or Ray."""
+service.rundir; no torch or Ray."""

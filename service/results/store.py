@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.atomic import write_bytes_atomic
 from service.results.records import Summary
-from service.tune.paths import SUMMARY, trial_dir, trial_history
+from service.rundir import SUMMARY, trial_dir, trial_history
 
 
 class ResultsError(Exception):

@@ -27,7 +27,7 @@ from ray.tune.search import BasicVariantGenerator
 from service.results import ablation as stats
 from service.results.records import Summary
 from service.results.store import ResultsError, read_summary, write_json
-from service.tune.paths import ABLATION, ARM_KEY, SEED_KEY, SUMMARY, TUNING_DIR
+from service.rundir import ABLATION, ARM_KEY, SEED_KEY, SUMMARY, TUNING_DIR
 from service.tune.plan import SweepPlan, describe_scheduler, describe_searcher, join_storage
 from service.tune.sweep import (
     Phase,

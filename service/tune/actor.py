@@ -26,8 +26,8 @@ import numpy as np
 import ray.tune
 import torch
 
+from service.rundir import TUNE_SNAPSHOT, read_checkpoint_list
 from service.training.loop import fit
-from service.tune.paths import TUNE_SNAPSHOT, read_checkpoint_list
 
 
 class CheckpointList:

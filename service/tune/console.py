@@ -10,7 +10,7 @@ from typing import Any
 from service.config.spec import SweepSpec
 from service.results.ablation import sentences
 from service.results.records import Summary
-from service.tune.paths import JOURNAL, SEED_KEY, TUNING_DIR, journal_path
+from service.rundir import JOURNAL, SEED_KEY, TUNING_DIR, journal_path
 from service.tune.plan import describe_scheduler, describe_searcher
 
 

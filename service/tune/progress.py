@@ -10,7 +10,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from service.tune.paths import SEED_KEY, ledger_trials, read_ledger, write_ledger
+from service.rundir import SEED_KEY, ledger_trials, read_ledger, write_ledger
 from service.tune.summary import error_line
 
 

@@ -10,6 +10,8 @@ import socket
 import time
 from pathlib import Path
 
+from service.rundir import ABLATION, SUMMARY
+
 
 def new_run_id() -> str:
     """A run directory's name: the local time the sweep started."""
@@ -37,10 +39,10 @@ def find_run(root: str, name: str, wanted: str) -> str:
 def finished(run_dir: Path) -> bool:
     """Whether a run wrote everything it ends with: summary.json, and for an ablation study
     also ablation.json (written after it: a study killed in between is still unfinished)."""
-    summary = run_dir / "summary.json"
+    summary = run_dir / SUMMARY
     if not summary.exists():
         return False
-    if (run_dir / "ablation.json").exists():
+    if (run_dir / ABLATION).exists():
         return True
     try:
         return not json.loads(summary.read_text()).get("spec", {}).get("ablation")

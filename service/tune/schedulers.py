@@ -21,7 +21,7 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from service.tune.paths import trial_history
+from service.rundir import trial_history
 
 STUDY_NAME = "tune-pruner"  # HyperbandPruner picks a trial's bracket from the study's name
 

@@ -15,7 +15,7 @@ from ray.tune.search import BasicVariantGenerator
 from service.config.blocks import FloatRange, Values
 from service.config.schedulers import make_pruner
 from service.config.spec import SweepSpec
-from service.tune.paths import JOURNAL, SEED_KEY
+from service.rundir import JOURNAL, SEED_KEY
 from service.tune.schedulers import (
     OptunaPrunerScheduler,
     PrunedAwareOptunaSearch,

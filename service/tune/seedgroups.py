@@ -34,7 +34,7 @@ from typing import Any
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from service.tune.paths import SEED_KEY
+from service.rundir import SEED_KEY
 from service.tune.schedulers import PrunedAwareOptunaSearch
 
 

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from service.results.pareto import pareto_of
 from service.results.records import Summary, TrialRecord
-from service.tune.paths import ARM_KEY, trial_dir, trial_history, trial_id_of
+from service.rundir import ARM_KEY, trial_dir, trial_history, trial_id_of
 from service.tune.plan import SweepPlan
 
 

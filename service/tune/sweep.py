@@ -20,7 +20,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from service.results.records import Summary
 from service.results.store import write_json
-from service.tune.paths import ledger_path, ledger_trials, read_ledger, trial_id_of
+from service.rundir import SUMMARY, ledger_path, ledger_trials, read_ledger, trial_id_of
 from service.tune.plan import SweepPlan
 from service.tune.search import make_scheduler, make_searcher, param_space
 from service.tune.summary import summarize
@@ -237,5 +237,5 @@ def run_sweep(spec, plan: SweepPlan, progress, resume: bool = False,
             if i not in known and "://" not in plan.experiment_dir}
     summary = summarize(spec, plan, results, time.perf_counter() - start, phase.searched,
                         phase.arms, lost)
-    write_json(f"{plan.experiment_dir}/summary.json", summary)
+    write_json(f"{plan.experiment_dir}/{SUMMARY}", summary)
     return summary

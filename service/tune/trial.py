@@ -25,7 +25,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from service.config.blocks import Resources
 from service.config.train import TrainConfig
-from service.tune.paths import (
+from service.rundir import (
     ARM_KEY,
     SEED_KEY,
     finished_before,

@@ -1,4 +1,4 @@
-"""Every directory and file of Tune's and Train's that the project relies on, named once.
+"""Every file, directory and key of a run directory, ours and Tune's and Train's, named once.
 
 A run directory `RESULTS/<name>/<run-id>/` is Tune's experiment directory: a trial's Tune
 directory `run_trial_<id>_<index>_<params>_<date>/` (its `result.json`, one line per epoch)
@@ -14,7 +14,8 @@ trial's. Train lists a checkpoint once it is stored. Ours lists one just before 
 (a trial a scheduler stops never returns from that report), with each file's size (`files`):
 it is whole once every file has that size (`whole_entries`). Nothing else is read as a
 checkpoint: a process killed mid-copy can leave a partial `checkpoint_*` directory behind.
-Reading them needs neither Ray nor torch, so the results and report layers use this module too.
+The standard library only: every layer (tune, results, report, analysis, claims, nightly)
+imports it.
 """
 
 from __future__ import annotations

@@ -15,22 +15,10 @@ from pydantic import ValidationError
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader
 
-from service.config.data import (
-    DATASETS,
-    NATIVE_CHANNELS,
-    NUM_CLASSES,
-    AugmentConfig,
-    DataConfig,
-    DataError,
-)
-from service.training.data import (
-    Lighting,
-    build_datasets,
-    pca_lighting_basis,
-    split_indices,
-    tensor_datasets,
-)
+from service.config.data import DATASETS, AugmentConfig, DataConfig, DataError
+from service.training.data import build_datasets, split_indices, tensor_datasets
 from service.training.datafiles import load_idx_pair
+from service.training.transforms import Lighting, pca_lighting_basis
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MNIST_T10K_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -51,8 +39,7 @@ def _stack(dataset) -> torch.Tensor:
 
 
 def test_registry_constants() -> None:
-    assert set(DATASETS) == set(NATIVE_CHANNELS) == set(NUM_CLASSES)
-    assert NUM_CLASSES["cifar100"] == 100 and NATIVE_CHANNELS["mnist"] == 1
+    assert DATASETS["cifar100"].classes == 100 and DATASETS["mnist"].channels == 1
 
 
 @pytest.mark.parametrize("size", [32, 67])
@@ -246,7 +233,7 @@ def test_cifar_pickles_round_trip(tmp_path: Path, monkeypatch, name: str, cls: t
     _accept_written_md5s(monkeypatch, tmp_path, cls)
     d = build_datasets(DataConfig(dataset=name, root=str(tmp_path)), image_size=32, in_channels=3)
     n_train = 4 * len(cls.train_list)
-    assert (len(d.train), len(d.val), d.num_classes) == (n_train, 4, NUM_CLASSES[name])
+    assert (len(d.train), len(d.val), d.num_classes) == (n_train, 4, DATASETS[name].classes)
     first_train, test_name = cls.train_list[0][0], cls.test_list[0][0]
     for ds, (data, labels) in ((d.train, written[first_train]), (d.val, written[test_name])):
         x, y = ds[1]
@@ -473,3 +460,29 @@ def test_torchvision_file_lists_match_torchvision(tmp_path: Path, name: str) -> 
     else:
         assert where == tmp_path / cls.base_folder
         assert files == [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+
+
+def build_tiny(cfg, root, size, in_channels, seed):
+    """A throw-away dataset's builder: 20 random grey 6x6 images of two classes."""
+    images, labels = torch.rand(20, 1, 6, 6), torch.arange(20) % 2
+    tr, va = split_indices(labels.numpy(), cfg.val_fraction, seed)
+    return tensor_datasets(images, labels, tr, va, image_size=size, in_channels=in_channels,
+                           num_classes=2, seed=seed)
+
+
+def test_a_new_dataset_is_one_record_and_its_builder(monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    from service.config.data import Dataset
+    from service.config.spec import parse_spec
+
+    monkeypatch.setitem(DATASETS, "tiny", Dataset(f"{__name__}:build_tiny", channels=1,
+                                                  classes=2, split_images=20, needs_root=False))
+    d = build_datasets(DataConfig(dataset="tiny", train_subset=16), image_size=8, in_channels=3)
+    assert (len(d.train), len(d.val), d.num_classes, d.in_channels) == (16, 4, 2, 3)
+    assert d.train[0][0].shape == (3, 8, 8)
+    with pytest.raises(ValidationError, match="at most 16"):  # the record's split size
+        DataConfig(dataset="tiny", train_subset=17)
+    spec = parse_spec({"name": "tiny", "data": {"dataset": "tiny"}, "model": {"family": "lenet5"},
+                       "search": {"dropout": {"type": "choice", "values": [0.0, 0.5]}}})
+    assert spec.data.dataset == "tiny"

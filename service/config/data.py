@@ -7,31 +7,62 @@ memory); `service.data` builds the datasets from these configs in the trial's wo
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "mnist_test", "fashion_mnist", "cifar10",
-                             "cifar100", "imagefolder")
 T10K = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", *T10K)
-NATIVE_CHANNELS: dict[str, int] = {
-    "digits": 1, "mnist": 1, "mnist_test": 1, "fashion_mnist": 1, "cifar10": 3, "cifar100": 3,
-    "imagefolder": 3,
+_CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel mean and std in [0, 1] units
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset a spec may name, everything known of it in one record: its native channels,
+    classes (None: its tree's class folders), how many images it has where that is known
+    without reading it (`split_images`, split by data.val_fraction; `train_images`, the
+    official training split, whose test split validates), the torchvision class that reads it
+    (`torchvision`: class, folder under data.root, the files it needs there), its published
+    normalisation (None: computed on each seed's training split), whether it can be downloaded
+    and the function that builds it ("module:function" under service.training, torch). A new
+    dataset is one record here and its builder (docs/architecture.md)."""
+
+    builder: str
+    channels: int
+    classes: int | None
+    split_images: int | None = None
+    train_images: int | None = None
+    torchvision: tuple[str, str, tuple[str, ...]] | None = None
+    stats: Stats | None = None
+    downloadable: bool = False
+    needs_root: bool = True
+
+
+_BUILD = "service.training.data"
+DATASETS: dict[str, Dataset] = {
+    "digits": Dataset(f"{_BUILD}:build_digits", 1, 10, split_images=1797, needs_root=False),
+    "mnist": Dataset(f"{_BUILD}:build_torchvision", 1, 10, train_images=60_000,
+                     torchvision=("MNIST", "MNIST/raw", _IDX_FILES),
+                     stats=((0.1307,), (0.3081,)), downloadable=True),
+    "mnist_test": Dataset(f"{_BUILD}:build_t10k", 1, 10, split_images=10_000,
+                          stats=((0.1307,), (0.3081,))),  # MNIST's training-set statistics
+    "fashion_mnist": Dataset(f"{_BUILD}:build_torchvision", 1, 10, train_images=60_000,
+                             torchvision=("FashionMNIST", "FashionMNIST/raw", _IDX_FILES),
+                             stats=((0.2860,), (0.3530,)), downloadable=True),
+    "cifar10": Dataset(f"{_BUILD}:build_torchvision", 3, 10, train_images=50_000,
+                       torchvision=("CIFAR10", "cifar-10-batches-py", _CIFAR10_FILES),
+                       stats=((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+                       downloadable=True),
+    "cifar100": Dataset(f"{_BUILD}:build_torchvision", 3, 100, train_images=50_000,
+                        torchvision=("CIFAR100", "cifar-100-python", ("train", "test", "meta")),
+                        stats=((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+                        downloadable=True),
+    "imagefolder": Dataset(f"{_BUILD}:build_imagefolder", 3, None,
+                           stats=((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))),  # ImageNet's
 }
-#: None for imagefolder: the number of class folders, known only once the tree is read.
-NUM_CLASSES: dict[str, int | None] = {
-    "digits": 10, "mnist": 10, "mnist_test": 10, "fashion_mnist": 10, "cifar10": 10,
-    "cifar100": 100,
-    "imagefolder": None,
-}
-# Images before the train/validation split: split by data.val_fraction (digits, mnist_test), or
-# the official training split, with its own test split as validation (the torchvision ones).
-# imagefolder's count is known only once the tree is read (build time).
-SPLIT_IMAGES: dict[str, int] = {"digits": 1797, "mnist_test": 10_000}
-TRAIN_IMAGES: dict[str, int] = {"mnist": 60_000, "fashion_mnist": 60_000, "cifar10": 50_000,
-                                "cifar100": 50_000}
 
 
 class DataError(ValueError):
@@ -62,8 +93,7 @@ class DataConfig(BaseModel):
     """Which dataset, where it lives and how it is prepared (the `data:` block of a spec)."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-    dataset: Literal["digits", "mnist", "mnist_test", "fashion_mnist", "cifar10", "cifar100",
-                     "imagefolder"] = "digits"
+    dataset: str = Field("digits", json_schema_extra={"enum": list(DATASETS)})
     """digits: scikit-learn's 1,797 8x8 digits, built in; mnist, fashion_mnist, cifar10,
     cifar100: torchvision's official files in root (their test split validates); mnist_test:
     only MNIST's 10,000-image test set (the t10k idx pair, plain or .gz, in root), split like
@@ -85,6 +115,13 @@ class DataConfig(BaseModel):
     augmentation: AugmentConfig = AugmentConfig()
     """Train-time augmentation; validation images are never augmented."""
 
+    @field_validator("dataset")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in DATASETS:
+            raise ValueError("Input should be " + ", ".join(map(repr, DATASETS)))
+        return name
+
     @field_validator("train_subset")
     @classmethod
     def _subset_fits(cls, n: int | None, info: ValidationInfo) -> int | None:
@@ -99,27 +136,19 @@ class DataConfig(BaseModel):
 def train_split_size(dataset: str, val_fraction: Any) -> int | None:
     """Images in `dataset`'s training split, where known without reading it (else None); the
     split datasets keep `n - ceil(n * val_fraction)`, as scikit-learn's split does."""
-    if dataset in TRAIN_IMAGES:
-        return TRAIN_IMAGES[dataset]
-    if dataset not in SPLIT_IMAGES or not isinstance(val_fraction, float):
+    info = DATASETS.get(dataset)
+    if info is None:
         return None
-    return SPLIT_IMAGES[dataset] - math.ceil(SPLIT_IMAGES[dataset] * val_fraction)
-
-
-# Where torchvision's dataset classes look under data.root and the files they need there (the
-# unpacked official files; tests check these against the classes' own lists).
-TORCHVISION_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "mnist": ("MNIST/raw", _IDX_FILES),
-    "fashion_mnist": ("FashionMNIST/raw", _IDX_FILES),
-    "cifar10": ("cifar-10-batches-py", (*(f"data_batch_{i}" for i in range(1, 6)),
-                                        "test_batch", "batches.meta")),
-    "cifar100": ("cifar-100-python", ("train", "test", "meta")),
-}
+    if info.train_images is not None:
+        return info.train_images
+    if info.split_images is None or not isinstance(val_fraction, float):
+        return None
+    return info.split_images - math.ceil(info.split_images * val_fraction)
 
 
 def torchvision_files(name: str, root: Path) -> tuple[Path, list[str]]:
-    """The folder torchvision looks in and the files it requires there."""
-    folder, files = TORCHVISION_FILES[name]
+    """The folder torchvision looks in under `root` and the files it requires there."""
+    _, folder, files = DATASETS[name].torchvision
     return root / folder, list(files)
 
 
@@ -140,21 +169,23 @@ def t10k_paths(root: Path) -> tuple[Path, Path]:
 def check_available(cfg: DataConfig) -> None:
     """Raise DataError (the same message loading would give) when the files `cfg` names are
     missing and will not be downloaded; a cheap look at the file system, no decoding."""
-    if cfg.dataset == "mnist_test" and cfg.download:
-        raise DataError("mnist_test cannot be downloaded: put MNIST's two t10k files in "
-                        "data.root, or use dataset: mnist with download: true")
-    if cfg.dataset == "digits" or cfg.download:
+    info = DATASETS[cfg.dataset]
+    if cfg.download and not info.downloadable and info.needs_root:
+        if cfg.dataset == "mnist_test":
+            raise DataError("mnist_test cannot be downloaded: put MNIST's two t10k files in "
+                            "data.root, or use dataset: mnist with download: true")
+        return  # the builder says what to do instead
+    if not info.needs_root or cfg.download:
         return
     if cfg.root is None:
         raise DataError(f"dataset {cfg.dataset!r} needs `data.root`: the folder that holds (or,"
                         " with `data.download: true`, will receive) its files")
     root = Path(cfg.root).expanduser().resolve()
-    if cfg.dataset == "imagefolder":
-        if not root.is_dir():
-            raise DataError(f"imagefolder root {root} is not a directory of class folders")
-        return
-    if cfg.dataset == "mnist_test":
-        t10k_paths(root)
+    if info.torchvision is None:
+        if cfg.dataset == "mnist_test":
+            t10k_paths(root)
+        elif not root.is_dir():
+            raise DataError(f"{cfg.dataset} root {root} is not a directory")
         return
     where, files = torchvision_files(cfg.dataset, root)
     missing = [f for f in files if not (where / f).is_file()]

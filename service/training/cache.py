@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import os
 import zipfile
 from collections.abc import Callable
@@ -58,3 +59,11 @@ def cached_arrays(name: str, build: Callable[[], dict[str, np.ndarray]]) -> dict
     with contextlib.suppress(OSError):  # nothing writable here: the next process builds them
         write_atomic(path, lambda f: np.savez(f, **arrays))
     return arrays
+
+
+def sklearn_version() -> str:
+    """scikit-learn's version, read without importing it (its import is the cost saved)."""
+    try:
+        return importlib.metadata.version("scikit-learn")
+    except importlib.metadata.PackageNotFoundError:
+        return "none"

@@ -15,6 +15,7 @@ The files themselves are read by service.training.datafiles.
 """
 
 import functools
+import importlib
 import importlib.metadata
 import math
 from dataclasses import dataclass
@@ -26,26 +27,21 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from service.config.data import (
-    NUM_CLASSES,
-    AugmentConfig,
-    DataConfig,
-    DataError,
-    check_available,
-)
-from service.training.cache import cached_arrays, key
+from service.config.data import DATASETS, AugmentConfig, DataConfig, DataError, check_available
+from service.training.cache import cached_arrays, key, sklearn_version
 from service.training.images import load_image
 from service.training.subset import subset_train
+from service.training.transforms import (
+    Lighting,
+    Standardise,
+    adapt_stats,
+    augment_steps,
+    augments,
+    channel_step,
+    compose,
+    pca_lighting_basis,
+)
 
-# Published per-channel statistics of the training sets, in [0, 1] units.
-_MEAN_STD: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion_mnist": ((0.2860,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # ImageNet
-}
-_GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # the weights v2.Grayscale uses
 _LIGHTING_SAMPLE = 256  # train images for the PCA basis: plenty for a 3x3 covariance
 
 
@@ -62,54 +58,6 @@ class Datasets:
     # images in [0, 1] again: x01 = x * std + mean. None when unknown.
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-
-
-class Lighting(nn.Module):
-    """AlexNet's PCA colour noise: add `eigvec @ (alpha * eigval)`, alpha ~ N(0, sigma), per image.
-
-    Works on (C, H, W) or a batch (N, C, H, W) of images in [0, 1] (before normalisation); the
-    same C-vector is added to every pixel of an image. With C == 1 this is a random brightness
-    shift scaled by the pixel variance, which is what PCA on one channel reduces to.
-    """
-
-    def __init__(self, eigval: torch.Tensor, eigvec: torch.Tensor, sigma: float) -> None:
-        super().__init__()
-        self.register_buffer("eigval", eigval.detach().float().clone())
-        self.register_buffer("eigvec", eigvec.detach().float().clone())
-        self.sigma = float(sigma)
-
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        """Return `img` shifted by one random colour offset per image (identity if sigma == 0)."""
-        if self.sigma == 0.0:
-            return img
-        lead = img.shape[:-3]
-        alpha = torch.randn(*lead, self.eigval.numel()) * self.sigma
-        offset = (alpha * self.eigval) @ self.eigvec.T  # row-vector form of eigvec @ (a*l)
-        return img + offset.to(img.dtype)[..., :, None, None]
-
-    def extra_repr(self) -> str:  # shows up when a run logs its transforms
-        return f"sigma={self.sigma}, eigval={self.eigval.tolist()}"
-
-
-def pca_lighting_basis(
-    images: torch.Tensor, max_pixels: int = 1_000_000
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """PCA of the pixel colours of `images` (N, C, H, W), uint8 or float in [0, 1].
-
-    Returns `(eigval, eigvec)`: eigenvalues of the C x C colour covariance, >= 0 and sorted in
-    decreasing order, and the matching orthonormal eigenvectors as the COLUMNS of `eigvec`.
-    Pass training images, before normalisation; at most `max_pixels` (evenly strided) are used.
-    """
-    c = images.shape[-3]
-    pixels = images.movedim(-3, -1).reshape(-1, c)
-    pixels = pixels[:: max(1, len(pixels) // max_pixels)].double()  # bound the cost at 224 px
-    cov = torch.cov((pixels / 255.0 if images.dtype == torch.uint8 else pixels).T).reshape(c, c)
-    eigval, eigvec = torch.linalg.eigh(cov)  # ascending
-    eigval, eigvec = eigval.flip(0).clamp_min(0.0), eigvec.flip(1)
-    # Fix each vector's sign (largest component positive) so the basis is reproducible.
-    signs = torch.sign(eigvec.gather(0, eigvec.abs().argmax(0, keepdim=True)))
-    eigvec = eigvec * torch.where(signs == 0, 1.0, signs)
-    return eigval.float(), eigvec.float()
 
 
 class TensorImageDataset(Dataset):
@@ -132,31 +80,6 @@ class TensorImageDataset(Dataset):
     def targets(self) -> torch.Tensor:
         """Labels of this split, in item order."""
         return self.labels[self.indices]
-
-
-class Standardise:
-    """`(x - mean) / std` per channel after repeating a grey channel to `channels`: what
-    `_compose` builds from v2.RGB and v2.Normalize, for items that need nothing else, with torch
-    alone. The digits without augmentation use it, so that a trial's new worker process does
-    not import torchvision (1.2 s of CPU per process, docs/performance.md)."""
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], channels: int) -> None:
-        self.mean_tuple, self.std_tuple, self.channels = tuple(mean), tuple(std), channels
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-3] != self.channels:
-            x = x.expand(*x.shape[:-3], self.channels, *x.shape[-2:])
-        return x.sub(self.mean).div_(self.std)
-
-    def __repr__(self) -> str:
-        return f"Standardise(mean={self.mean_tuple}, std={self.std_tuple})"
-
-
-def _augments(aug: AugmentConfig) -> bool:
-    """Whether `aug` changes any training image."""
-    return aug.crop != "none" or aug.hflip or aug.color_jitter > 0 or aug.lighting > 0
 
 
 class _TransformSubset(Dataset):
@@ -198,59 +121,8 @@ def split_indices(labels: Any, val_fraction: float, seed: int) -> tuple[np.ndarr
         return {"train": np.sort(tr), "val": np.sort(va)}
 
     # one sklearn split per node and labels: a trial's new process reads it from disk
-    found = cached_arrays(f"split-{key(_sklearn_version(), labels, val_fraction, seed)}", split)
+    found = cached_arrays(f"split-{key(sklearn_version(), labels, val_fraction, seed)}", split)
     return found["train"], found["val"]
-
-
-def _sklearn_version() -> str:
-    """scikit-learn's version, read without importing it (its import is the cost saved)."""
-    try:
-        return importlib.metadata.version("scikit-learn")
-    except importlib.metadata.PackageNotFoundError:
-        return "none"
-
-
-def _adapt_stats(stats: tuple, in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean/std for the produced channels. RGB->grey uses the grey weights for the std too,
-    exact when the channels are perfectly correlated and a close upper bound for real photos."""
-    mean, std = stats
-    if len(mean) == in_channels:
-        return tuple(mean), tuple(std)
-    if in_channels == 3:
-        return mean * 3, std * 3
-    grey = (tuple([sum(w * v for w, v in zip(_GREY_WEIGHTS, s, strict=True))]) for s in stats)
-    return next(grey), next(grey)
-
-
-def _channel_step(native: int, in_channels: int) -> list[nn.Module]:
-    from torchvision.transforms import v2  # torchvision only where a transform needs it
-
-    # v2.RGB repeats a grey channel; v2.Grayscale(1) uses the ITU-R 601 weights
-    return {(1, 3): [v2.RGB()], (3, 1): [v2.Grayscale(1)]}.get((native, in_channels), [])
-
-
-def _augment_steps(aug: AugmentConfig, size: int, lighting: Lighting | None) -> list[nn.Module]:
-    from torchvision.transforms import v2
-
-    # geometry first, then photometric noise; Lighting last, on [0, 1] values as in AlexNet
-    steps: list[nn.Module] = {
-        "none": [], "random": [v2.RandomCrop(size, padding=aug.crop_padding)],
-        "random_resized": [v2.RandomResizedCrop(size, (aug.crop_scale_min, 1.0), antialias=True)],
-    }[aug.crop]
-    if aug.hflip:
-        steps.append(v2.RandomHorizontalFlip(0.5))
-    if aug.color_jitter > 0:
-        s = aug.color_jitter
-        steps.append(v2.ColorJitter(brightness=s, contrast=s, saturation=s))
-    if lighting is not None:
-        steps.append(lighting)
-    return steps
-
-
-def _compose(pre: list[nn.Module], aug: list[nn.Module], stats: tuple) -> Any:
-    from torchvision.transforms import v2
-
-    return v2.Compose([*pre, *aug, v2.Normalize(*stats), v2.ToPureTensor()])
 
 
 def tensor_datasets(
@@ -278,20 +150,20 @@ def tensor_datasets(
         pre.append(v2.ToDtype(torch.float32, scale=True))
     if tuple(images.shape[-2:]) != (size, size):
         pre.append(v2.Resize([size, size], antialias=True))
-    pre += _channel_step(native, in_channels)
+    pre += channel_step(native, in_channels)
     lighting = None
     if aug.lighting > 0:  # basis from train images in [0, 1] with the produced channels
         g = torch.Generator().manual_seed(seed)
         pick = train_idx[torch.randperm(len(train_idx), generator=g)[:_LIGHTING_SAMPLE]]
         sample = images[pick].float() / scale
-        for step in _channel_step(native, in_channels):
+        for step in channel_step(native, in_channels):
             sample = step(sample)
         lighting = Lighting(*pca_lighting_basis(sample), aug.lighting)
-    stats = _adapt_stats((mean, std), in_channels)
-    t_train = _compose(pre, _augment_steps(aug, size, lighting), stats)
+    stats = adapt_stats((mean, std), in_channels)
+    t_train = compose(pre, augment_steps(aug, size, lighting), stats)
     n_cls = num_classes or int(labels.max()) + 1
     return Datasets(TensorImageDataset(images, labels, t_train, train_idx),
-                    TensorImageDataset(images, labels, _compose(pre, [], stats), val_idx),
+                    TensorImageDataset(images, labels, compose(pre, [], stats), val_idx),
                     n_cls, in_channels, size, *stats)
 
 
@@ -307,7 +179,7 @@ def _digits_resized(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
         d = load_digits()
         return {"images": d.images, "target": d.target}
 
-    d = cached_arrays(f"digits-{_sklearn_version()}", load)
+    d = cached_arrays(f"digits-{sklearn_version()}", load)
     x = torch.from_numpy(d["images"]).float().div_(16.0).unsqueeze(1)  # values 0..16 -> [0, 1]
     if size != 8:
         x = nn.functional.interpolate(x, size=[size, size], mode="bilinear", align_corners=False,
@@ -332,7 +204,10 @@ def _check_shape_args(size: int, in_channels: int) -> None:
         raise DataError(f"image_size={size}: must be a positive number of pixels")
 
 
-def _imagefolder(cfg: DataConfig, root: Path, size: int, in_channels: int, seed: int) -> Datasets:
+def build_imagefolder(cfg: DataConfig, root: Path, size: int, in_channels: int,
+                      seed: int) -> Datasets:
+    """A tree of class folders under `root` (root/train + root/val, or split by
+    data.val_fraction), each file decoded by service.training.images.load_image."""
     import torchvision.datasets as tvd
     from torchvision.transforms import v2
 
@@ -341,7 +216,7 @@ def _imagefolder(cfg: DataConfig, root: Path, size: int, in_channels: int, seed:
                         f"data.root ({root}) yourself")
     if not root.is_dir():
         raise DataError(f"imagefolder: data.root {root} is not a directory")
-    aug, chan = cfg.augmentation, _channel_step(3, in_channels)
+    aug, chan = cfg.augmentation, channel_step(3, in_channels)
     to_float = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     val_pre = [*to_float, v2.Resize(size, antialias=True), v2.CenterCrop(size), *chan]
     train_pre = val_pre  # photos are not square: shorter side to `size`, centre square
@@ -368,10 +243,10 @@ def _imagefolder(cfg: DataConfig, root: Path, size: int, in_channels: int, seed:
         small = v2.Compose([*to_float, v2.Resize(32, antialias=True), v2.CenterCrop(32), *chan])
         sample = torch.stack([small(tr_base[int(i)][0]) for i in pick])
         lighting = Lighting(*pca_lighting_basis(sample), aug.lighting)
-    stats = _adapt_stats(_MEAN_STD["imagefolder"], in_channels)
-    t_train = _compose(train_pre, _augment_steps(aug, size, lighting), stats)
+    stats = adapt_stats(DATASETS[cfg.dataset].stats, in_channels)
+    t_train = compose(train_pre, augment_steps(aug, size, lighting), stats)
     return Datasets(_TransformSubset(tr_base, tr_idx, t_train),
-                    _TransformSubset(va_base, va_idx, _compose(val_pre, [], stats)),
+                    _TransformSubset(va_base, va_idx, compose(val_pre, [], stats)),
                     len(tr_base.classes), in_channels, size, stats[0], stats[1])
 
 
@@ -392,37 +267,57 @@ def build_datasets(
 def _build(cfg: DataConfig, *, image_size: int, in_channels: int, seed: int) -> Datasets:
     size = cfg.image_size if cfg.image_size is not None else image_size
     _check_shape_args(size, in_channels)
-    name, aug = cfg.dataset, cfg.augmentation
-    if name == "digits":
-        images, labels, _, _ = _digits_resized(size)
-        tr, va, mean, std = _digits_split(size, seed, cfg.val_fraction)
-        if not _augments(aug):  # nothing but standardising: no torchvision in this process
-            std_items = Standardise((mean,) * in_channels, (std,) * in_channels, in_channels)
-            tr, va = (torch.as_tensor(i).long().clone() for i in (tr, va))
-            return Datasets(TensorImageDataset(images, labels, std_items, tr),
-                            TensorImageDataset(images, labels, std_items, va), 10, in_channels,
-                            size, std_items.mean_tuple, std_items.std_tuple)
-        return tensor_datasets(images, labels, tr, va, image_size=size, in_channels=in_channels,
-                               num_classes=10, augmentation=aug, mean=(mean,), std=(std,),
-                               seed=seed)
-    if cfg.root is None:
-        raise DataError(f"dataset {name!r} needs `data.root`: the folder that holds (or, with "
-                        "`data.download: true`, will receive) its files")
-    root = Path(cfg.root).expanduser().resolve()
-    if name == "imagefolder":
-        return _imagefolder(cfg, root, size, in_channels, seed)
-    from service.training.datafiles import load_t10k, load_torchvision
+    info = DATASETS[cfg.dataset]
+    root = None
+    if info.needs_root:
+        if cfg.root is None:
+            raise DataError(f"dataset {cfg.dataset!r} needs `data.root`: the folder that holds "
+                            "(or, with `data.download: true`, will receive) its files")
+        root = Path(cfg.root).expanduser().resolve()
+    module, function = info.builder.split(":")
+    return getattr(importlib.import_module(module), function)(cfg, root, size, in_channels, seed)
 
-    if name == "mnist_test":
-        check_available(cfg)
-        images, labels = load_t10k(str(root))
-        tr, va = split_indices(labels.numpy(), cfg.val_fraction, seed)
-        mean, std = _MEAN_STD["mnist"]
-        return tensor_datasets(images, labels, tr, va, image_size=size, in_channels=in_channels,
-                               num_classes=10, augmentation=aug, mean=mean, std=std, seed=seed)
-    images, labels, n_train = load_torchvision(name, str(root), cfg.download)
-    mean, std = _MEAN_STD[name]
+
+def build_digits(cfg: DataConfig, root: None, size: int, in_channels: int,
+                 seed: int) -> Datasets:
+    """scikit-learn's digits, resized once per size, split by data.val_fraction and `seed`,
+    standardised with the training split's mean and std."""
+    images, labels, _, _ = _digits_resized(size)
+    tr, va, mean, std = _digits_split(size, seed, cfg.val_fraction)
+    if not augments(cfg.augmentation):  # nothing but standardising: no torchvision here
+        std_items = Standardise((mean,) * in_channels, (std,) * in_channels, in_channels)
+        tr, va = (torch.as_tensor(i).long().clone() for i in (tr, va))
+        return Datasets(TensorImageDataset(images, labels, std_items, tr),
+                        TensorImageDataset(images, labels, std_items, va), 10, in_channels,
+                        size, std_items.mean_tuple, std_items.std_tuple)
+    return tensor_datasets(images, labels, tr, va, image_size=size, in_channels=in_channels,
+                           num_classes=10, augmentation=cfg.augmentation, mean=(mean,),
+                           std=(std,), seed=seed)
+
+
+def build_t10k(cfg: DataConfig, root: Path, size: int, in_channels: int, seed: int) -> Datasets:
+    """MNIST's t10k pair in `root`, split by data.val_fraction and `seed`."""
+    from service.training.datafiles import load_t10k
+
+    check_available(cfg)
+    images, labels = load_t10k(str(root))
+    tr, va = split_indices(labels.numpy(), cfg.val_fraction, seed)
+    info = DATASETS[cfg.dataset]
+    return tensor_datasets(images, labels, tr, va, image_size=size, in_channels=in_channels,
+                           num_classes=info.classes, augmentation=cfg.augmentation,
+                           mean=info.stats[0], std=info.stats[1], seed=seed)
+
+
+def build_torchvision(cfg: DataConfig, root: Path, size: int, in_channels: int,
+                      seed: int) -> Datasets:
+    """A torchvision dataset's official files in `root`: its training split trains, its test
+    split validates."""
+    from service.training.datafiles import load_torchvision
+
+    images, labels, n_train = load_torchvision(cfg.dataset, str(root), cfg.download)
+    info = DATASETS[cfg.dataset]
     return tensor_datasets(images, labels, torch.arange(n_train),
                            torch.arange(n_train, len(images)), image_size=size,
-                           in_channels=in_channels, num_classes=NUM_CLASSES[name],
-                           augmentation=aug, mean=mean, std=std, seed=seed)
+                           in_channels=in_channels, num_classes=info.classes,
+                           augmentation=cfg.augmentation, mean=info.stats[0],
+                           std=info.stats[1], seed=seed)

@@ -14,10 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.config.data import DataError, t10k_paths, torchvision_files
-
-_TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10",
-                "cifar100": "CIFAR100"}  # torchvision.datasets' classes, imported when used
+from service.config.data import DATASETS, DataError, t10k_paths, torchvision_files
 
 
 def load_idx_pair(images_path: str | Path, labels_path: str | Path) -> tuple[torch.Tensor, ...]:
@@ -60,7 +57,7 @@ def load_torchvision(name: str, root: str, download: bool) -> tuple[torch.Tensor
     import torchvision.datasets as tvd
 
     where, files = torchvision_files(name, Path(root))
-    dataset = getattr(tvd, _TORCHVISION[name])
+    dataset = getattr(tvd, DATASETS[name].torchvision[0])
     try:
         splits = [dataset(root, train=t, download=download) for t in (True, False)]
     except (RuntimeError, OSError) as e:  # torchvision: "Dataset not found ..."; network errors

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from service.config.data import DataError
-from service.training.cache import cached_arrays, key
+from service.training.cache import cached_arrays, key, sklearn_version
 
 if TYPE_CHECKING:
     from service.training.data import Datasets
@@ -48,9 +48,7 @@ def subset_positions(labels: Any, n: int, seed: int, what: str = "the training s
                           random_state=seed)
         return {"positions": np.sort(chosen)}
 
-    from service.training.data import _sklearn_version  # here: data.py imports this module
-
-    return cached_arrays(f"subset-{key(_sklearn_version(), labels, n, seed)}", pick)["positions"]
+    return cached_arrays(f"subset-{key(sklearn_version(), labels, n, seed)}", pick)["positions"]
 
 
 def subset_train(ds: Datasets, n: int | None, seed: int, dataset: str) -> Datasets:

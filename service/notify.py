@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from service.cli import Exit
-from service.tune.summary import redact_webhook
+from service.redact import redact_webhook
 
 TIMEOUT_S = 5.0  # connect + answer; a slow webhook never holds the sweep's exit for long
 USER_AGENT = "cnn-ablate-notify/1"

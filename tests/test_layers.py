@@ -24,13 +24,17 @@ FORBIDDEN = {
     "service.claims": ("ray",),
     "service.nightly": ("ray", "torch"),
     "service.cli": ("ray", "torch", "pydantic"),
+    # the standard library only: every layer imports them
+    "service.notify": ("ray", "torch", "pydantic", "numpy"),
+    "service.rundir": ("ray", "torch", "pydantic", "numpy"),
+    "service.atomic": ("ray", "torch", "pydantic", "numpy"),
+    "service.metrics": ("ray", "torch", "pydantic", "numpy"),
     # the sweep's driver: validation and planning without torch, a dry run without Ray
     "service.models.registry": ("torch",),
     "service.training.images": ("torch", "torchvision", "ray"),  # the pre-flight image check
     "service.tune.plan": ("ray", "torch"),
     "service.tune.runtime": ("ray", "torch"),
     "service.tune.runner": ("ray", "torch"),
-    "service.rundir": ("ray", "torch"),
     "service.tune.console": ("ray", "torch"),
     "service.submit": ("ray", "torch"),
 }
@@ -78,3 +82,18 @@ def test_only_the_tune_layer_imports_ray() -> None:
     assert not offenders
     # ... and the check itself sees Ray where it is imported
     assert _ray_names(ast.parse((ROOT / "service/tune/sweep.py").read_text()))
+
+
+def test_no_layer_below_imports_the_tune_layer() -> None:
+    # Results, report, analysis, claims, nightly and the shared modules read a run through
+    # service.rundir and service.results; only the sweep's command (submit) drives service.tune.
+    offenders = {}
+    for path in sorted((ROOT / "service").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("service/tune/") or rel == "service/submit.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and (
+                    node.module == "service.tune" or node.module.startswith("service.tune.")):
+                offenders.setdefault(rel, []).append(node.module)
+    assert not offenders

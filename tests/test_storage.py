@@ -86,7 +86,8 @@ def test_bad_storage_settings_are_refused(searcher, needle):
 
 
 def test_summary_never_records_a_storage_password():
-    from service.tune.summary import redact_url, redacted_spec
+    from service.redact import redact_url
+    from service.tune.summary import redacted_spec
 
     url = "postgresql://cnn:s3cret@db.internal:5432/studies"
     assert redact_url(url) == "postgresql://cnn:***@db.internal:5432/studies"

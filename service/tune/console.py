@@ -120,7 +120,7 @@ def dashboard_commands(spec, experiment_dir: str) -> list[str]:
     """The `optuna-dashboard` commands that open the sweep's Optuna study (running or
     finished): one, or one per tuned cell of an ablation; none without an Optuna searcher or
     with results on remote storage."""
-    from service.tune.summary import redact_url
+    from service.redact import redact_url
 
     if not spec.searcher.optuna:
         return []

@@ -7,8 +7,8 @@ from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from service.redact import redact_url, redact_webhook
 from service.results.pareto import pareto_of
 from service.results.records import Summary, TrialRecord
 from service.rundir import ARM_KEY, trial_dir, trial_history, trial_id_of
@@ -75,18 +75,6 @@ def summarize(spec, plan: SweepPlan, results, wall_s: float, searched: list[str]
         trials, name=spec.name, spec=redacted_spec(spec), plan=asdict(plan), searched=searched,
         wall_s=round(wall_s, 2), pareto=pareto, ray_version=_version("ray"),
         torch_version=_version("torch"))  # the workers' torch; the driver never imports it
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ***, e.g. postgresql://user:***@host/db."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
-
-
-def redact_webhook(url: str) -> str:
-    """A webhook URL's path is its secret (Slack's hooks.slack.com/services/T…/B…/…): keep the
-    scheme and host only."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/***"
 
 
 def redacted_spec(spec) -> dict:

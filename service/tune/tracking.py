@@ -47,7 +47,7 @@ import threading
 import time
 from pathlib import Path
 
-from service.tune.summary import redact_url
+from service.redact import redact_url
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,15 @@ import pytest
 import yaml
 
 from service.config.spec import parse_spec
+from service.report import findings as report_findings
 from service.report.build import _effects_section
-from service.report.data import ablation_example, knob_effects
+from service.report.data import (
+    ablation_example,
+    comparable,
+    importance,
+    importance_study,
+    knob_effects,
+)
 from service.report.doc import Doc
 from service.results.records import Summary, TrialRecord
 from service.results.stats import mean_ci95
@@ -71,6 +78,13 @@ def test_report_tables_match_the_summary(report_dir):
         assert row["mean"] == (pytest.approx(sum(values) / len(values)) if values else None)
     imp = numbers["importance"]["importances"]
     assert set(imp) == {"conv1_kernel", "conv1_stride"} and sum(imp.values()) == pytest.approx(1)
+    # Importance compares the same trials at the same epoch as the per-value means.
+    entry = numbers["importance"]
+    assert {k: entry[k] for k in ("rule", "epoch", "trials", "left_out")} == basis
+    assert entry["evaluator"] == "PED-ANOVA" and imp == entry["evaluators"]["PED-ANOVA"][
+        "importances"]
+    for result in entry["evaluators"].values():  # fANOVA's beside it, or why it cannot run
+        assert "error" in result or sum(result["importances"].values()) == pytest.approx(1)
     models = numbers["models"]
     assert sorted(m["conv1"] for m in models) == ["11x11/2", "11x11/4", "7x7/2", "7x7/4"]
     for m in models:
@@ -253,7 +267,9 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
     best = summary.best
     assert findings.startswith(f"Best configuration: trial {best.trial_id}, best val_acc "
                                f"{best.best_val_acc * 100:.1f}%, with conv1_kernel=")
-    assert "By Optuna's fANOVA importance over 4 scored trials" in findings
+    imp = json.loads((report_dir / "report.json").read_text())["importance"]
+    assert (f"By PED-ANOVA importance (Optuna's default evaluator) over "
+            f"{report_findings.importance_basis(imp)}, ") in findings
     assert "are associations, not effects" in findings and "Caveats: n = 4 trials;" in findings
 
 
@@ -355,6 +371,92 @@ def test_knob_effects_fall_back_to_the_last_common_epoch():
     lrn = {r["value"]: r for r in effects["knobs"]["lrn"]["rows"]}
     assert lrn["True"]["n"] == 2 and lrn["True"]["mean"] == pytest.approx((0.8 + 0.65) / 2)
     assert lrn["False"]["n"] == 2 and lrn["False"]["mean"] == pytest.approx((0.7 + 0.6) / 2)
+
+
+def test_importance_ranks_only_comparable_trials_by_optunas_default_evaluator(tmp_path):
+    import optuna
+
+    completed = [  # c1's final value (0.94) is below its best (0.95): the final one counts
+        trial("c0", True, 0.1, "completed", [0.6, 0.8, 0.9, 0.92]),
+        trial("c1", True, 0.4, "completed", [0.5, 0.7, 0.95, 0.94]),
+        trial("c2", False, 0.2, "completed", [0.6, 0.85, 0.9, 0.96]),
+        trial("c3", False, 0.3, "completed", [0.55, 0.8, 0.93, 0.90]),
+        trial("c4", True, 0.45, "completed", [0.5, 0.7, 0.85, 0.88]),
+    ]
+    # ASHA cut s0 at epoch 1 with a value no finished trial reached: not comparable.
+    cut = [trial("s0", True, 0.05, "stopped-early", [0.99]),
+           trial("d0", False, 0.5, "diverged", [0.1])]
+    summary = summary_of(completed + cut)
+    imp = importance(summary)
+    assert (imp["evaluator"], imp["rule"], imp["epoch"], imp["trials"]) == (
+        "PED-ANOVA", "completed", 4, 5)
+    assert {t["trial_id"]: t["why"] for t in imp["left_out"]} == {
+        "s0": "stopped early at epoch 1", "d0": "diverged"}
+    study = importance_study(summary, comparable(summary)["values"])
+    assert sorted(t.value for t in study.trials) == [0.88, 0.90, 0.92, 0.94, 0.96]
+    # The cut trials change nothing: the same numbers as a sweep without them.
+    assert importance(summary_of(completed))["evaluators"] == imp["evaluators"]
+    # Pooling s0's best value (the old basis) would have changed the ranking's numbers.
+    pooled = importance_study(summary, {t.trial_id: summary.score(t) for t in summary.trials
+                                        if summary.score(t) is not None})
+    assert len(pooled.trials) == 6
+    assert optuna.importance.get_param_importances(pooled) != imp["importances"]
+    # The primary is what Optuna's get_param_importances uses with no evaluator given.
+    assert optuna.importance.get_param_importances(study) == pytest.approx(imp["importances"])
+    assert imp["importances"] == imp["evaluators"]["PED-ANOVA"]["importances"]
+    assert imp["evaluators"]["PED-ANOVA"]["top"] == 1  # top 10% of 5 trials: c2
+    for name in ("PED-ANOVA", "fANOVA"):
+        shares = imp["evaluators"][name]["importances"]
+        assert set(shares) == {"lrn", "dropout"} and sum(shares.values()) == pytest.approx(1)
+        assert list(shares.values()) == sorted(shares.values(), reverse=True)
+    assert importance(summary) == imp  # fixed seeds: the same numbers every time
+    text = report_findings._importance(imp)
+    assert text.startswith("By PED-ANOVA importance (Optuna's default evaluator) over the 5 "
+                           "trials that completed the budget, each at its val_acc at epoch 4, ")
+    assert "; fANOVA: " in text
+    doc = Doc(tmp_path)
+    _effects_section(doc, summary)
+    md = "\n".join(doc.md)
+    assert "| knob | PED-ANOVA | fANOVA |" in md and "(1 of 5)" in md
+    assert "2 trial(s) left out: 1 stopped early at epoch 1; 1 diverged." in md
+
+    # A knob with one value among the comparable trials (lrn: only the cut trial had False)
+    # explains nothing there: 0 by both evaluators, though PED-ANOVA's smoothing would not say 0.
+    one_lrn = summary_of([completed[0], completed[1], completed[4], cut[0],
+                          trial("s1", False, 0.2, "stopped-early", [0.3, 0.99])])
+    imp = importance(one_lrn)
+    assert imp["trials"] == 3 and imp["constant"] == ["lrn"]
+    for name in ("PED-ANOVA", "fANOVA"):
+        assert imp["evaluators"][name]["importances"] == {"dropout": 1.0, "lrn": 0.0}
+    study = importance_study(one_lrn, comparable(one_lrn)["values"])
+    assert optuna.importance.get_param_importances(study)["lrn"] > 0
+
+
+def test_importance_falls_back_to_the_common_epoch_or_says_why_it_cannot_run():
+    summary = summary_of([
+        trial("c0", True, 0.1, "completed", [0.6, 0.8, 0.9, 0.92]),
+        trial("s0", False, 0.3, "stopped-early", [0.5, 0.7, 0.75]),
+        trial("s1", False, 0.2, "stopped-early", [0.4, 0.6]),
+        trial("s2", True, 0.4, "stopped-early", [0.3, 0.65]),
+    ])
+    imp = importance(summary)
+    assert (imp["rule"], imp["epoch"], imp["trials"], imp["left_out"]) == (
+        "common-epoch", 2, 4, [])
+    study = importance_study(summary, comparable(summary)["values"])
+    assert sorted(t.value for t in study.trials) == [0.6, 0.65, 0.7, 0.8]
+    assert all(sum(e["importances"].values()) == pytest.approx(1)
+               for e in imp["evaluators"].values())
+    assert "did not fail, each at its val_acc at epoch 2, the last epoch all of them " \
+        "reached" in report_findings._importance(imp)
+    # One comparable trial: neither evaluator runs, each says why in one line.
+    one = importance(summary_of([trial("c0", True, 0.1, "completed", [0.6, 0.8, 0.9, 0.92]),
+                                 trial("e0", True, 0.2, "error", [])]))
+    why = "needs at least 2 comparable trials (has 1)"
+    assert "importances" not in one and one["error"] == why
+    assert one["evaluators"] == {"PED-ANOVA": {"error": why}, "fANOVA": {"error": why}}
+    same = importance(summary_of([trial("a", True, 0.1, "completed", [0.5, 0.9]),
+                                  trial("b", True, 0.1, "completed", [0.6, 0.8])]))
+    assert same["error"] == "all 2 comparable trials have the same searched values"
 
 
 def test_the_suggested_ablation_block_is_a_valid_study_of_the_sweep():

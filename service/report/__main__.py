@@ -3,10 +3,10 @@ embedded) and report.md (figures beside it in report_files/).
 
 A findings paragraph written from the numbers and a table of contents open it; then an
 ablation study's verdicts or a multi-objective sweep's Pareto front, the trials table, learning
-curves, each searched knob's per-value means (n, and a 95% CI from 3 trials on), Optuna's
-fANOVA importance, parallel coordinates, a model comparison (params, FLOPs, conv1, best metric,
-time per epoch, dead conv1 filters, layer-2 aliasing) and the best trial's ZFNet analyses
-(service.analysis). report.json holds the numbers.
+curves, each searched knob's per-value means (n, and a 95% CI from 3 trials on), parameter
+importance (PED-ANOVA, fANOVA beside), parallel coordinates, a model comparison (params,
+FLOPs, conv1, best metric, time per epoch, dead conv1 filters, layer-2 aliasing) and the best
+trial's ZFNet analyses (service.analysis). report.json holds the numbers.
 """
 
 from __future__ import annotations

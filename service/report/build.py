@@ -4,9 +4,10 @@ embedded) and report.md (figures beside it in report_files/).
 The findings paragraph (service.report.findings) and a table of contents open the page; then an
 ablation study's section (service.report.ablation) or a multi-objective sweep's Pareto front
 (service.report.pareto), the trials table, learning curves, each searched knob's per-value
-means, Optuna's fANOVA importance, parallel coordinates, a model comparison (params, FLOPs,
-conv1, best metric, time per epoch, dead conv1 filters, layer-2 aliasing) and the best trial's
-ZFNet analyses (service.analysis). Every number is written by service.report.fmt.
+means, parameter importance (PED-ANOVA, fANOVA beside), parallel coordinates, a model
+comparison (params, FLOPs, conv1, best metric, time per epoch, dead conv1 filters, layer-2
+aliasing) and the best trial's ZFNet analyses (service.analysis). Every number is written by
+service.report.fmt.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from service.report import ablation, findings, fmt, pareto, plots
 from service.report.data import (
     MANY_TRIALS,
     MIN_CI_N,
+    PED_ANOVA_STABLE_TOP,
     ablation_example,
     conv_health,
     curve_bands,
@@ -133,22 +135,32 @@ def _importance_section(doc: Doc, summary: Summary) -> dict[str, Any]:
     metric = summary.metric
     doc.heading("Parameter importance")
     imp = importance(summary)
+    basis = findings.importance_basis(imp)
     if "importances" in imp:
-        # importance() scores every trial at its best value, a stopped one's included.
-        imp["stopped_early"] = sum(t.status == "stopped-early" and summary.score(t) is not None
-                                   for t in summary.trials)
-        cut = (f" Its trials include {imp['stopped_early']} stopped early, each at the best "
-               "value it reached before it was stopped, so the importances mix the "
-               "configuration with the schedule." if imp["stopped_early"] else "")
-        doc.para(f"Optuna's fANOVA importance over {imp['trials']} scored trials: each knob's "
-                 f"share of the variance of the best {metric} that the knobs explain (an "
-                 f"association, like the per-value means).{cut}")
-        doc.table(["knob", "importance"],
-                  [[k, fmt.percent(v)] for k, v in imp["importances"].items()])
-        doc.image("importance.png", plots.importance(imp["importances"]),
-                  f"fANOVA importance of each searched knob for {metric}, largest first.")
+        evals = {k: e["importances"] for k, e in imp["evaluators"].items() if "importances" in e}
+        ped = imp["evaluators"][imp["evaluator"]]
+        few = (f" That top set holds fewer than the {PED_ANOVA_STABLE_TOP} trials Optuna's "
+               "documentation recommends for a stable estimate, so these shares are rough."
+               if ped["top"] < PED_ANOVA_STABLE_TOP else "")
+        one = (f" One value in these trials, so 0: {fmt.join(imp['constant'])}."
+               if imp["constant"] else "")
+        fanova = ("fANOVA (a random forest, seed 0) gives each knob's share of the variance of "
+                  f"{metric} that the knobs explain" if "fANOVA" in evals else
+                  f"fANOVA could not run: {imp['evaluators']['fANOVA']['error']}")
+        doc.para(f"Parameter importance by {imp['evaluator']}, Optuna's default evaluator, "
+                 f"over {basis}: how far each knob's values among the top "
+                 f"{fmt.percent(ped['top_quantile'], 0)} of them by {metric} ({ped['top']} of "
+                 f"{imp['trials']}) differ from its values over all {imp['trials']}, as a share "
+                 f"of the sum over the knobs.{few} {fanova}.{one} These are associations, "
+                 f"like the per-value means. {findings.left_out_text(imp['left_out'])}")
+        doc.table(["knob", *evals],
+                  [[k, *(fmt.percent(e.get(k)) for e in evals.values())]
+                   for k in imp["importances"]])
+        doc.image("importance.png", plots.importance(evals),
+                  f"Importance of each searched knob for {metric} by "
+                  f"{fmt.join(list(evals))} over {basis}, largest first.")
     else:
-        doc.para(f"Parameter importance not computed: {imp['error']}.")
+        doc.para(f"Parameter importance not computed over {basis}: {imp['error']}.")
     if summary.searched:
         values = [summary.score(t) for t in summary.trials]
         best = ([r["trial_id"] for r in curve_bands(summary)["best"]]

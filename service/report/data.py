@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -213,26 +214,105 @@ def _distribution(dist: dict[str, Any]):
     return d.FloatDistribution(dist["low"], dist["high"], log=dist.get("log", False))
 
 
-def importance(summary: Summary) -> dict[str, Any]:
-    """Optuna's fANOVA parameter importance over the trials that have a score, or the reason
-    it cannot be computed (too few trials, nothing varied)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Parameter importance. Optuna 5's default evaluator (get_param_importances with
+# evaluator=None: `evaluator = PedAnovaImportanceEvaluator()`) is PED-ANOVA; fANOVA is shown
+# beside it. Both return all-zero importances from fewer than 2 trials (Optuna's source).
+PRIMARY, SECOND = "PED-ANOVA", "fANOVA"
+MIN_IMPORTANCE_TRIALS = 2
+TOP_QUANTILE = 0.1  # PED-ANOVA's target_quantile (Optuna's default): reaching the top 10%
+PED_ANOVA_STABLE_TOP = 5  # Optuna's docs: at least 5 trials in that top set for stability
+
+
+def _evaluator(name: str):
+    if name == PRIMARY:  # Parzen estimators on a fixed grid: deterministic, it takes no seed
+        return optuna.importance.PedAnovaImportanceEvaluator(target_quantile=TOP_QUANTILE)
+    return optuna.importance.FanovaImportanceEvaluator(seed=0)
+
+
+def importance_study(summary: Summary, values: dict[str, float]) -> optuna.Study:
+    """An Optuna study of the trials in `values` (trial id -> the metric at one epoch, as
+    `comparable` gives them) that set every searched knob: their searched params and that
+    value, in the direction of the sweep's mode."""
     dists = {k: _distribution(summary.spec["search"][k]) for k in searched_knobs(summary)}
     study = optuna.create_study(direction="maximize" if summary.mode == "max" else "minimize")
     for t in summary.trials:
-        value = summary.score(t)
-        if value is not None and set(dists) <= set(t.config):
+        if t.trial_id in values and set(dists) <= set(t.config):
             study.add_trial(optuna.trial.create_trial(
-                params={k: t.config[k] for k in dists}, distributions=dists, value=value))
-    if len(study.trials) < 2 or not dists:
-        return {"error": f"needs at least 2 scored trials and a searched knob "
-                         f"(has {len(study.trials)} trials)"}
+                params={k: t.config[k] for k in dists}, distributions=dists,
+                value=values[t.trial_id]))
+    return study
+
+
+def _varying(study: optuna.Study, knobs: list[str]) -> list[str]:
+    """The knobs that take more than one value among `study`'s trials."""
+    return [k for k in knobs if len({repr(t.params[k]) for t in study.trials}) > 1]
+
+
+def _cannot(study: optuna.Study, knobs: list[str]) -> str | None:
+    """Why no evaluator can rank the knobs of `study`'s trials, or None."""
+    trials = study.trials
+    if not knobs:
+        return "no knob was searched"
+    if len(trials) < MIN_IMPORTANCE_TRIALS:
+        return (f"needs at least {MIN_IMPORTANCE_TRIALS} comparable trials "
+                f"(has {len(trials)})")
+    if len({t.value for t in trials}) < 2:
+        return f"all {len(trials)} comparable trials have the same value"
+    if not _varying(study, knobs):
+        return f"all {len(trials)} comparable trials have the same searched values"
+    return None
+
+
+def _evaluate(study: optuna.Study, name: str, knobs: list[str]) -> dict[str, Any]:
+    """{importances: knob -> share, summing to 1, largest first} by evaluator `name`, or
+    {error: one line}. A knob with one value among the trials explains nothing: 0, unasked
+    (PED-ANOVA's Parzen estimators would give it a share of their smoothing)."""
+    varying = _varying(study, knobs)
     try:
-        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        values = optuna.importance.get_param_importances(study, evaluator=evaluator)
-    except (RuntimeError, ValueError) as err:  # e.g. every trial has the same parameters
+        with warnings.catch_warnings():  # normalize=False is "experimental"; the few-trials
+            warnings.simplefilter("ignore")  # warnings are the report's own caveat instead
+            raw = optuna.importance.get_param_importances(
+                study, evaluator=_evaluator(name), params=varying, normalize=False)
+    except (RuntimeError, ValueError) as err:  # fANOVA: "zero total variance in all trees"
         return {"error": str(err).splitlines()[0]}
-    return {"importances": {k: float(v) for k, v in values.items()}, "trials": len(study.trials)}
+    total = sum(raw.values())
+    if not total > 0:
+        return {"error": "it gives every knob 0"}
+    shares = {k: float(v / total) for k, v in raw.items()}
+    return {"importances": {**shares, **{k: 0.0 for k in knobs if k not in varying}}}
+
+
+def _top(study: optuna.Study) -> int:
+    """How many trials PED-ANOVA's top quantile holds (ties at the cut included)."""
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    losses = sorted(sign * t.value for t in study.trials)
+    return sum(v <= losses[math.ceil(TOP_QUANTILE * len(losses)) - 1] for v in losses)
+
+
+def importance(summary: Summary) -> dict[str, Any]:
+    """Each searched knob's importance over the comparable trials only (`comparable`: each at
+    the same epoch, so a trial ASHA cut early is not ranked against a finished one): PED-ANOVA,
+    Optuna's default evaluator, as `importances` and in `evaluators` beside fANOVA (seed 0),
+    each normalised to sum to 1 or with the one-line reason it cannot run. With the rule, the
+    epoch, the number of trials, those left out, the knobs with one value among them
+    (`constant`, 0 by both) and PED-ANOVA's top-quantile count."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    basis = comparable(summary)
+    study = importance_study(summary, basis["values"])
+    out: dict[str, Any] = {"evaluator": PRIMARY, "metric": summary.metric,
+                           "rule": basis["rule"], "epoch": basis["epoch"],
+                           "trials": len(study.trials), "left_out": basis["left_out"]}
+    knobs = searched_knobs(summary)
+    why = _cannot(study, knobs)
+    evaluators = {name: {"error": why} if why else _evaluate(study, name, knobs)
+                  for name in (PRIMARY, SECOND)}
+    out["constant"] = [] if why else [k for k in knobs if k not in _varying(study, knobs)]
+    if "importances" in evaluators[PRIMARY]:
+        evaluators[PRIMARY].update(top=_top(study), top_quantile=TOP_QUANTILE)
+        out["importances"] = evaluators[PRIMARY]["importances"]
+    else:
+        out["error"] = evaluators[PRIMARY]["error"]
+    return {**out, "evaluators": evaluators}
 
 
 def architecture(trial: dict[str, Any], spec: dict[str, Any]) -> tuple:

@@ -1,6 +1,6 @@
 """The findings paragraph that opens the report, written from the numbers the sections below
 computed (report.json's): the best configuration, the Pareto front, the knobs that mattered by
-fANOVA importance, an ablation study's verdicts, and the caveats: n, the trials left out, and
+importance (PED-ANOVA), an ablation study's verdicts, and the caveats: n, the trials left out, and
 what the numbers cannot say. It computes no statistic of its own; every number in it is
 written by service.report.fmt exactly as the section it comes from writes it."""
 
@@ -76,17 +76,35 @@ def _front(front: dict[str, Any] | None) -> str:
                    "reference point and the best values." if share is not None else ".")
 
 
+def importance_basis(imp: dict[str, Any]) -> str:
+    """Which trials the importance compares, and at which epoch (data.importance's rule)."""
+    trials, metric, epoch = fmt.plural(imp["trials"], "trial"), imp["metric"], imp["epoch"]
+    if epoch is None:
+        return "no comparable trial (every trial failed)"
+    if imp["rule"] == "completed":
+        return f"the {trials} that completed the budget, each at its {metric} at epoch {epoch}"
+    return (f"the {trials} that did not fail, each at its {metric} at epoch {epoch}, the "
+            "last epoch all of them reached")
+
+
 def _importance(imp: dict[str, Any] | None) -> str:
     if not imp or "importances" not in imp:
         return ""
     ranked = list(imp["importances"].items())
     if len(ranked) == 1:
         return f"{ranked[0][0]} is the only searched knob."
-    head, rest = ranked[0], [f"{k} ({fmt.percent(v)})" for k, v in ranked[1:]]
-    stopped = imp.get("stopped_early") or 0
-    return (f"By Optuna's fANOVA importance over {imp['trials']} scored trials"
-            + (f" ({stopped} of them stopped early, at their best value)" if stopped else "")
-            + f", {head[0]} mattered most ({fmt.percent(head[1])}), then {fmt.join(rest)}.")
+    one = set(imp.get("constant") or [])
+    head = ranked[0]
+    rest = [f"{k} ({fmt.percent(v)}" + (", one value in these trials)" if k in one else ")")
+            for k, v in ranked[1:]]
+    second = imp["evaluators"].get("fANOVA", {})
+    beside = ("; fANOVA: " + ", ".join(f"{k} {fmt.percent(v)}" for k, v in
+                                       second["importances"].items())
+              if "importances" in second else
+              f"; fANOVA could not run ({second['error']})" if "error" in second else "")
+    return (f"By {imp['evaluator']} importance (Optuna's default evaluator) over "
+            f"{importance_basis(imp)}, {head[0]} mattered most ({fmt.percent(head[1])}), then "
+            f"{fmt.join(rest)}{beside}.")
 
 
 def _verdicts(study: dict[str, Any]) -> list[str]:

@@ -145,14 +145,23 @@ def _same(value: Any, label: str) -> bool:
     return fmt.setting(value) == label  # as data.value_label names a choice
 
 
-def importance(importances: dict[str, float]) -> bytes:
-    """Optuna's parameter importances as horizontal bars."""
-    fig, ax = plt.subplots(figsize=(5, 0.5 + 0.45 * len(importances)))
-    names = list(importances)[::-1]
-    ax.barh(names, [importances[k] for k in names], color="tab:green")
-    ax.set_xlabel("share of the metric's variance (fANOVA importance; sums to 100%)")
+def importance(evaluators: dict[str, dict[str, float]]) -> bytes:
+    """Parameter importances as horizontal bars, one bar per evaluator for each knob (grouped;
+    knobs in the first evaluator's order, largest at the top)."""
+    names = list(next(iter(evaluators.values())))[::-1]
+    fig, ax = plt.subplots(figsize=(5, 0.7 + 0.3 * len(names) * (len(evaluators) + 0.5)))
+    height = 0.8 / len(evaluators)
+    colors = ("tab:green", "tab:gray", "tab:blue")
+    for i, (name, shares) in enumerate(evaluators.items()):
+        pos = np.arange(len(names)) + (len(evaluators) - 1 - 2 * i) * height / 2
+        ax.barh(pos, [shares.get(k, 0.0) for k in names], height, label=name,
+                color=colors[i % len(colors)])
+    ax.set_yticks(np.arange(len(names)), names)
+    ax.set_xlabel("share of the knobs' importance (each evaluator sums to 100%)")
     ax.set_xlim(0, 1)
     fmt.percent_axis(ax, "x")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(evaluators),
+              frameon=False)
     return to_png(fig)
 
 

@@ -81,3 +81,15 @@ def test_the_checks_see_a_stale_citation() -> None:
     assert not _dotted_exists("service.reportdata.mean_ci95")
     assert _dotted_exists("service.results.stats.mean_ci95")
     assert OUTSIDE_RE.search("(ray-notes #11)")
+
+
+def test_the_readmes_lists_of_datasets_and_models_are_the_registries() -> None:
+    # The example space's comments list every choice: they are read from the registries' order.
+    from service.config.data import DATASETS
+    from service.models.registry import list_models
+
+    readme = (ROOT / "README.md").read_text()
+    datasets = re.search(r"# dataset: ([\w| ]+)\n", readme)[1].split(" | ")
+    families = re.search(r"family: \w+ +# ([\w| -]+)\n", readme)[1].split(" | ")
+    assert datasets == list(DATASETS)
+    assert families == list_models()

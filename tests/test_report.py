@@ -357,14 +357,16 @@ def test_knob_effects_compare_finished_trials_at_the_final_epoch(tmp_path):
     assert numbers["effects_basis"]["rule"] == "completed"
 
 
+def one_completed_three_cut() -> list:
+    """One trial completed at epoch 4 and three stopped early, the earliest at epoch 2."""
+    return [trial("c0", True, 0.1, "completed", [0.6, 0.8, 0.9, 0.92]),
+            trial("s0", False, 0.3, "stopped-early", [0.5, 0.7, 0.75]),
+            trial("s1", False, 0.2, "stopped-early", [0.4, 0.6]),
+            trial("s2", True, 0.4, "stopped-early", [0.3, 0.65])]
+
+
 def test_knob_effects_fall_back_to_the_last_common_epoch():
-    summary = summary_of([
-        trial("c0", True, 0.1, "completed", [0.6, 0.8, 0.9, 0.92]),
-        trial("s0", False, 0.3, "stopped-early", [0.5, 0.7, 0.75]),
-        trial("s1", False, 0.2, "stopped-early", [0.4, 0.6]),
-        trial("s2", True, 0.4, "stopped-early", [0.3, 0.65]),
-        trial("e0", True, 0.2, "error", []),
-    ])
+    summary = summary_of([*one_completed_three_cut(), trial("e0", True, 0.2, "error", [])])
     effects = knob_effects(summary)
     assert effects["rule"] == "common-epoch" and effects["epoch"] == 2
     assert effects["left_out"] == [{"trial_id": "e0", "status": "error", "why": "error"}]
@@ -433,12 +435,7 @@ def test_importance_ranks_only_comparable_trials_by_optunas_default_evaluator(tm
 
 
 def test_importance_falls_back_to_the_common_epoch_or_says_why_it_cannot_run():
-    summary = summary_of([
-        trial("c0", True, 0.1, "completed", [0.6, 0.8, 0.9, 0.92]),
-        trial("s0", False, 0.3, "stopped-early", [0.5, 0.7, 0.75]),
-        trial("s1", False, 0.2, "stopped-early", [0.4, 0.6]),
-        trial("s2", True, 0.4, "stopped-early", [0.3, 0.65]),
-    ])
+    summary = summary_of(one_completed_three_cut())
     imp = importance(summary)
     assert (imp["rule"], imp["epoch"], imp["trials"], imp["left_out"]) == (
         "common-epoch", 2, 4, [])

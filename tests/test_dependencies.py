@@ -1,5 +1,5 @@
 """Every distribution that `service/` imports is declared in pyproject.toml (the runtime
-dependencies, or an extra for an optional feature), with a floor the code needs."""
+dependencies, or an extra for an optional feature)."""
 
 from __future__ import annotations
 

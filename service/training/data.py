@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from service.config.data import DATASETS, AugmentConfig, DataConfig, DataError, check_available
 from service.training.cache import cached_arrays, key, sklearn_version
-from service.training.images import load_image
+from service.training.images import image_folders, load_image
 from service.training.subset import subset_train
 from service.training.transforms import (
     Lighting,
@@ -224,9 +224,9 @@ def build_imagefolder(cfg: DataConfig, root: Path, size: int, in_channels: int,
         rrc = v2.RandomResizedCrop(size, scale=(aug.crop_scale_min, 1.0), antialias=True)
         train_pre, aug = [*to_float, rrc, *chan], aug.model_copy(update={"crop": "none"})
     try:
-        if (root / "train").is_dir() and (root / "val").is_dir():
-            tr_base = tvd.ImageFolder(root / "train", loader=load_image)
-            va_base = tvd.ImageFolder(root / "val", loader=load_image)
+        folders = image_folders(root)  # root/train and root/val, or root
+        if len(folders) == 2:
+            tr_base, va_base = (tvd.ImageFolder(f, loader=load_image) for f in folders)
             if tr_base.classes != va_base.classes:
                 raise DataError(f"imagefolder: {root}/train and {root}/val have different class "
                                 f"folders ({len(tr_base.classes)} vs {len(va_base.classes)})")

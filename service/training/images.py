@@ -49,10 +49,9 @@ def _reason(err: Exception) -> str:
 def image_problem(path: str | Path) -> str | None:
     """`PATH: cannot read image (WHY)` when PIL cannot decode the whole file, else None."""
     try:
-        with Image.open(path) as img:
-            img.convert("RGB")  # decodes every pixel: a truncated file fails here
-    except Exception as err:  # noqa: BLE001 - any failure to decode is this file's problem
-        return f"{path}: cannot read image ({_reason(err)})"
+        load_image(str(path))
+    except DataError as err:
+        return str(err).removeprefix("data: ")
     return None
 
 
@@ -61,7 +60,7 @@ def load_image(path: str) -> Image.Image:
     the file when it cannot be decoded."""
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return img.convert("RGB")  # decodes every pixel: a truncated file fails here
     except Exception as err:  # noqa: BLE001 - any failure to decode is this file's problem
         raise DataError(f"data: {path}: cannot read image ({_reason(err)})") from err
 

@@ -97,6 +97,7 @@ def test_a_scheduler_is_allowed_for_tuning_trials_only() -> None:
     assert parse_spec(tuned).ablation.tune.trials == 3
 
 
+@pytest.mark.slow  # seconds in a subprocess
 def test_submit_refuses_a_bad_study_before_ray_with_exit_2(tmp_path: Path) -> None:
     space = tmp_path / "bad.yaml"
     space.write_text(yaml.safe_dump(_with(arms={"x": {"lrnn": True}, "y": {"pool": "max"}})))

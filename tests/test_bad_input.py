@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,6 +192,7 @@ def test_at_least_200_malformed_spaces_are_each_refused_cleanly(tmp_path):
         assert needle in err, f"{case}: {needle!r} not in\n{err}"
 
 
+@pytest.mark.slow  # seconds in a subprocess
 def test_bad_flags_and_unwritable_results_are_refused_in_one_line(tmp_path):
     space = str(ROOT / "searchspaces" / "default.yaml")
     a_file = tmp_path / "a-file"

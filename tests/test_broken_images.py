@@ -153,6 +153,7 @@ def broken_space(tmp_path: Path, root: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # seconds in a subprocess
 @pytest.mark.parametrize("dry_run", [True, False])
 def test_submit_refuses_a_broken_tree_before_ray_starts(tmp_path, broken_tree, dry_run) -> None:
     root, broken = broken_tree

@@ -270,6 +270,7 @@ def test_writes_are_atomic_and_strict_json(tmp_path):
     assert target.with_suffix(".png").read_bytes() == b"png"
 
 
+@pytest.mark.slow  # seconds in a subprocess
 def test_the_results_layer_imports_neither_torch_nor_ray():
     code = ("import sys, service.results.records, service.results.store, "
             "service.results.stats; print(sorted({m.split('.')[0] for m in sys.modules} & "

@@ -374,6 +374,7 @@ def test_searcher_grid_enumerates_choices() -> None:
     assert space == {"conv1_kernel": {"grid_search": [11, 7]}}
 
 
+@pytest.mark.slow  # seconds in a subprocess
 def test_the_driver_validates_and_plans_without_torch() -> None:
     # The sweep's driver holds ~0.3 GiB less without torch: validating every shipped space,
     # checking its data, planning the sweep and Tune's TensorBoard logger must not import it.

@@ -122,6 +122,7 @@ def test_default_space_dry_run():
     assert "sweep default:" in proc.stdout and "RAY_NOT_IMPORTED" in proc.stdout
 
 
+@pytest.mark.slow  # seconds in a subprocess
 def test_bad_space_exits_2_before_ray(tmp_path):
     bad = dict(TINY, search={"conv1_kernel": {"type": "choice", "values": [11, "eleven"]}},
                model={"family": "alexnet", "knobs": {"width_mult": 0.25}},

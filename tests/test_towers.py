@@ -164,6 +164,7 @@ def test_gpu_check_script_quick_mode_agrees():
     assert float(last["one_device_img_s"]) > 0 and float(last["grouped_img_s"]) > 0
 
 
+@pytest.mark.slow  # seconds in a subprocess
 def test_gpu_check_script_without_gpu_is_one_clear_line():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the full check would run")

@@ -46,6 +46,7 @@ def run_submit(args: list[str], prelude: str = "pass", timeout: float = 120
 
 # --- before Ray starts ---------------------------------------------------------------------
 
+@pytest.mark.slow  # seconds in a subprocess
 def test_an_mlflow_uri_that_is_not_one_exits_2_before_ray(tmp_path):
     space = dict(TRACKED, tracking={"mlflow": {"tracking_uri": "localhost:5000"}})
     proc = in_process_without_ray([str(write_space(tmp_path, space)), "--dry-run"])

@@ -7,13 +7,16 @@ test session: quarter-width AlexNet on digits at 67 px, conv1 11x11/4 against 7x
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from raynodes import Loopback, loopback_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,14 +51,22 @@ def lenet_space(name: str, search: dict, max_epochs: int, *, image_size: int | N
 ASHA = {"type": "asha", "grace_period": 1, "reduction_factor": 2}
 
 
-def submitted(spec: dict, tmp: Path, timeout: int = 900) -> Path:
-    """The summary.json of `spec` run quietly through `python -m service.submit` in tmp
-    (the submit must exit 0 and print the summary's path last)."""
+def joined_env(cluster: Loopback) -> dict[str, str]:
+    """This process's environment for a Ray client that joins `cluster`: RAY_ADDRESS and its
+    token, as a user's shell would set them."""
+    return {**os.environ, "RAY_ADDRESS": cluster.gcs,
+            **{k: cluster.env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}}
+
+
+def submitted(spec: dict, tmp: Path, timeout: int = 900, cluster: Loopback | None = None) -> Path:
+    """The summary.json of `spec` run quietly through `python -m service.submit` in tmp, on
+    `cluster` or on a Ray it starts (the submit must exit 0 and print the summary's path last)."""
     space = tmp / f"{spec['name']}.yaml"
     space.write_text(yaml.safe_dump(spec))
     proc = subprocess.run([sys.executable, "-m", "service.submit", str(space), "--results",
                            str(tmp / "results"), "-q", "--no-report"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          env=joined_env(cluster) if cluster else None)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = Path(proc.stdout.strip().splitlines()[-1])
     assert summary.name == "summary.json", proc.stdout
@@ -63,15 +74,42 @@ def submitted(spec: dict, tmp: Path, timeout: int = 900) -> Path:
 
 
 @pytest.fixture(scope="session")
-def submit_space():
-    """`submitted`, for test modules: (spec, tmp[, timeout]) -> the run's summary.json."""
-    return submitted
+def shared_ray(tmp_path_factory):
+    """One running one-node Ray (`ray start`: this machine's CPUs, no GPU, the settings an
+    embedded run gives its Ray) for the sweeps whose tests are about what a sweep does, not
+    about starting Ray here: each run that joins it with --address skips Ray's start and stop.
+    The tests of the embedded start, of a killed driver and of killed trial processes (found in
+    the driver's own process tree) start their own."""
+    pytest.importorskip("ray")
+    from service.tune.runtime import EMBEDDED_ENV
+
+    with loopback_cluster(tmp_path_factory.mktemp("shared-ray"), cpus=os.cpu_count() or 1,
+                          gpus=0, nodes=1, node_env=EMBEDDED_ENV) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def on_shared_ray(shared_ray, monkeypatch):
+    """Every Ray client this test starts in a subprocess (a submit, a nightly run, a claims
+    run) joins the shared Ray through RAY_ADDRESS and its token, as a user's shell would."""
+    for name, value in joined_env(shared_ray).items():
+        if name.startswith("RAY_"):
+            monkeypatch.setenv(name, value)
+    return shared_ray
 
 
 @pytest.fixture(scope="session")
-def alexnet_run(tmp_path_factory) -> Path:
+def submit_space(shared_ray):
+    """`submitted` on the shared Ray, for test modules: (spec, tmp[, timeout]) -> the run's
+    summary.json."""
+    return functools.partial(submitted, cluster=shared_ray)
+
+
+@pytest.fixture(scope="session")
+def alexnet_run(tmp_path_factory, shared_ray) -> Path:
     """The run directory of a finished 4-trial AlexNet sweep (its summary.json beside Tune's)."""
-    summary = submitted(ALEXNET_SWEEP, tmp_path_factory.mktemp("alexnet-sweep"))
+    summary = submitted(ALEXNET_SWEEP, tmp_path_factory.mktemp("alexnet-sweep"),
+                        cluster=shared_ray)
     assert json.loads(summary.read_text())["trials"]
     return summary.parent
 

@@ -163,6 +163,7 @@ def _run(space: Path, results: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
 def test_a_1000x_too_small_learning_rate_hurts_at_four_seeds(tmp_path: Path) -> None:
     spec = _with(arms={"tiny_lr": {"lr": 0.00005}})
     space = tmp_path / "study.yaml"
@@ -192,6 +193,7 @@ def test_a_1000x_too_small_learning_rate_hurts_at_four_seeds(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
 def test_equal_tuning_per_cell_and_resume_after_an_interrupt(tmp_path: Path) -> None:
     """Every cell gets the same tuning trials; a study interrupted after its first tuning phase
     resumes without re-running that phase and ends with the tuned values compared."""

@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import joined_env
 
 from service.claims import checkpoints
 from service.claims import measures as claimdata
@@ -63,16 +64,18 @@ LENET = {
 }
 
 
-def _claims(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+def _claims(*args: str, timeout: float = 900,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "service.claims", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")
-def claim8(tmp_path_factory):
+def claim8(tmp_path_factory, shared_ray):
     """`claims run 8 --max-epochs 2`: (the finished process, its --results directory)."""
     results = tmp_path_factory.mktemp("claims-run") / "results"
-    proc = _claims("run", "8", "--max-epochs", "2", "--results", str(results))
+    proc = _claims("run", "8", "--max-epochs", "2", "--results", str(results),
+                   env=joined_env(shared_ray))
     return proc, results
 
 

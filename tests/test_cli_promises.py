@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-from test_cluster import _ray_list, loopback_cluster
+from conftest import joined_env
+from raynodes import loopback_cluster, ray_list
 from test_submit import Lines, submit
 
 from service.analysis.load import trial_checkpoints
@@ -76,14 +77,15 @@ SEEDED = {  # optuna-tpe (the default searcher): each configuration it draws, tr
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+def seeded(tmp_path_factory, shared_ray) -> dict[str, subprocess.CompletedProcess]:
     """The same space run twice with --max-epochs 2 (the file says 5): `loud` with
     --num-samples 2 (2 configurations x 2 seeds), `quiet` with -q and --num-samples 1."""
     tmp = tmp_path_factory.mktemp("seeded")
     path = space(tmp, "seeded", **SEEDED)
     common = [str(path), "--results", str(tmp / "res"), "--no-report", "--max-epochs", "2"]
-    return {"loud": submit(*common, "--num-samples", "2", timeout=600),
-            "quiet": submit(*common, "--num-samples", "1", "-q", timeout=600)}
+    env = joined_env(shared_ray)
+    return {"loud": submit(*common, "--num-samples", "2", timeout=600, env=env),
+            "quiet": submit(*common, "--num-samples", "1", "-q", timeout=600, env=env)}
 
 
 @pytest.mark.slow
@@ -223,6 +225,7 @@ def scheduled(tmp_path: Path, scheduler: dict, lrs: list[float], at_once: int) -
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
 def test_median_stopping_rule_stops_a_hopeless_trial_early(tmp_path):
     # The median rule from epoch 1 on, against one other trial's running mean; one trial at a
     # time in the grid's order. After one epoch lr 0.05 is far ahead of lr 1e-5, which sits at
@@ -241,6 +244,7 @@ def test_median_stopping_rule_stops_a_hopeless_trial_early(tmp_path):
     "in three runs on a loaded machine: lr 0.03 paused at its last epoch and 1e-5 at epoch 1; "
     "likely a pause still being saved when the bracket was decided, so neither stopped nor "
     "resumed)"))
+@pytest.mark.usefixtures("on_shared_ray")
 def test_hyperband_stops_a_hopeless_trial_early(tmp_path):
     # Tune's Hyperband puts trials into brackets as they are made. Its first bracket (s=0)
     # runs its trials to max_t: with max_t 2 and eta 2, two of them; the next two share a
@@ -283,6 +287,7 @@ def listing(run_dir: Path) -> dict[str, float]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
 def test_resume_with_a_run_id_finishes_that_run_not_the_newest(tmp_path):
     path = space(tmp_path, "named", search={"lr": {"type": "grid", "values": [0.05, 0.02]}},
                  searcher={"type": "grid"}, scheduler={"type": "none"},
@@ -327,7 +332,7 @@ def test_ray_address_in_the_environment_joins_that_cluster(tmp_path):
     with loopback_cluster(tmp_path, cpus=1, gpus=0, nodes=1) as cluster:
         gcs, dashboard, env = cluster.gcs, cluster.dashboard, cluster.env
         head = cluster.node_ids["head"]
-        assert _ray_list("actors", dashboard, env, "--filter", "class_name=ImplicitFunc") == []
+        assert ray_list("actors", dashboard, env, "--filter", "class_name=ImplicitFunc") == []
         proc = subprocess.run([sys.executable, "-m", "service.submit", str(path), "--results",
                                str(tmp_path / "res"), "--no-report"], cwd=ROOT,
                               env={**env, "RAY_ADDRESS": gcs}, capture_output=True, text=True,
@@ -340,8 +345,8 @@ def test_ray_address_in_the_environment_joins_that_cluster(tmp_path):
         (trial,) = summary["trials"]
         assert trial["status"] == "completed" and trial["best_val_acc"] > 0.1
         # the trial's actor ran on that cluster's node (its State API says so) ...
-        workers = _ray_list("actors", dashboard, env, "--filter", "class_name=ImplicitFunc")
+        workers = ray_list("actors", dashboard, env, "--filter", "class_name=ImplicitFunc")
         assert [w["node_id"] for w in workers] == [head], workers
         # ... and submit left the cluster it joined running
-        nodes = _ray_list("nodes", dashboard, env)
+        nodes = ray_list("nodes", dashboard, env)
         assert [(n["node_id"], n["state"]) for n in nodes] == [(head, "ALIVE")]

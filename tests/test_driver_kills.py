@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_cluster import process_tree
+from raynodes import process_tree
 from test_faults import kill_sweep
 from test_submit import Lines
 

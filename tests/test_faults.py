@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ASHA, lenet_space
-from test_cluster import kill_tree, process_tree
+from raynodes import kill_tree, process_tree
 
 from service.rundir import checkpoint_list, read_local_list
 
@@ -171,6 +171,7 @@ except OSError as err:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
 def test_a_trial_that_runs_out_of_memory_is_an_error_and_the_sweep_goes_on(tmp_path):
     # fc_width 2**20 asks for a 4 TiB FC7 weight: the allocator really fails (ENOMEM) inside
     # the trial's actor. That trial is recorded as an error with the reason; the other

@@ -69,6 +69,7 @@ def _digests(run_dir: Path, trial_id: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
 def test_a_disk_that_fills_mid_sweep_errors_the_trials_that_need_it_and_resume_finishes(
         tmp_path):
     pytest.importorskip("ray")

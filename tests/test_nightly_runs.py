@@ -33,6 +33,7 @@ def night_summary(res: Path, date: str) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
 def test_first_night_then_a_night_whose_sweep_fails(tmp_path, hook):  # noqa: F811
     res = tmp_path / "nightly"
     study_url = f"sqlite:///{res / STUDY_DB}"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import lenet_space
-from test_cluster import _ray_list, kill_tree, loopback_cluster, process_tree
+from raynodes import kill_tree, loopback_cluster, process_tree, ray_list
 from test_faults import _trained_epochs, trial_processes
 from test_submit import Lines
 
@@ -30,7 +30,7 @@ SPACE = lenet_space("nodeloss", {"lr": {"type": "grid", "values": [0.02, 0.01]}}
 
 
 def _trial_actors(cluster) -> list[dict]:
-    return _ray_list("actors", cluster.dashboard, cluster.env, "--filter",
+    return ray_list("actors", cluster.dashboard, cluster.env, "--filter",
                      "class_name=ImplicitFunc")
 
 

@@ -218,6 +218,7 @@ def test_a_night_that_cannot_compare_notifies_failed_unless_filtered(tmp_path, h
 # ---- real sweeps and a real night on embedded Ray ----
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
 def test_a_sweep_posts_one_finished_message_matching_its_summary(tmp_path, hook):
     space = write_space(tmp_path, dict(SWEEP, notify=notify_block(hook.url())))
     proc = submit(str(space), "--results", str(tmp_path / "res"), "-q", timeout=600)
@@ -242,6 +243,7 @@ def test_a_sweep_posts_one_finished_message_matching_its_summary(tmp_path, hook)
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
 def test_a_night_that_regressed_posts_one_regression_message(tmp_path, hook):
     """The previous night is hand-written with an impossible 1.5: tonight's real sweep
     regresses. The webhook records the message but answers HTTP 500: one line on stderr, and

@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import joined_env
 
 from service.config.base import SpecError
 from service.config.spec import parse_spec
@@ -171,13 +172,13 @@ def test_a_trial_stopped_early_failed_or_diverged_is_never_on_the_front():
 
 
 @pytest.fixture(scope="module")
-def pareto_run(tmp_path_factory):
+def pareto_run(tmp_path_factory, shared_ray):
     tmp = tmp_path_factory.mktemp("pareto")
     space = tmp / "pareto-tiny.yaml"
     space.write_text(yaml.safe_dump(TINY))
     proc = subprocess.run([sys.executable, "-m", "service.submit", str(space), "--results",
                            str(tmp / "results"), "--no-report"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, env=joined_env(shared_ray))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = Path(proc.stdout.strip().splitlines()[-1])
     assert summary.name == "summary.json", proc.stdout

@@ -185,6 +185,7 @@ def test_run_date_is_validated(tmp_path, capsys):
 # ---- two real nights on embedded Ray ----
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
 def test_two_nights_continue_one_study_and_catch_a_regression(tmp_path):
     """Night 1 is compared with an (impossible) hand-written 1.5 and must fail with exit 5;
     night 2 is compared with night 1 and passes; the SQLite study under RESULTS holds both

@@ -436,6 +436,7 @@ def test_summary_marks_stopped_trials_with_their_epoch() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
 def test_sweep_with_the_median_pruner_stops_a_slow_trial(tmp_path: Path) -> None:
     # One trial at a time; the seeded TPE start-up draws lr 0.05, 0.05, then 1e-4 (choices are
     # drawn by index: [1e-4, 0.05] puts the fast rate first). The first two complete; the third

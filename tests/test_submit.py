@@ -44,9 +44,10 @@ def write_space(tmp_path: Path, spec: dict) -> Path:
     return path
 
 
-def submit(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def submit(*args: str, timeout: float = 600,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "service.submit", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 class Lines:
@@ -164,6 +165,7 @@ def test_concurrency_refuses_a_trial_that_cannot_fit():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
 def test_tiny_sweep_end_to_end(tmp_path):
     # The report at the end is checked by the out-of-memory test in test_faults.py.
     proc = submit(str(write_space(tmp_path, TINY)), "--results", str(tmp_path / "res"),
@@ -197,6 +199,7 @@ def test_tiny_sweep_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
 def test_resume_finishes_an_interrupted_sweep_without_rerunning(tmp_path):
     space = write_space(tmp_path, dict(TINY, name="resumable",
                                        budget={"max_epochs": 2, "num_samples": 4},
@@ -231,6 +234,7 @@ def test_resume_finishes_an_interrupted_sweep_without_rerunning(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
 def test_diverging_trial_is_recorded_and_the_exit_code_says_so(tmp_path):
     space = dict(TINY, name="diverge", search={"lr": {"type": "grid", "values": [0.05, 1.0e9]}},
                  searcher={"type": "grid"}, scheduler={"type": "none"},
@@ -295,6 +299,7 @@ def test_two_embedded_sweeps_on_one_machine_both_finish(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
 def test_a_relative_data_root_is_found_by_the_workers(tmp_path):
     # Ray Train runs each worker in the trial's directory: a data.root relative to where
     # submit runs must reach the workers as an absolute path.

@@ -262,6 +262,7 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
 def test_a_sweep_reaches_mlflow_wandb_and_tensorboard(mlflow_server, tmp_path):
     from mlflow import MlflowClient
 

@@ -13,6 +13,18 @@ from pathlib import Path
 from service.rundir import ABLATION, SUMMARY
 
 
+# What the Ray started here gives its processes (unless this process's environment says
+# otherwise); a cluster keeps its own settings.
+EMBEDDED_ENV = {
+    # Train's controller polls its workers every 2 s by default, so each epoch of a
+    # train-engine trial reaches Tune (and ASHA's decisions) ~2 s late; 0.5 s: ~0.25 s.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    # One machine is not preempted: Train's preemption watcher (an actor per trial, ~0.1 GiB
+    # each) only costs memory here (bench/default_sweep.py).
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+}
+
+
 def new_run_id() -> str:
     """A run directory's name: the local time the sweep started."""
     return time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -110,12 +122,8 @@ def start_ray(address: str | None, verbose: bool, announce: bool = False) -> boo
         port = free_port()
         os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     if address is None:
-        # Train's controller polls its workers every 2 s by default, so each epoch of a
-        # train-engine trial reaches Tune (and ASHA's decisions) ~2 s late; 0.5 s: ~0.25 s.
-        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-        # One machine is not preempted: Train's preemption watcher (an actor per trial,
-        # ~0.1 GiB each) only costs memory here (bench/default_sweep.py).
-        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        for name, value in EMBEDDED_ENV.items():
+            os.environ.setdefault(name, value)
     # The dashboard stays on: Train V2 frees finished trials' placement groups through its
     # State API; without it they are never freed and later trials wait for CPUs. It binds to
     # 127.0.0.1 unless a cluster says otherwise.

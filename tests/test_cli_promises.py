@@ -142,11 +142,12 @@ def test_quiet_prints_only_the_final_table_and_the_summary_path(seeded):
     assert re.fullmatch(r"wall time \d+s", lines[-2])
     assert lines[-1] == str(summary_path(quiet.stdout)) and lines[-1].endswith("summary.json")
     # Without -q (the same space and flags but --num-samples 2) submit also prints Ray's
-    # dashboard, the plan, every trial's start and end with the running count, and where
-    # Optuna's dashboard opens the study.
+    # dashboard (here the shared Ray's; an embedded Ray's: test_submit.py), the plan, every
+    # trial's start and end with the running count, and where Optuna's dashboard opens the
+    # study.
     summary = ok(loud)
     out = loud.stdout
-    for line in ("Ray dashboard (while the sweep runs): http://127.0.0.1:",
+    for line in ("Ray dashboard (the cluster's): http://127.0.0.1:",
                  "sweep seeded: 4 trials of up to 2 epochs", "  results: ",
                  "[4/4 done · 0 running", "Optuna dashboard: optuna-dashboard "):
         assert line in out, out

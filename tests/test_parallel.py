@@ -84,7 +84,6 @@ def reports_by_rank(ray_tmp: Path) -> dict[int, list[tuple[int, bool, float, int
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("on_shared_ray")
 def test_a_sweep_with_two_workers_per_trial_runs_through_submit(tmp_path):
     epochs = 2
     space = write_space(tmp_path, dict(

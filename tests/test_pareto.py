@@ -207,7 +207,7 @@ def test_the_reported_front_is_the_non_dominated_trials_and_optunas_best_trials(
                                                        for t in summary.trials})
     # The end of the run says how to open the study, and where Ray's dashboard was.
     assert f"Optuna dashboard: optuna-dashboard {run_dir / JOURNAL}" in stdout
-    assert "Ray dashboard (while the sweep runs): http://127.0.0.1:" in stdout
+    assert "Ray dashboard (the cluster's): http://127.0.0.1:" in stdout
     assert "Pareto front (max val_acc and min flops): " in stdout
 
 

@@ -289,13 +289,19 @@ def test_two_embedded_sweeps_on_one_machine_both_finish(tmp_path):
             budget={"max_epochs": 1, "num_samples": 1}))
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "service.submit", str(space), "--results",
-             str(tmp_path / "res"), "--no-report", "-q"], cwd=ROOT, stdout=subprocess.PIPE,
+             str(tmp_path / "res"), "--no-report"], cwd=ROOT, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True))
         time.sleep(5)  # the second starts while the first is running
+    dashboards = set()
     for proc in procs:
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, out[-3000:]
-        assert out.strip().splitlines()[-1].endswith("summary.json")
+        lines = out.strip().splitlines()
+        assert lines[-1].endswith("summary.json")
+        # The first line points to the sweep's own Ray dashboard, on loopback.
+        assert lines[0].startswith("Ray dashboard (while the sweep runs): http://127.0.0.1:"), out
+        dashboards.add(lines[0])
+    assert len(dashboards) == 2
 
 
 @pytest.mark.slow

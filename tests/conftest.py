@@ -36,11 +36,13 @@ ALEXNET_SWEEP = {
 
 
 def lenet_space(name: str, search: dict, max_epochs: int, *, image_size: int | None = None,
-                searcher: dict | None = None, scheduler: dict | None = None,
-                num_samples: int = 1, **resources) -> dict:
-    """A LeNet-5 sweep on digits, one thread a trial, one worker of one CPU (plus `resources`):
-    by default a grid over `search` with no early stopping."""
-    data = {"dataset": "digits"} | ({"image_size": image_size} if image_size else {})
+                train_subset: int | None = None, searcher: dict | None = None,
+                scheduler: dict | None = None, num_samples: int = 1, **resources) -> dict:
+    """A LeNet-5 sweep on digits (at `image_size`, on `train_subset` training images), one
+    thread a trial, one worker of one CPU (plus `resources`): by default a grid over `search`
+    with no early stopping."""
+    data = {"dataset": "digits"} | ({"image_size": image_size} if image_size else {}) | (
+        {"train_subset": train_subset} if train_subset else {})
     return {"name": name, "data": data, "model": {"family": "lenet5"},
             "train": {"batch_size": 64, "num_threads": 1}, "search": search,
             "budget": {"max_epochs": max_epochs, "num_samples": num_samples},
@@ -49,6 +51,17 @@ def lenet_space(name: str, search: dict, max_epochs: int, *, image_size: int | N
 
 
 ASHA = {"type": "asha", "grace_period": 1, "reduction_factor": 2}
+
+
+def exit_and_stderr(main, argv: list[str], capsys) -> tuple[int, str]:
+    """A command's `main(argv)` run in this process: its exit code (returned, or argparse's
+    SystemExit) and what it wrote to stderr. A traceback would fail the test as it raises."""
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    return code, capsys.readouterr().err
 
 
 def joined_env(cluster: Loopback) -> dict[str, str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import exit_and_stderr
 from torch import nn
 
 from service.analysis import AnalysisError, analyze_model, analyze_trial, load_trial
@@ -329,7 +330,9 @@ def test_analyze_trial_writes_json_and_figures(alexnet_run):
 
 
 @pytest.mark.slow
-def test_cli(run_copy, tmp_path):
+def test_cli(run_copy, tmp_path, capsys):
+    from service.analyze import main
+
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "service.analyze", *map(str, args)],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -343,10 +346,9 @@ def test_cli(run_copy, tmp_path):
     for args, needle in (((tmp_path / "nowhere",), "nowhere"),
                          ((run_copy, "--trial", "zz9"), "zz9"),
                          ((run_copy, "--images", "many"), "many")):
-        bad = cli(*args)
-        assert bad.returncode == 2, bad.stderr
-        assert needle in bad.stderr and "Traceback" not in bad.stderr
-        assert len(bad.stderr.strip().splitlines()) == 1
+        code, err = exit_and_stderr(main, [str(a) for a in args], capsys)  # in this process
+        assert code == 2, err
+        assert needle in err and len(err.strip().splitlines()) == 1
 
 
 def _lenet_run(root: Path) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import exit_and_stderr
 
 from service.claims import checkpoints
 from service.claims import measures as claimdata
@@ -314,7 +315,9 @@ def test_evolution_and_invariance_measures_on_a_real_sweep(alexnet_run):
 
 
 @pytest.mark.slow
-def test_bad_input_is_one_line_and_exit_2(tmp_path):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    from service.claims.__main__ import main
+
     cases = [
         (["measure", "11", str(tmp_path)], "claim 11: no such claim"),
         (["measure", "4", str(tmp_path)], "no summary.json"),
@@ -322,10 +325,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         (["table", str(tmp_path)], "no claim_*.json"),
     ]
     for args, message in cases:
-        proc = subprocess.run([sys.executable, "-m", "service.claims", *args], cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 2, (args, proc.stderr)
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0], (args, proc.stderr)
-        assert "Traceback" not in proc.stderr
+        code, err = exit_and_stderr(main, args, capsys)
+        assert code == 2, (args, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, err)
     assert math.isfinite(claimdata.level("x", [1.0, 2.0])["mean"])

@@ -26,7 +26,7 @@ from service.rundir import json_lines, trial_dir, trial_history
 from service.training.loop import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-EPOCHS = 5
+EPOCHS = 3
 
 
 def _registered_epochs(run_dir: Path) -> list[int]:
@@ -46,9 +46,9 @@ def _read_lines(stream, lines: queue.Queue) -> None:
 @pytest.mark.parametrize(("engine", "max_failures"), [("auto", 1), ("auto", 0), ("train", 1)])
 def test_max_failures_from_the_spec_restarts_a_killed_worker(tmp_path, engine, max_failures):
     pytest.importorskip("ray")
-    # 96 px LeNet epochs take seconds, so the kill lands inside the trial, not after it.
+    # 64 px LeNet epochs take ~2.7 s on one core, so the kill lands inside the trial.
     spec = lenet_space("wkill", {"lr": {"type": "grid", "values": [0.02]}}, EPOCHS,
-                       image_size=96, max_failures=max_failures, engine=engine)
+                       image_size=64, max_failures=max_failures, engine=engine)
     # The process that trains: Tune's trial actor (the sweep's only one) or Ray Train's worker.
     title = TRAIN_WORKER if engine == "train" else TRIAL_ACTOR
     space = tmp_path / "wkill.yaml"

@@ -21,12 +21,12 @@ from test_submit import Lines
 from service.rundir import json_lines, trial_dir, trial_history
 
 ROOT = Path(__file__).resolve().parents[1]
-EPOCHS = 4
+EPOCHS = 3
 
-# 96 px LeNet epochs take seconds, so the kill lands inside a trial (at this size lr 0.05 diverges
-# in its second epoch). One CPU per node: the two trials train on different nodes.
+# 64 px LeNet epochs take ~2.7 s on one core, so the kill lands inside a trial. One CPU per
+# node: the two trials train on different nodes.
 SPACE = lenet_space("nodeloss", {"lr": {"type": "grid", "values": [0.02, 0.01]}}, EPOCHS,
-                    image_size=96, max_failures=1, max_concurrent_trials=2)
+                    image_size=64, max_failures=1, max_concurrent_trials=2)
 
 
 def _trial_actors(cluster) -> list[dict]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import exit_and_stderr
 
 from service.config.spec import parse_spec
 from service.report import findings as report_findings
@@ -274,15 +275,15 @@ def test_report_renders_in_headless_chromium(report_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_report_of_a_missing_or_malformed_run_exits_2(tmp_path):
+def test_report_of_a_missing_or_malformed_run_exits_2(tmp_path, capsys):
+    from service.report.__main__ import main
+
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "summary.json").write_text('{"name": "x", "spec": {}, "trials": [{}]}')
     for run, needle in ((tmp_path / "nope", "nope"), (tmp_path / "bad", "trials.0")):
-        proc = subprocess.run([sys.executable, "-m", "service.report", str(run)], cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 2
-        assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr
-        assert "Traceback" not in proc.stderr
+        code, err = exit_and_stderr(main, [str(run)], capsys)
+        assert code == 2, err
+        assert len(err.strip().splitlines()) == 1 and needle in err
 
 
 def test_ci95_of_two_values_is_t_based():

@@ -22,7 +22,7 @@ reported; best = the best val_acc any trial reached. The last line is the headli
     python bench/search_efficiency.py              # 5 searcher seeds over the cached table
     python bench/search_efficiency.py --rebuild    # retrain the table (~5 min, one thread)
     python bench/search_efficiency.py --train-seeds 1   # the single-seed table
-    python bench/search_efficiency.py --quick      # CI: 4 configs x 3 epochs trained now, 2 seeds
+    python bench/search_efficiency.py --quick      # CI: 4 configs x 3 epochs trained now, 1 seed
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     """Load (or build) the table, run every strategy over the seeds, print the headline."""
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny grid trained now, 2 seeds")
+    p.add_argument("--quick", action="store_true", help="tiny grid trained now, 1 searcher seed")
     p.add_argument("--rebuild", action="store_true", help=f"retrain {TABLE.name} first")
     p.add_argument("--seeds", type=int, default=5, help="searcher seeds (default 5)")
     p.add_argument("--num-samples", type=int, default=12, help="trials per search (default 12)")
@@ -298,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick and args.rebuild:
         p.exit(2, "error: --quick builds its own tiny table; it does not take --rebuild\n")
     if args.quick:
-        args.seeds, args.num_samples, args.startup, args.grace = 2, 4, 2, 1
-        args.train_seeds = 2
+        args.seeds, args.num_samples, args.startup, args.grace = 1, 4, 2, 1
+        args.train_seeds = 1
         print(f"building the quick table: {QUICK_GRID}, {QUICK_EPOCHS} epochs", flush=True)
         table = build_table(QUICK_GRID, QUICK_EPOCHS, args.train_seeds)
     elif args.rebuild or not table_path(args.train_seeds).exists():

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from service.rundir import ABLATION, SUMMARY
 
-
 # What the Ray started here gives its processes (unless this process's environment says
 # otherwise); a cluster keeps its own settings.
 EMBEDDED_ENV = {

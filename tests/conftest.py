@@ -54,33 +54,38 @@ def lenet_space(name: str, search: dict, max_epochs: int, *, image_size: int | N
 ASHA = {"type": "asha", "grace_period": 1, "reduction_factor": 2}
 
 
-def exit_and_stderr(main, argv: list[str], capsys) -> tuple[int, str]:
-    """A command's `main(argv)` run in this process: its exit code (returned, or argparse's
-    SystemExit) and what it wrote to stderr. A traceback would fail the test as it raises."""
+def run_main(main, argv: list[str], capsys) -> subprocess.CompletedProcess:
+    """A command's `main(argv)` run in this process, as its exit code (returned, or argparse's
+    SystemExit) and what it printed. A traceback would fail the test as it raises."""
     capsys.readouterr()
     try:
         code = main(argv)
     except SystemExit as stop:
         code = stop.code
-    return code, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)
 
 
-def joined_env(cluster: Loopback) -> dict[str, str]:
-    """This process's environment for a Ray client that joins `cluster`: RAY_ADDRESS and its
-    token, as a user's shell would set them."""
-    return {**os.environ, "RAY_ADDRESS": cluster.gcs,
+def join_vars(cluster: Loopback) -> dict[str, str]:
+    """What a user's shell sets for a Ray client to join `cluster`: RAY_ADDRESS and its token."""
+    return {"RAY_ADDRESS": cluster.gcs,
             **{k: cluster.env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}}
 
 
-def submitted(spec: dict, tmp: Path, timeout: int = 900, cluster: Loopback | None = None) -> Path:
+def joined_env(cluster: Loopback) -> dict[str, str]:
+    """This process's environment with `join_vars(cluster)`."""
+    return {**os.environ, **join_vars(cluster)}
+
+
+def submitted(spec: dict, tmp: Path, timeout: int = 900, *, cluster: Loopback) -> Path:
     """The summary.json of `spec` run quietly through `python -m service.submit` in tmp, on
-    `cluster` or on a Ray it starts (the submit must exit 0 and print the summary's path last)."""
+    `cluster` (the submit must exit 0 and print the summary's path last)."""
     space = tmp / f"{spec['name']}.yaml"
     space.write_text(yaml.safe_dump(spec))
     proc = subprocess.run([sys.executable, "-m", "service.submit", str(space), "--results",
                            str(tmp / "results"), "-q", "--no-report"], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout,
-                          env=joined_env(cluster) if cluster else None)
+                          env=joined_env(cluster))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = Path(proc.stdout.strip().splitlines()[-1])
     assert summary.name == "summary.json", proc.stdout
@@ -115,9 +120,8 @@ def shared_ray(tmp_path_factory):
 def on_shared_ray(shared_ray, monkeypatch):
     """Every Ray client this test starts in a subprocess (a submit, a nightly run, a claims
     run) joins the shared Ray through RAY_ADDRESS and its token, as a user's shell would."""
-    for name, value in joined_env(shared_ray).items():
-        if name.startswith("RAY_"):
-            monkeypatch.setenv(name, value)
+    for name, value in join_vars(shared_ray).items():
+        monkeypatch.setenv(name, value)
     return shared_ray
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import exit_and_stderr
+from conftest import run_main
 from torch import nn
 
 from service.analysis import AnalysisError, analyze_model, analyze_trial, load_trial
@@ -346,9 +346,9 @@ def test_cli(run_copy, tmp_path, capsys):
     for args, needle in (((tmp_path / "nowhere",), "nowhere"),
                          ((run_copy, "--trial", "zz9"), "zz9"),
                          ((run_copy, "--images", "many"), "many")):
-        code, err = exit_and_stderr(main, [str(a) for a in args], capsys)  # in this process
-        assert code == 2, err
-        assert needle in err and len(err.strip().splitlines()) == 1
+        bad = run_main(main, [str(a) for a in args], capsys)  # in this process
+        assert bad.returncode == 2, bad.stderr
+        assert needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def _lenet_run(root: Path) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import exit_and_stderr
+from conftest import run_main
 
 from service.claims import checkpoints
 from service.claims import measures as claimdata
@@ -325,8 +325,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         (["table", str(tmp_path)], "no claim_*.json"),
     ]
     for args, message in cases:
-        code, err = exit_and_stderr(main, args, capsys)
-        assert code == 2, (args, err)
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0], (args, err)
+        proc = run_main(main, args, capsys)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, proc.stderr)
     assert math.isfinite(claimdata.level("x", [1.0, 2.0])["mean"])

@@ -331,12 +331,12 @@ def test_ray_address_in_the_environment_joins_that_cluster(tmp_path):
                  searcher={"type": "grid"}, scheduler={"type": "none"},
                  budget={"max_epochs": 1, "num_samples": 1})
     with loopback_cluster(tmp_path, cpus=1, gpus=0, nodes=1) as cluster:
-        gcs, dashboard, env = cluster.gcs, cluster.dashboard, cluster.env
+        dashboard, env = cluster.dashboard, cluster.env
         head = cluster.node_ids["head"]
         assert ray_list("actors", dashboard, env, "--filter", "class_name=ImplicitFunc") == []
         proc = subprocess.run([sys.executable, "-m", "service.submit", str(path), "--results",
                                str(tmp_path / "res"), "--no-report"], cwd=ROOT,
-                              env={**env, "RAY_ADDRESS": gcs}, capture_output=True, text=True,
+                              env=joined_env(cluster), capture_output=True, text=True,
                               timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         # sized against the cluster's one CPU (this machine has more), not a Ray of its own

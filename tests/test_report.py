@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import exit_and_stderr
+from conftest import run_main
 
 from service.config.spec import parse_spec
 from service.report import findings as report_findings
@@ -281,9 +281,9 @@ def test_report_of_a_missing_or_malformed_run_exits_2(tmp_path, capsys):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "summary.json").write_text('{"name": "x", "spec": {}, "trials": [{}]}')
     for run, needle in ((tmp_path / "nope", "nope"), (tmp_path / "bad", "trials.0")):
-        code, err = exit_and_stderr(main, [str(run)], capsys)
-        assert code == 2, err
-        assert len(err.strip().splitlines()) == 1 and needle in err
+        proc = run_main(main, [str(run)], capsys)
+        assert proc.returncode == 2, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr
 
 
 def test_ci95_of_two_values_is_t_based():

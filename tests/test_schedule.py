@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import run_main
 
 from service.cli import Exit
 from service.nightly.schedule import (
@@ -52,12 +53,7 @@ def schedule(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 def cli(capsys, *args: str) -> subprocess.CompletedProcess:
     """`python -m service.schedule ARGS` in this process (the CLI's own main and exit codes)."""
-    try:
-        rc = main(list(args))
-    except SystemExit as stop:  # argparse refusing a flag
-        rc = stop.code
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args, rc, out, err)
+    return run_main(main, list(args), capsys)
 
 
 def write_summary(results: Path, date: str, best: float | None, metric: str = "val_acc",

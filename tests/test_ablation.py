@@ -84,10 +84,27 @@ def test_cells_are_the_baseline_then_each_arm_or_every_combination() -> None:
      "s.yaml: ablation.tune.space.lr.type: 'flot' → type must be one of"),
     (_with(baseline={"lr": 0.1}), "s.yaml: ablation.baseline.lr: <key> → also fixed in train.lr"),
     (_with(arms={"baseline": {"lr": 0.1}}), "s.yaml: ablation.arms: "),
+    # sequential seeds: a schedule that can look; futility only with one; one-at-a-time only
+    (_with(seeds={"start": 8, "max": 4, "step": 2}),
+     "s.yaml: ablation.seeds.start: 8 → at most ablation.seeds.max (4)"),
+    (_with(seeds={"start": 4, "max": 8, "step": 0}),
+     "s.yaml: ablation.seeds.step: 0 → Input should be greater than or equal to 1"),
+    (_with(seeds={"start": 4, "max": 8}), "s.yaml: ablation.seeds.step: <missing> → required"),
+    (_with(min_effect=0.01), "s.yaml: ablation.min_effect: 0.01 → futility needs sequential"),
+    (_with(design="factorial", seeds={"start": 4, "max": 8, "step": 2}),
+     "s.yaml: ablation.seeds: <start, max, step> → a factorial design trains every cell"),
 ])
 def test_each_problem_is_one_line_naming_its_field(space: dict, line: str) -> None:
     problems = _problems(space)
     assert any(p.startswith(line) for p in problems), problems
+
+
+def test_sequential_seeds_look_at_start_then_every_step_and_at_max() -> None:
+    abl = parse_spec(_with(seeds={"start": 4, "max": 14, "step": 4}, min_effect=0.02)).ablation
+    assert abl.sequential and abl.max_seeds == 14 and abl.min_effect == 0.02
+    assert abl.seeds.looks() == (4, 8, 12, 14)
+    fixed = parse_spec(STUDY).ablation
+    assert not fixed.sequential and fixed.max_seeds == 4
 
 
 def test_a_scheduler_is_allowed_for_tuning_trials_only() -> None:

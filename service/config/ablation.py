@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, JsonValue, field_validator
+from pydantic import Discriminator, Field, JsonValue, Tag, field_validator
 
 from service.config.base import Strict, problem
 from service.config.blocks import Distribution
@@ -32,6 +32,29 @@ class AblationTune(Strict):
     """Trials per configuration tuned (the baseline and each arm), 1 to 1000."""
 
 
+class SeedSchedule(Strict):
+    """Sequential seeds: every cell trains seeds 0..start-1, the study looks, and the cells of
+    arms not yet decided (with the baseline) train `step` more, up to `max`
+    (service.results.sequential keeps the family-wise error over arms and looks at alpha)."""
+
+    start: int = Field(ge=2, le=1000)
+    """Seeds every cell trains before the first look, 2 to 1000."""
+    max: int = Field(ge=2, le=1000)
+    """The most seeds any cell trains (the last look), at least `start`, at most 1000."""
+    step: int = Field(ge=1)
+    """Seeds added to the cells still needed at each later look, at least 1."""
+
+    def looks(self) -> tuple[int, ...]:
+        """The seed counts at which the study looks: start, start + step, ..., max."""
+        from service.results.sequential import planned_looks  # numpy and scipy: on use
+
+        return planned_looks(self.start, self.step, self.max)
+
+
+def _seeds_kind(value: Any) -> str:
+    return "schedule" if isinstance(value, dict | SeedSchedule) else "number"
+
+
 class Ablation(Strict):
     """Which components matter: the baseline against each arm, paired by seed."""
 
@@ -42,8 +65,14 @@ class Ablation(Strict):
     design: Literal["one-at-a-time", "factorial"] = "one-at-a-time"
     """one-at-a-time: each arm against the baseline; factorial: every non-empty combination of
     arms (at most 6 arms) is a cell of its own, named a+b."""
-    seeds: int = 4
-    """Seeds 0..seeds-1 (2 to 1000), each trained by the baseline and every arm."""
+    seeds: Annotated[Annotated[int, Tag("number")] | Annotated[SeedSchedule, Tag("schedule")],
+                     Discriminator(_seeds_kind)] = 4
+    """A number: seeds 0..seeds-1 (2 to 1000), each trained by the baseline and every arm.
+    {start, max, step}: sequential seeds, looked at after start, start + step, ..., max."""
+    min_effect: float | None = Field(None, gt=0)
+    """Sequential seeds only: the smallest effect worth resolving, in the metric's own units
+    (0.01 = one point of accuracy). An arm stops as futile once even `seeds.max` seeds could
+    no longer detect it; null: arms run until decided or `seeds.max`."""
     tune: AblationTune | None = None
     """Equal tuning of the baseline and every arm before they are compared; null: none."""
     alpha: float = Field(0.05, gt=0, lt=0.5)
@@ -60,10 +89,20 @@ class Ablation(Strict):
 
     @field_validator("seeds")
     @classmethod
-    def _two(cls, seeds: int) -> int:
-        if not 2 <= seeds <= 1000:
+    def _two(cls, seeds: int | SeedSchedule) -> int | SeedSchedule:
+        if isinstance(seeds, int) and not 2 <= seeds <= 1000:
             raise ValueError("paired statistics need at least 2 seeds (at most 1000)")
         return seeds
+
+    @property
+    def sequential(self) -> bool:
+        """Whether seeds are added look by look (`seeds: {start, max, step}`)."""
+        return isinstance(self.seeds, SeedSchedule)
+
+    @property
+    def max_seeds(self) -> int:
+        """The most seeds a cell trains: the fixed number, or the schedule's max."""
+        return self.seeds.max if isinstance(self.seeds, SeedSchedule) else self.seeds
 
     def cells(self) -> dict[str, dict[str, Any]]:
         """Every compared configuration, baseline first: name -> its settings (the baseline's
@@ -158,9 +197,28 @@ def _other_blocks(spec: Any) -> list[str]:
     if abl.tune is not None and spec.searcher.type == "grid":
         problems.append(problem("searcher.type", "grid", "ablation.tune draws tune.trials trials "
                                 "per arm: use optuna-tpe or random"))
+    problems += _seed_problems(abl)
     if abl.design == "factorial" and len(abl.arms) > MAX_FACTORS:
         problems.append(problem("ablation.arms", f"<{len(abl.arms)} arms>", f"a factorial design "
                                 f"trains 2^k cells per seed; at most {MAX_FACTORS} arms"))
+    return problems
+
+
+def _seed_problems(abl: Ablation) -> list[str]:
+    """Sequential seeds: a schedule that can look, min_effect only with one, one-at-a-time."""
+    seeds = abl.seeds
+    if not isinstance(seeds, SeedSchedule):
+        if abl.min_effect is not None:
+            return [problem("ablation.min_effect", abl.min_effect, "futility needs sequential "
+                            "seeds: ablation.seeds: {start: 4, max: 16, step: 4}")]
+        return []
+    problems = []
+    if seeds.start > seeds.max:
+        problems.append(problem("ablation.seeds.start", seeds.start,
+                                f"at most ablation.seeds.max ({seeds.max})"))
+    if abl.design == "factorial":
+        problems.append(problem("ablation.seeds", "<start, max, step>", "a factorial design "
+                                "trains every cell with every seed: give a number of seeds"))
     return problems
 
 

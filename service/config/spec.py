@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from service.config.ablation import Ablation, ablation_problems, default_scheduler
+from service.config.ablation import Ablation, SeedSchedule, ablation_problems, default_scheduler
 from service.config.base import SpecError, Strict, problem
 from service.config.blocks import (
     NOT_IN_TRAIN,
@@ -268,6 +268,7 @@ def _tags(members: Any) -> dict[str, type[BaseModel]]:
 # Where pydantic puts a union's tag into `loc` (after search.<key>, after scheduler).
 _DISTRIBUTIONS = _tags([Values, IntRange, FloatRange])
 _UNIONS = {("search",): (2, _DISTRIBUTIONS), ("ablation", "tune", "space"): (4, _DISTRIBUTIONS),
+           ("ablation", "seeds"): (2, {"number": int, "schedule": SeedSchedule}),
            ("scheduler",): (1, _tags([AshaScheduler, HyperBandScheduler, MedianScheduler,
                                       NoScheduler, OptunaScheduler]))}
 

@@ -31,6 +31,7 @@ from service.atomic import write_bytes_atomic
 SEED_KEY = "__trial_index__"  # a seed offset: budget.seeds (seedgroups, grid) and ablations
 ARM_KEY = "arm"  # an ablation's compared runs: which cell (baseline, arm, combination)
 TUNING_DIR = "tuning"  # an ablation's tuning sweeps: RUN/tuning/<cell>/, one per cell
+LOOKS_DIR = "looks"  # sequential seeds: each look's runs, RUN/looks/<k>/ (k = 1, 2, ...)
 ABLATION = "ablation.json"  # an ablation's statistics (service.results.ablation)
 TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's registered checkpoints
 TUNE_SNAPSHOT = "registered_checkpoints.json"  # ours, in a tune-engine trial's Tune directory
@@ -56,7 +57,10 @@ def checkpoint_list(run_dir: str | os.PathLike, trial_id: str) -> Path:
     if train.exists():
         return train
     tune_dir = trial_dir(Path(run_dir), trial_id)
-    return (tune_dir / TUNE_SNAPSHOT) if tune_dir is not None else train
+    if tune_dir is None:
+        return train
+    beside = Path(train_run_dir(tune_dir.parent, trial_id)) / TRAIN_SNAPSHOT  # in a look's dir
+    return beside if beside.exists() else tune_dir / TUNE_SNAPSHOT
 
 
 def whole_entries(data: dict[str, Any], size_of: Callable[[str], int | None]
@@ -99,6 +103,8 @@ def trial_history(experiment_dir: str | os.PathLike, trial_id: str,
     result.json in `trial_dir` (copied to storage every few seconds, so it may lag behind)."""
     by_epoch: dict[Any, dict[str, Any]] = {}
     lists = [Path(train_run_dir(experiment_dir, trial_id)) / TRAIN_SNAPSHOT]
+    if trial_dir is not None and Path(trial_dir).parent != Path(experiment_dir):  # a look's
+        lists.append(Path(train_run_dir(Path(trial_dir).parent, trial_id)) / TRAIN_SNAPSHOT)
     if trial_dir is not None:
         for row in json_lines(Path(trial_dir) / "result.json"):
             by_epoch[row.get("epoch")] = row
@@ -185,8 +191,10 @@ def trial_id_of(path: str) -> str:
 
 
 def trial_dir(run_dir: Path, trial_id: str) -> Path | None:
-    """Tune's directory of a trial (run_trial_<id>_<index>_<params>_<date>)."""
-    found = sorted(run_dir.glob(f"run_trial_{trial_id}_*"))
+    """Tune's directory of a trial (run_trial_<id>_<index>_<params>_<date>), in the run
+    directory or, with sequential seeds, in one of its looks' directories."""
+    found = (sorted(run_dir.glob(f"run_trial_{trial_id}_*"))
+             or sorted(run_dir.glob(f"{LOOKS_DIR}/*/run_trial_{trial_id}_*")))
     return found[0] if found else None
 
 

@@ -136,6 +136,30 @@ def study(*, name: str, run_id: str, metric: str, mode: str, alpha: float, desig
             "excluded": [dict(e) for e in excluded]}
 
 
+SEQUENTIAL_NOTE = ("sequential seeds: the verdict and the repeated CI (rci_*) are the "
+                   "group-sequential design's; p and the t interval are fixed-design numbers at "
+                   "this n, not valid after a data-dependent stop")
+
+
+def with_looks(study_: dict[str, Any], schedule: Mapping[str, int], min_effect: float | None,
+               looks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A study of sequential seeds: every look's records under `sequential`, and each arm's
+    verdict, reason, look and repeated CI from its last record (where it stopped)."""
+    last = {r["arm"]: r for r in looks}
+    arms = []
+    for row in study_["arms"]:
+        rec = last.get(row["name"])
+        if rec is not None:
+            row = {**row, "verdict": rec["verdict"] or "not resolved", "reason": rec["reason"],
+                   "decision": rec["decision"], "look": rec["look"], "rci_low": rec["rci_low"],
+                   "rci_high": rec["rci_high"], "rci_level": rec["rci_level"],
+                   "notes": [*row["notes"], SEQUENTIAL_NOTE]}
+        arms.append(row)
+    return {**study_, "arms": arms,
+            "sequential": {"schedule": dict(schedule), "min_effect": min_effect,
+                           "looks": [dict(r) for r in looks]}}
+
+
 def sentences(ablation: Mapping[str, Any]) -> list[str]:
     """One plain line per arm (and factorial effect): its name and the verdict's reason."""
     lines = [f"{r['name']}: {r['reason']}" for r in ablation["arms"]]

@@ -59,22 +59,27 @@ def tuning_plan(plan: SweepPlan, spec, cell: str) -> SweepPlan:
                                scheduler=describe_scheduler(spec))
 
 
-def compare_phase(spec, plan: SweepPlan, tuned: dict[str, dict[str, Any]]) -> Phase:
-    """Every cell with every seed, the full budget each (a grid, no scheduler)."""
+def compare_phase(spec, plan: SweepPlan, tuned: dict[str, dict[str, Any]],
+                  cells: list[str] | None = None, seeds: range | None = None) -> Phase:
+    """`cells` (default: every cell) with `seeds` (default: 0..seeds-1), the full budget each
+    (a grid, no scheduler)."""
     abl = spec.ablation
-    arms = {cell: {**settings, **tuned.get(cell, {})} for cell, settings in abl.cells().items()}
+    settings = abl.cells()
+    cells = list(settings) if cells is None else cells
+    seeds = range(abl.max_seeds) if seeds is None else seeds
+    arms = {cell: {**settings[cell], **tuned.get(cell, {})} for cell in cells}
     return Phase(base=spec.base_config().model_dump(mode="json"),
                  # Tune enumerates grid keys in name order, the first fastest: here the seeds
                  # of one cell, then the next cell.
                  param_space={ARM_KEY: tune.grid_search(list(arms)),
-                              SEED_KEY: tune.grid_search(list(range(abl.seeds)))},
+                              SEED_KEY: tune.grid_search(list(seeds))},
                  searcher=BasicVariantGenerator(random_state=0,
                                                 max_concurrent=plan.max_concurrent_trials),
                  scheduler=FIFOScheduler(), num_samples=1, searched=[ARM_KEY, SEED_KEY],
-                 limit_concurrency=False, expected=len(arms) * abl.seeds, arms=arms)
+                 limit_concurrency=False, expected=len(arms) * len(seeds), arms=arms)
 
 
-def _finished(experiment_dir: str) -> Summary | None:
+def finished_phase(experiment_dir: str) -> Summary | None:
     if "://" in experiment_dir or not (Path(experiment_dir) / SUMMARY).exists():
         return None
     try:
@@ -83,7 +88,7 @@ def _finished(experiment_dir: str) -> Summary | None:
         return None  # a summary cut short by a crash: the phase is run (restored) again
 
 
-def _restorable(experiment_dir: str, resume: bool) -> bool:
+def restorable(experiment_dir: str, resume: bool) -> bool:
     """Whether a resumed study continues this phase's Tune experiment; a phase interrupted
     before Tune first saved its state (tuner.pkl but no experiment_state file) starts afresh."""
     if not resume or not tune.Tuner.can_restore(experiment_dir):
@@ -113,7 +118,7 @@ def run_tuning(spec, plan: SweepPlan, progress_for, resume: bool
     for cell, settings in spec.ablation.cells().items():
         t_spec = tuning_spec(spec, cell)
         t_plan = tuning_plan(plan, t_spec, cell)
-        summary = _finished(t_plan.experiment_dir)
+        summary = finished_phase(t_plan.experiment_dir)
         if summary is None:
             phase = sweep_phase(t_spec, t_plan)
             phase.base = base.with_overrides(settings).model_dump(mode="json")
@@ -121,7 +126,7 @@ def run_tuning(spec, plan: SweepPlan, progress_for, resume: bool
             if ctrl_c_pressed():  # its summary is written: the finished phase is kept
                 return None
             summary = run_sweep(t_spec, t_plan, progress,
-                                _restorable(t_plan.experiment_dir, resume), phase)
+                                restorable(t_plan.experiment_dir, resume), phase)
             if summary is None:
                 return None
         best = best_settings(summary, list(t_spec.search))
@@ -157,19 +162,24 @@ def per_seed_values(spec, summary: Summary) -> tuple[dict[str, dict[int, float |
 
 
 def ablation_json(spec, plan: SweepPlan, summary: Summary, tuned: dict[str, dict[str, Any]],
-                  scores: dict[str, list[float]] | None) -> dict[str, Any]:
+                  scores: dict[str, list[float]] | None,
+                  looks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """ablation.json's content; `looks`: with sequential seeds, every look's records."""
     abl = spec.ablation
     values, excluded = per_seed_values(spec, summary)
     cells = {c: {**s, **tuned.get(c, {})} for c, s in abl.cells().items()}
-    return stats.study(
+    study = stats.study(
         name=spec.name, run_id=plan.experiment_dir.rstrip("/").rsplit("/", 1)[-1],
         metric=spec.budget.metric, mode=spec.budget.mode, alpha=abl.alpha, design=abl.design,
-        epochs=spec.budget.max_epochs, seeds=list(range(abl.seeds)), cells=cells,
+        epochs=spec.budget.max_epochs, seeds=sorted(values[stats.BASELINE]), cells=cells,
         changes={name: dict(c) for name, c in abl.arms.items()}, values=values,
         tuned=tuned if abl.tune else None, tuning=scores,
         tuning_space=({k: v.model_dump(mode="json") for k, v in abl.tune.space.items()}
                       if abl.tune else None),
         tuning_trials=abl.tune.trials if abl.tune else None, excluded=excluded)
+    if looks is not None:
+        study = stats.with_looks(study, abl.seeds.model_dump(), abl.min_effect, looks)
+    return study
 
 
 def run_ablation(spec, plan: SweepPlan, progress_for, resume: bool = False
@@ -190,13 +200,24 @@ def _run_ablation(spec, plan: SweepPlan, progress_for, resume: bool
         if done is None:
             return None
         tuned, scores = done
-    summary = _finished(plan.experiment_dir)
+    if spec.ablation.sequential:
+        from service.tune.looks import run_looks
+
+        done = run_looks(spec, plan, progress_for, resume, tuned)
+        if done is None:
+            return None
+        summary, looks = done
+        write_json(f"{plan.experiment_dir}/{SUMMARY}", summary)
+        study = ablation_json(spec, plan, summary, tuned, scores, looks)
+        write_json(f"{plan.experiment_dir}/{ABLATION}", study)
+        return summary, study
+    summary = finished_phase(plan.experiment_dir)
     if summary is None:
         if ctrl_c_pressed():  # a Ctrl-C that a tuning phase's set-up swallowed
             return None
         phase = compare_phase(spec, plan, tuned)
         progress = progress_for(plan.trials, phase.searched, "compare")
-        summary = run_sweep(spec, plan, progress, _restorable(plan.experiment_dir, resume), phase)
+        summary = run_sweep(spec, plan, progress, restorable(plan.experiment_dir, resume), phase)
         if summary is None:
             return None
     study = ablation_json(spec, plan, summary, tuned, scores)

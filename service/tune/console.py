@@ -11,7 +11,7 @@ from service.config.spec import SweepSpec
 from service.results.ablation import sentences
 from service.results.records import Summary
 from service.rundir import JOURNAL, SEED_KEY, TUNING_DIR, journal_path
-from service.tune.plan import describe_scheduler, describe_searcher
+from service.tune.plan import describe_scheduler, describe_searcher, seeds_text
 
 
 def print_plan(plan, spec: SweepSpec, out=sys.stdout) -> None:
@@ -27,8 +27,9 @@ def print_plan(plan, spec: SweepSpec, out=sys.stdout) -> None:
               f"{at_once}", file=out)
     else:
         cells = abl.cells()
-        print(f"ablation {plan.name}: {len(cells)} configurations x {abl.seeds} seeds = "
-              f"{plan.trials} runs of {plan.max_epochs} epochs each, {at_once}", file=out)
+        runs = f"at most {plan.trials}" if abl.sequential else str(plan.trials)
+        print(f"ablation {plan.name}: {len(cells)} configurations x {seeds_text(abl)} seeds = "
+              f"{runs} runs of {plan.max_epochs} epochs each, {at_once}", file=out)
     where = (f"a Ray Train run of {plan.workers_per_trial} worker(s)"
              if spec.resources.uses_train else "fit in a reused Tune trial actor")
     print(f"  each trial: {where} holding {res} ({cluster})", file=out)
@@ -37,8 +38,11 @@ def print_plan(plan, spec: SweepSpec, out=sys.stdout) -> None:
               f"scheduler {plan.scheduler}; {' and '.join(plan.objectives)}"
               + (" (a Pareto front)" if len(plan.objectives) > 1 else ""), file=out)
     else:
+        test = ("group-sequential paired t (O'Brien-Fleming spending), Holm" if abl.sequential
+                else "Holm")
+        futile = (f"; futile below {abl.min_effect:g}" if abl.min_effect is not None else "")
         print(f"  {abl.design}: {', '.join(cells)}; paired by seed; {plan.mode} {plan.metric} "
-              f"at epoch {plan.max_epochs}; Holm at alpha {abl.alpha:g}", file=out)
+              f"at epoch {plan.max_epochs}; {test} at alpha {abl.alpha:g}{futile}", file=out)
         if abl.tune is not None:
             print(f"  tuning first: {len(cells)} x {abl.tune.trials} = {plan.tuning_trials} "
                   f"trials over {', '.join(abl.tune.space)} at seed 0; searcher "

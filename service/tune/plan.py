@@ -76,7 +76,7 @@ def plan_sweep(spec, results: str, cluster: dict[str, float] | None, run_id: str
     tuning = len(abl.cells()) * abl.tune.trials if abl and abl.tune else 0
     scheduler = describe_scheduler(spec)
     if abl is not None:  # the compared runs: every configuration x seed, none stopped
-        searcher = f"grid ({len(abl.cells())} configurations x {abl.seeds} seeds)"
+        searcher = f"grid ({len(abl.cells())} configurations x {seeds_text(abl)} seeds)"
         scheduler = "none"
     return SweepPlan(
         name=spec.name, experiment_dir=join_storage(results, spec.name, run_id),
@@ -89,11 +89,20 @@ def plan_sweep(spec, results: str, cluster: dict[str, float] | None, run_id: str
         max_epochs=spec.budget.max_epochs, tuning_trials=tuning)
 
 
+def seeds_text(abl) -> str:
+    """An ablation's seeds in words: '4', or sequential '4 to 16 (looks at 4, 8, 12, 16)'."""
+    if not abl.sequential:
+        return str(abl.seeds)
+    looks = ", ".join(map(str, abl.seeds.looks()))
+    return f"{abl.seeds.start} to {abl.seeds.max} (looks at {looks})"
+
+
 def expected_trials(spec) -> int:
     """How many trials the sweep makes: a grid enumerates its values (times any repeats); an
-    ablation trains every cell with every seed (its tuning trials come on top)."""
+    ablation trains every cell with every seed, sequential seeds at most (its tuning trials come
+    on top)."""
     if spec.ablation is not None:
-        return len(spec.ablation.cells()) * spec.ablation.seeds
+        return len(spec.ablation.cells()) * spec.ablation.max_seeds
     grid = 1
     for dist in spec.search.values():
         values = getattr(dist, "values", None)

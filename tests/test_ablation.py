@@ -268,6 +268,59 @@ def test_equal_tuning_per_cell_and_resume_after_an_interrupt(tmp_path: Path) -> 
         assert f"Optuna dashboard: optuna-dashboard {journal}" in again.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
+def test_sequential_seeds_stop_a_decided_arm_and_resume_at_the_next_look(tmp_path: Path) -> None:
+    """seeds {start: 4, max: 8, step: 4}: the 1000x too small learning rate is decided `hurts`
+    at the first look and trains no more seeds; avg_pool, no effect worth a verdict at 4 seeds,
+    runs to 8. The study is interrupted once look 1 has been tested; --resume reads look 1 back
+    and trains only look 2's runs: no seed twice."""
+    spec = _with(seeds={"start": 4, "max": 8, "step": 4})
+    space = tmp_path / "seq.yaml"
+    space.write_text(yaml.safe_dump({**spec, "name": "seq"}))
+    results = tmp_path / "res"
+    proc = subprocess.Popen([sys.executable, "-m", "service.submit", str(space), "--results",
+                             str(results), "--no-report"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    lines = Lines(proc)
+    try:
+        lines.until(lambda s: s.startswith("  still running:"), 600)
+        proc.send_signal(signal.SIGINT)
+        first = lines.rest(180)
+        assert proc.wait(timeout=60) == 130, first
+    finally:
+        proc.kill()
+    assert "look 1 (n = 4): tiny_lr: effect -" in first and "hurts: |t| = " in first, first
+    assert "  still running: avg_pool\n" in first, first
+    (run_dir,) = [d for d in (results / "seq").iterdir() if not d.name.startswith(".")]
+    look1 = (run_dir / "looks" / "1" / "summary.json").read_bytes()
+
+    again = _run(space, results, "--resume", run_dir.name, "--no-report")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (run_dir / "looks" / "1" / "summary.json").read_bytes() == look1  # read back
+    look2 = json.loads((run_dir / "looks" / "2" / "summary.json").read_text())["trials"]
+    assert sorted((t["config"]["arm"], t["config"]["__trial_index__"]) for t in look2) == sorted(
+        (cell, s) for cell in ("baseline", "avg_pool") for s in range(4, 8))
+    trials = json.loads((run_dir / "summary.json").read_text())["trials"]
+    pairs = [(t["config"]["arm"], t["config"]["__trial_index__"]) for t in trials]
+    assert len(pairs) == len(set(pairs)) == 4 * 3 + 4 * 2  # every look's runs, none twice
+    study_ = json.loads((run_dir / "ablation.json").read_text())
+    arms = {a["name"]: a for a in study_["arms"]}
+    assert arms["tiny_lr"]["verdict"] == "hurts" and arms["tiny_lr"]["look"] == 1
+    assert arms["tiny_lr"]["n"] == 4 and arms["tiny_lr"]["rci_high"] < 0
+    assert arms["avg_pool"]["n"] == 8 and arms["avg_pool"]["look"] == 2
+    assert arms["avg_pool"]["decision"] in ("helps", "hurts", "not resolved")
+    looks = study_["sequential"]["looks"]
+    by = {(r["look"], r["arm"]): r for r in looks}
+    assert sorted(by) == [(1, "avg_pool"), (1, "tiny_lr"), (2, "avg_pool")]
+    assert by[1, "tiny_lr"]["n"] == by[1, "avg_pool"]["n"] == 4 and by[2, "avg_pool"]["n"] == 8
+    tiny = by[1, "tiny_lr"]
+    assert tiny["statistic"] < -tiny["boundary"] < 0  # past its boundary, downwards
+    assert by[1, "avg_pool"]["decision"] == "continue"
+    assert "look 2 (n = 8): avg_pool: " in again.stdout and "look 1 (n = 4)" in again.stdout
+
+
 def test_seed_i_gives_every_arm_the_same_split_order_and_initial_weights() -> None:
     """What pairing rests on: two cells of one seed differ only by the arm's change."""
     import torch

@@ -345,3 +345,39 @@ def test_the_findings_say_when_an_interval_excludes_zero_but_holm_does_not(tmp_p
             "zero, p = 0.028, but not after Holm's adjustment, Holm p = 0.114)") in text
     assert text.startswith("Ablation (one-at-a-time design, 3 arms against the baseline, "
                            "verdicts at Holm-adjusted α = 0.05): tiny_lr hurts (")
+
+
+def test_a_sequential_study_shows_its_looks_and_each_arms_stopping_look(tmp_path):
+    # Looks at n = 3 and n = 6 (max 6): the looks' records as service.results.sequential makes
+    # them, the arms' verdicts taken from where each stopped.
+    from service.results import sequential
+
+    cells = {"baseline": SETTINGS, **{k: {**SETTINGS, **c} for k, c in CHANGES.items()}}
+    data = results_ablation.study(
+        name="lrn-and-lr", run_id="r1", metric="val_acc", mode="max", alpha=0.05,
+        design="one-at-a-time", epochs=4, seeds=SEEDS, cells=cells, changes=CHANGES,
+        values={"baseline": BASE, **VALUES})
+    diffs = {a: [VALUES[a][s] - BASE[s] if VALUES[a][s] is not None else math.nan
+                 for s in SEEDS] for a in CHANGES}
+    first = sequential.look({a: d[:3] for a, d in diffs.items()}, [3], 6)
+    decided = {r["arm"]: r["decision"] for r in first if r["decision"] != "continue"}
+    assert decided == {"tiny_lr": "hurts"}  # 70 points down at every seed
+    second = sequential.look({a: d for a, d in diffs.items() if a not in decided}, [3, 6], 6,
+                             decided=decided)
+    data = results_ablation.with_looks(data, {"start": 3, "max": 6, "step": 3}, None,
+                                       first + second)
+    run = run_dir(tmp_path, data)
+    build_report(run, analyses=False)
+    md = (run / "report.md").read_text()
+    assert "Sequential seeds: every cell trained 3 seeds" in md
+    assert (run / "report_files" / "ablation_boundaries.png").stat().st_size > 1000
+    start = md.index("| look | arm |")  # one row per arm tested at a look
+    looks = [c.strip("| ").split(" | ") for c in md[start:].splitlines()[2:5]]
+    assert [(r[0], r[1], r[2], r[5]) for r in looks] == [
+        ("1", "no_lrn", "3", "continue"), ("1", "tiny_lr", "3", "hurts"),
+        ("1", "same", "3", "continue")]
+    rows = table(md, "arm")
+    final = {r["arm"]: r for r in first + second}  # the last record of each arm
+    for arm, row in rows.items():
+        assert row["verdict"] == (final[arm]["verdict"] or "not resolved"), (arm, row)
+    assert all(a["look"] == final[a["name"]]["look"] for a in data["arms"])

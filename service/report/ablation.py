@@ -215,6 +215,28 @@ def _tuning(doc: Doc, data: dict[str, Any], show: Display) -> None:
                   "k = 1 to the budget, one curve per configuration: the budgets were equal.")
 
 
+def _looks(doc: Doc, seq: dict[str, Any]) -> None:
+    """Sequential seeds: the schedule, the boundary plot and every look's decisions."""
+    sched = seq["schedule"]
+    futile = (f"; an arm stops as futile once {sched['max']} seeds could no longer detect an "
+              f"effect of {seq['min_effect']:g}" if seq.get("min_effect") is not None else "")
+    doc.para(f"Sequential seeds: every cell trained {sched['start']} seeds, then the arms not "
+             f"yet decided (with the baseline) {sched['step']} more at each look, up to "
+             f"{sched['max']}. Each look tests every undecided arm's paired t statistic against "
+             "a group-sequential boundary (Lan-DeMets O'Brien-Fleming spending, Holm across the "
+             f"arms) that keeps the family-wise error over arms and looks at alpha{futile}. "
+             "Verdicts give the look and n where they were reached; the repeated CI holds at a "
+             "data-dependent stop, the plain t interval beside it does not.")
+    doc.image("ablation_boundaries.png", plots.boundaries(seq["looks"], sched["max"]),
+              "Each arm's paired t statistic at each look against its boundary (dashed, ±); "
+              "an arm stops where it crosses, or at the last look.")
+    doc.table(["look", "arm", "n", "t", "boundary", "decision"],
+              [[str(r["look"]), r["arm"], str(r["n"]),
+                "-" if r["statistic"] is None else f"{r['statistic']:+.3g}",
+                "-" if r["boundary"] is None else f"±{r['boundary']:.3g}", r["decision"]]
+               for r in seq["looks"]])
+
+
 def section(doc: Doc, run_dir: Path) -> dict[str, Any] | None:
     """The Ablation section when RUN_DIR holds ablation.json (None otherwise): figures, table,
     sentences and tuning; returns the section's numbers for report.json."""
@@ -243,6 +265,9 @@ def section(doc: Doc, run_dir: Path) -> dict[str, Any] | None:
             labelled, show.scale, show.unit, metric, data.get("mode", "max"), show.alpha),
             f"Forest plot: each arm's effect on {metric} (arm − baseline, paired by seed) "
             f"with its {1 - show.alpha:.0%} t interval around zero, coloured by its verdict.")
+    seq = data.get("sequential")
+    if seq:
+        _looks(doc, seq)
     if any(a.get("per_seed") for a in data["arms"]):
         doc.image("ablation_seeds.png", plots.paired_seeds(data["arms"], metric),
                   f"Each seed's {metric} under the baseline joined to the same seed's value "

@@ -95,3 +95,37 @@ def expected_best(curves: dict[str, list[float]], metric: str) -> bytes:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return to_png(fig)
+
+
+def boundaries(looks: list[dict[str, Any]], n_max: int) -> bytes:
+    """Sequential seeds: each arm's paired t statistic at every look it was tested (x: seeds n
+    so far), with the two-sided boundary it was tested against (±, dashed, the arm's colour);
+    an arm that stopped is marked by its decision at its last look."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    arms = list(dict.fromkeys(r["arm"] for r in looks))
+    for i, arm in enumerate(arms):
+        rows = [r for r in looks if r["arm"] == arm and r["statistic"] is not None]
+        if not rows:
+            continue
+        colour = f"C{i % 10}"
+        n = [r["n"] for r in rows]
+        ax.plot(n, [r["statistic"] for r in rows], "-o", color=colour, label=arm)
+        bound = [(r["n"], r["boundary"]) for r in rows if r["boundary"] is not None]
+        if bound:
+            xs, bs = zip(*bound, strict=True)
+            for sign in (1, -1):  # a marker too: an arm tested once has a one-point boundary
+                ax.plot(xs, [sign * b for b in bs], "--_", color=colour, alpha=0.6, ms=14)
+        last = rows[-1]
+        if last["decision"] != "continue":
+            ax.annotate(last["decision"], (last["n"], last["statistic"]),
+                        textcoords="offset points", xytext=(6, 4), fontsize=8, color=colour)
+    ax.axhline(0, color="black", linewidth=0.8)
+    reach = [abs(r[k]) for r in looks for k in ("statistic", "boundary") if r[k] is not None]
+    top = 1.6 * max(reach, default=1.0)
+    ax.set_ylim(-top, top)
+    ax.set_xlim(0, n_max + 1)
+    ax.set_xlabel("seeds per cell (n) at the look")
+    ax.set_ylabel("paired t (arm − baseline)")
+    ax.set_yscale("symlog", linthresh=2)
+    ax.legend(fontsize=8, loc="best")
+    return to_png(fig)

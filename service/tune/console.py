@@ -142,19 +142,28 @@ def print_dashboard_commands(spec, experiment_dir: str) -> None:
 
 
 def print_ablation(study: dict[str, Any]) -> None:
-    """The arms against the baseline: effect with its interval, p after Holm, verdict."""
+    """The arms against the baseline: effect with its interval, p after Holm, verdict; with
+    sequential seeds also the look where each arm stopped and its repeated CI."""
     scale, unit = study["scale"], study["unit"].strip()
+    seq = bool(study.get("sequential"))
     head = ["arm", "n", f"effect {unit}".strip(), "95% CI", "p (Holm)", "MDE", "verdict"]
+    if seq:  # the t interval assumes n fixed in advance; the repeated CI holds at any look
+        head[3:4] = ["look", "repeated CI", "t CI (fixed n)"]
 
     def num(x: float | None, sign: str = "+") -> str:
         return "-" if x is None else f"{x * scale:{sign}.2f}"
 
+    def interval(low: float | None, high: float | None) -> str:
+        return "-" if low is None else f"[{num(low)}, {num(high)}]"
+
     rows = []
     for r in study["arms"]:
-        ci = "-" if r["ci_low"] is None else f"[{num(r['ci_low'])}, {num(r['ci_high'])}]"
         p = "-" if r["p_adjusted"] is None else f"{r['p_adjusted']:.3g}"
-        rows.append([r["name"], str(r["n"]), num(r["effect"]), ci, p, num(r["mde"], ""),
-                     r["verdict"]])
+        row = [r["name"], str(r["n"]), num(r["effect"]), interval(r["ci_low"], r["ci_high"]),
+               p, num(r["mde"], ""), r["verdict"]]
+        if seq:
+            row[3:3] = [str(r.get("look", "-")), interval(r.get("rci_low"), r.get("rci_high"))]
+        rows.append(row)
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     print(f"ablation: {study['metric']} at epoch {study['epochs']}, arm - baseline, "
           f"paired by seed")

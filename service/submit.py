@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from service import cli, notify
 from service.cli import Exit
@@ -40,6 +41,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="print the search space's JSON Schema (for editors) and exit")
     p.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID",
                    help="continue an interrupted run (the latest unfinished one by default)")
+    p.add_argument("--confirm", metavar="RUN_DIR",
+                   help="confirm a finished sweep: an ablation study of its best configuration "
+                        "against each searched knob's other values, on seeds the sweep did not "
+                        "train (sequential seeds 4 to 16; results beside the sweep's, under "
+                        "NAME-confirm/)")
     p.add_argument("--max-epochs", type=int, help="override budget.max_epochs")
     p.add_argument("--num-samples", type=int, help="override budget.num_samples")
     p.add_argument("--no-report", action="store_true",
@@ -128,12 +134,45 @@ def main(argv: list[str] | None = None) -> int:
         return Exit.OK
     space = resolve_space(args.space)
     try:
-        spec = with_overrides(load_spec(space), args, space)
+        if args.confirm:
+            spec, space, results = confirm_spec(args.confirm)
+            args.results = args.results or results
+        else:
+            spec = load_spec(space)
+        spec = with_overrides(spec, args, space)
     except SpecError as err:
         return cli.say_problems(err.problems)
     end = Ending(notify=not (args.dry_run or args.no_notify))
     return notify.run_and_tell(lambda: run(args, spec, space, end),
                                lambda code, detail: tell(spec, end, code, detail))
+
+
+def confirm_spec(run_dir: str) -> tuple[SweepSpec, str, str]:
+    """The confirmation study of the finished sweep in `run_dir` (service.config.confirm), the
+    name its problems are reported under, and the results root it goes to (the sweep's); a
+    SpecError naming `run_dir` when it holds no finished sweep with a best trial."""
+    from service.config.base import problem
+    from service.config.confirm import confirmation
+    from service.results.store import ResultsError, read_summary
+
+    try:
+        summary = read_summary(run_dir)
+    except ResultsError as err:
+        raise SpecError([problem("--confirm", run_dir, f"no finished sweep here ({err})")]
+                        ) from None
+    why = None
+    if summary.spec.get("ablation"):
+        why = "an ablation study's run; --confirm takes a finished sweep's run directory"
+    elif summary.best is None:
+        why = "no trial of this sweep has a score: there is no best configuration to confirm"
+    elif not set(summary.searched) & set(summary.spec.get("search") or {}):
+        why = "this sweep searched no knob: there is nothing to confirm"
+    if why:
+        raise SpecError([problem("--confirm", run_dir, why)])
+    knobs = [k for k in summary.searched if k in (summary.spec.get("search") or {})]
+    doc = confirmation(summary.spec, summary.best.config, knobs)
+    source = f"{run_dir}/{SUMMARY} (--confirm)"
+    return parse_spec(doc, source=source), source, str(Path(run_dir).resolve().parents[1])
 
 
 def check_data(spec: SweepSpec, space: str, quiet: bool) -> int | None:

@@ -18,6 +18,7 @@ from service.analysis import AnalysisError, load_trial
 from service.analysis.aliasing import aliasing_stats
 from service.analysis.filters import filter_stats
 from service.analysis.load import val_images
+from service.config.confirm import knob_arms
 from service.models import architecture_knobs, describe, model_knobs
 from service.report import fmt
 from service.results.records import Summary, TrialRecord, rank
@@ -159,46 +160,15 @@ def knob_effects(summary: Summary) -> dict[str, Any]:
             "trials": len(basis["values"]), "knobs": knobs}
 
 
-def _other_value(dist: dict[str, Any], best: Any) -> Any:
-    """A value of the knob's space other than `best`: the first other choice, or the middle of
-    the half of the range that `best` is not in."""
-    if "values" in dist:
-        return next((v for v in dist["values"] if v != best), None)
-    low, high, log = dist["low"], dist["high"], dist.get("log", False)
-    def middle(a: float, b: float) -> float:
-        return math.sqrt(a * b) if log else (a + b) / 2
-    mid = middle(low, high)
-    value = middle(mid, high) if best <= mid else middle(low, mid)
-    if dist["type"] == "int":
-        step = dist.get("step", 1)
-        return min(high, max(low, low + round((value - low) / step) * step))
-    return float(f"{value:.3g}")
-
-
-def _arm_name(knob: str, value: Any) -> str:
-    if isinstance(value, bool):
-        return f"{'with' if value else 'no'}_{knob}"
-    return f"{knob}_{value:.3g}" if isinstance(value, float) else f"{knob}_{value}"
-
-
 def ablation_example(summary: Summary, seeds: int = 4) -> str | None:
     """The `ablation:` block (YAML, one line) that measures each searched knob's effect: the
-    baseline at the best trial's values, one arm per knob with another value of it; None when
-    no trial has a score or nothing is searched."""
+    baseline at the best trial's values, arms with the knobs' other values
+    (service.config.confirm, as `submit --confirm` runs it); None when no trial has a score or
+    nothing is searched."""
     best = summary.best
     if best is None or not searched_knobs(summary):
         return None
-    baseline, arms = {}, {}
-    for knob in searched_knobs(summary):
-        value = best.config.get(knob)
-        if value is None:
-            continue
-        if isinstance(value, float):
-            value = float(f"{value:.3g}")  # a hyperparameter at 3 significant digits
-        baseline[knob] = value
-        other = _other_value(summary.spec["search"][knob], value)
-        if other is not None:
-            arms[_arm_name(knob, other)] = {knob: other}
+    baseline, arms = knob_arms(summary.spec["search"], best.config, searched_knobs(summary))
     if not arms:
         return None
     block = yaml.safe_dump({"baseline": baseline, "arms": arms, "seeds": seeds},

@@ -43,6 +43,10 @@ def print_plan(plan, spec: SweepSpec, out=sys.stdout) -> None:
         futile = (f"; futile below {abl.min_effect:g}" if abl.min_effect is not None else "")
         print(f"  {abl.design}: {', '.join(cells)}; paired by seed; {plan.mode} {plan.metric} "
               f"at epoch {plan.max_epochs}; {test} at alpha {abl.alpha:g}{futile}", file=out)
+        changes = "; ".join(f"{name} " + " ".join(f"{k}={_cell(v)}" for k, v in arm.items())
+                            for name, arm in abl.arms.items())
+        base = " ".join(f"{k}={_cell(v)}" for k, v in abl.baseline.items()) or "the fixed settings"
+        print(f"  baseline {base}; arms: {changes}", file=out)
         if abl.tune is not None:
             print(f"  tuning first: {len(cells)} x {abl.tune.trials} = {plan.tuning_trials} "
                   f"trials over {', '.join(abl.tune.space)} at seed 0; searcher "

@@ -1,0 +1,99 @@
+"""Explore, then confirm: `python -m service.submit --confirm RUN_DIR` turns a finished sweep
+into an ablation study of its best configuration (service.config.confirm)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import lenet_space, run_main
+
+from service import submit
+from service.config.confirm import confirmation, other_values
+from service.config.spec import parse_spec
+from service.results.records import Summary, TrialRecord
+from service.results.store import write_json
+from service.rundir import ARM_KEY, SEED_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP = lenet_space("sweep", {"lr": {"type": "float", "low": 0.0001, "high": 0.1, "log": True},
+                              "pool": {"type": "choice", "values": ["max", "avg", "trainable"]}},
+                    1, image_size=32, train_subset=256, searcher={"type": "random", "seed": 0},
+                    num_samples=4)
+
+
+def test_the_baseline_is_the_best_and_each_knob_switches_to_its_other_values() -> None:
+    spec = parse_spec(SWEEP).model_dump(mode="json")
+    doc = confirmation(spec, {"lr": 0.0123456, "pool": "avg", SEED_KEY: 0}, ["lr", "pool"])
+    abl = parse_spec(doc).ablation  # a valid study as it is
+    assert abl.baseline == {"lr": 0.0123, "pool": "avg"}  # a float at 3 significant digits
+    # every other choice; a range's other half, at its (log) middle: sqrt(1e-4 * sqrt(1e-5))
+    assert abl.arms == {"lr_0.000562": {"lr": 0.000562}, "pool_max": {"pool": "max"},
+                        "pool_trainable": {"pool": "trainable"}}
+    assert other_values({"type": "float", "low": 0.0, "high": 1.0}, 0.2) == [0.75]
+    assert other_values({"type": "int", "low": 1, "high": 9}, 8) == [3]
+    assert abl.sequential and abl.seeds.looks() == (4, 8, 12, 16)
+    assert doc["name"] == "sweep-confirm" and "search" not in doc
+    # the sweep trained trial seed train.seed (one seed): the study starts past it
+    assert doc["train"]["seed"] == spec["train"].get("seed", 0) + 1 == 1
+    assert parse_spec(doc).scheduler.type == "none"  # every compared run the full budget
+
+
+def _finished(run_dir: Path, spec: dict, trials: list[TrialRecord]) -> Path:
+    run_dir.mkdir(parents=True)
+    write_json(run_dir / "summary.json", Summary.ranked(trials, name=spec["name"], spec=spec,
+                                                         searched=list(spec.get("search", {}))))
+    return run_dir
+
+
+def test_confirm_refuses_a_directory_that_holds_no_finished_sweep(tmp_path, capsys) -> None:
+    proc = run_main(submit.main, ["--confirm", str(tmp_path), "--dry-run"], capsys)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"--confirm: '{tmp_path}' → no finished sweep here")
+    study = parse_spec({**{k: v for k, v in SWEEP.items() if k not in ("search", "searcher")},
+                        "scheduler": {"type": "none"}, "budget": {"max_epochs": 1},
+                        "ablation": {"arms": {"avg": {"pool": "avg"}}}}).model_dump(mode="json")
+    run = _finished(tmp_path / "abl", study, [])
+    proc = run_main(submit.main, ["--confirm", str(run), "--dry-run"], capsys)
+    assert proc.returncode == 2 and "an ablation study's run" in proc.stderr
+    diverged = TrialRecord(trial_id="t0", config={"lr": 0.1, "pool": "max"}, status="diverged",
+                           epochs=1)
+    run = _finished(tmp_path / "sweep", parse_spec(SWEEP).model_dump(mode="json"), [diverged])
+    proc = run_main(submit.main, ["--confirm", str(run), "--dry-run"], capsys)
+    assert proc.returncode == 2 and "no best configuration to confirm" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("on_shared_ray")
+def test_confirm_a_real_sweep_on_seeds_it_did_not_train(tmp_path, submit_space) -> None:
+    """The baseline is the sweep's best trial's settings, the arms are its searched knobs, and
+    the confirmation's trial seeds are none of the sweep's; its results lie beside the sweep's."""
+    run_dir = submit_space(SWEEP, tmp_path).parent
+    summary = json.loads((run_dir / "summary.json").read_text())
+    best = summary["best"]["config"]
+    proc = subprocess.run([sys.executable, "-m", "service.submit", "--confirm", str(run_dir),
+                           "--no-report"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (confirm_dir,) = [d for d in (run_dir.parents[1] / "sweep-confirm").iterdir()
+                      if not d.name.startswith(".")]
+    study = json.loads((confirm_dir / "ablation.json").read_text())
+    assert study["baseline"]["settings"] == {"lr": float(f"{best['lr']:.3g}"),
+                                             "pool": best["pool"]}
+    changed = {k for arm in study["arms"] for k in arm["changes"]}
+    assert changed == {"lr", "pool"} and len(study["arms"]) == 3  # lr's other half, 2 pools
+    assert study["sequential"]["schedule"] == {"start": 4, "max": 16, "step": 4}
+    assert "look 1 (n = 4): " in proc.stdout
+
+    def seeds(path: Path) -> set[int]:
+        s = json.loads(path.read_text())
+        base = parse_spec(s["spec"]).base_config().seed
+        return {base + int(t["config"].get(SEED_KEY, 0)) for t in s["trials"]}
+
+    swept, confirmed = seeds(run_dir / "summary.json"), seeds(confirm_dir / "summary.json")
+    assert swept == {0} and confirmed and not swept & confirmed
+    trials = json.loads((confirm_dir / "summary.json").read_text())["trials"]
+    assert {t["config"][ARM_KEY] for t in trials} == {"baseline",
+                                                      *(a["name"] for a in study["arms"])}

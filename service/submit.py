@@ -223,7 +223,27 @@ def run(args: argparse.Namespace, spec: SweepSpec, space: str, end: Ending) -> i
     if not args.no_report:
         end.report = write_report(outcome.experiment_dir, args.quiet)
     print(end.summary_path)
+    if spec.confirm is not None and outcome.code == Exit.OK:
+        return confirm_after(args, outcome.experiment_dir)
     return outcome.code
+
+
+def confirm_after(args: argparse.Namespace, run_dir: str) -> int:
+    """The sweep's `confirm:` study, straight after it (as `--confirm RUN_DIR` would run it)."""
+    if "://" in run_dir:
+        print(f"confirm: results are remote; run python -m service.submit --confirm on a local "
+              f"copy of {run_dir}", file=sys.stderr)
+        return Exit.OK
+    if not args.quiet:
+        print(f"confirming the best configuration of {run_dir}", flush=True)
+    try:
+        spec, space, results = confirm_spec(run_dir)
+        spec = with_overrides(spec, args, space)
+    except SpecError as err:
+        return cli.say_problems(err.problems)
+    again = argparse.Namespace(**{**vars(args), "results": results, "resume": None,
+                                  "confirm": run_dir})
+    return run(again, spec, space, Ending(notify=False))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import lenet_space, run_main
 
 from service import submit
@@ -68,23 +69,29 @@ def test_confirm_refuses_a_directory_that_holds_no_finished_sweep(tmp_path, caps
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("on_shared_ray")
-def test_confirm_a_real_sweep_on_seeds_it_did_not_train(tmp_path, submit_space) -> None:
-    """The baseline is the sweep's best trial's settings, the arms are its searched knobs, and
-    the confirmation's trial seeds are none of the sweep's; its results lie beside the sweep's."""
-    run_dir = submit_space(SWEEP, tmp_path).parent
-    summary = json.loads((run_dir / "summary.json").read_text())
-    best = summary["best"]["config"]
-    proc = subprocess.run([sys.executable, "-m", "service.submit", "--confirm", str(run_dir),
-                           "--no-report"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+def test_a_sweep_with_confirm_ends_with_its_confirmation_on_seeds_it_did_not_train(
+        tmp_path, capsys) -> None:
+    """One command: the sweep, then its confirmation, whose baseline is the sweep's best
+    trial's settings, whose arms are its searched knobs, and whose trial seeds are none of the
+    sweep's; `--confirm RUN_DIR` plans the same study for the finished sweep."""
+    space = tmp_path / "sweep.yaml"
+    space.write_text(yaml.safe_dump({**SWEEP, "confirm": {}}))
+    proc = subprocess.run([sys.executable, "-m", "service.submit", str(space), "--results",
+                           str(tmp_path / "res"), "--no-report"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (confirm_dir,) = [d for d in (run_dir.parents[1] / "sweep-confirm").iterdir()
+    (run_dir,) = [d for d in (tmp_path / "res" / "sweep").iterdir() if not d.name.startswith(".")]
+    (confirm_dir,) = [d for d in (tmp_path / "res" / "sweep-confirm").iterdir()
                       if not d.name.startswith(".")]
+    assert proc.stdout.splitlines()[-1] == str(confirm_dir / "summary.json")
+    best = json.loads((run_dir / "summary.json").read_text())["best"]["config"]
     study = json.loads((confirm_dir / "ablation.json").read_text())
-    assert study["baseline"]["settings"] == {"lr": float(f"{best['lr']:.3g}"),
-                                             "pool": best["pool"]}
+    baseline = {"lr": float(f"{best['lr']:.3g}"), "pool": best["pool"]}
+    assert study["baseline"]["settings"] == baseline
     changed = {k for arm in study["arms"] for k in arm["changes"]}
     assert changed == {"lr", "pool"} and len(study["arms"]) == 3  # lr's other half, 2 pools
     assert study["sequential"]["schedule"] == {"start": 4, "max": 16, "step": 4}
+    assert f"confirming the best configuration of {run_dir}" in proc.stdout
     assert "look 1 (n = 4): " in proc.stdout
 
     def seeds(path: Path) -> set[int]:
@@ -97,3 +104,8 @@ def test_confirm_a_real_sweep_on_seeds_it_did_not_train(tmp_path, submit_space) 
     trials = json.loads((confirm_dir / "summary.json").read_text())["trials"]
     assert {t["config"][ARM_KEY] for t in trials} == {"baseline",
                                                       *(a["name"] for a in study["arms"])}
+    again = run_main(submit.main, ["--confirm", str(run_dir), "--dry-run"], capsys)
+    assert again.returncode == 0, again.stderr
+    shown = " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in baseline.items())
+    assert f"  baseline {shown}; arms: " in again.stdout + again.stderr, again

@@ -32,6 +32,16 @@ class AblationTune(Strict):
     """Trials per configuration tuned (the baseline and each arm), 1 to 1000."""
 
 
+def arm_names(arms: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Arm names are letters, digits, _ . - (a factorial cell joins them with +), never
+    `baseline`."""
+    for name in arms or {}:
+        if name == BASELINE or "+" in name or not re.match(NAME, name):
+            raise ValueError(f"arm name {name!r}: letters, digits, _ . - only, and not "
+                             f"{BASELINE!r}")
+    return arms
+
+
 class SeedSchedule(Strict):
     """Sequential seeds: every cell trains seeds 0..start-1, the study looks, and the cells of
     arms not yet decided (with the baseline) train `step` more, up to `max`
@@ -78,14 +88,7 @@ class Ablation(Strict):
     alpha: float = Field(0.05, gt=0, lt=0.5)
     """Family-wise significance level, Holm-corrected across the arms."""
 
-    @field_validator("arms")
-    @classmethod
-    def _names(cls, arms: dict[str, Any]) -> dict[str, Any]:
-        for name in arms:
-            if name == BASELINE or "+" in name or not re.match(NAME, name):
-                raise ValueError(f"arm name {name!r}: letters, digits, _ . - only, and not "
-                                 f"{BASELINE!r}")
-        return arms
+    _names = field_validator("arms")(classmethod(lambda cls, arms: arm_names(arms)))
 
     @field_validator("seeds")
     @classmethod
@@ -119,6 +122,29 @@ class Ablation(Strict):
                 settings.update(self.arms[name])
             out["+".join(combo)] = settings
         return out
+
+
+class Confirm(Strict):
+    """A sweep's confirmation, run straight after it: an ablation study whose baseline is the
+    sweep's best configuration (`baseline` overriding some of its values), against `arms`
+    (default: each searched knob switched to its other values), on seeds the sweep did not
+    train (`python -m service.submit --confirm RUN_DIR` runs it for a finished sweep)."""
+
+    baseline: dict[str, JsonValue] = Field(default_factory=dict)
+    """Settings put over the best trial's values in the baseline (the question's reference)."""
+    arms: dict[str, dict[str, JsonValue]] | None = None
+    """Arm name to its changes to the baseline; null: one arm per other value of each searched
+    knob."""
+    seeds: Annotated[Annotated[int, Tag("number")] | Annotated[SeedSchedule, Tag("schedule")],
+                     Discriminator(_seeds_kind)] = Field(
+        default_factory=lambda: SeedSchedule(start=4, max=16, step=4))
+    """As ablation.seeds; default sequential {start: 4, max: 16, step: 4}."""
+    min_effect: float | None = Field(None, gt=0)
+    """As ablation.min_effect."""
+    alpha: float = Field(0.05, gt=0, lt=0.5)
+    """As ablation.alpha."""
+
+    _names = field_validator("arms")(classmethod(lambda cls, arms: arm_names(arms)))
 
 
 def default_scheduler(data: Any) -> Any:
@@ -172,6 +198,34 @@ def ablation_problems(spec: Any, base: Any) -> list[str]:
         return problems  # the builds below would fail for the reasons above
     clean = [n for n in abl.arms if not any(p.startswith(f"ablation.arms.{n}") for p in problems)]
     return problems + _build_problems(abl, base, clean, check_cells=len(clean) == len(abl.arms))
+
+
+def confirm_problems(spec: Any, presets: list[str]) -> list[str]:
+    """The `confirm:` block: only after a sweep of one objective, with keys a search may name
+    (their values are checked when the confirmation is built from the best trial)."""
+    conf = spec.confirm
+    if not spec.search:
+        return [problem("confirm", "<block>", "confirms a sweep's best configuration: needs "
+                        "search: (an ablation study is its own confirmation)")]
+    problems = []
+    if spec.budget.multi_objective:
+        problems.append(problem("confirm", "<block>", "a Pareto sweep has no single best "
+                                "configuration to confirm"))
+    if conf.min_effect is not None and not isinstance(conf.seeds, SeedSchedule):
+        problems.append(problem("confirm.min_effect", conf.min_effect, "futility needs "
+                                "sequential seeds: confirm.seeds: {start, max, step}"))
+    if isinstance(conf.seeds, SeedSchedule) and conf.seeds.start > conf.seeds.max:
+        problems.append(problem("confirm.seeds.start", conf.seeds.start,
+                                f"at most confirm.seeds.max ({conf.seeds.max})"))
+    fixed = fixed_settings(spec)
+    problems += key_problems("confirm.baseline", list(conf.baseline), presets, fixed,
+                             "set it in one place (the baseline or the fixed blocks)")[1]
+    for name, changes in (conf.arms or {}).items():
+        problems += key_problems(f"confirm.arms.{name}", list(changes), presets, fixed, None)[1]
+        if not changes:
+            problems.append(problem(f"confirm.arms.{name}", "{}", "an arm changes at least one "
+                                    "setting of the baseline"))
+    return problems
 
 
 def _other_blocks(spec: Any) -> list[str]:

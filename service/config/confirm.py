@@ -61,24 +61,30 @@ def knob_arms(search: dict[str, dict[str, Any]], best: dict[str, Any], knobs: li
     return baseline, arms
 
 
-def confirmation(spec: dict[str, Any], best: dict[str, Any], knobs: list[str],
-                 seeds: dict[str, int] | int | None = None) -> dict[str, Any]:
-    """The confirmation study's spec document from a finished sweep's validated `spec`, its
-    best trial's config `best` and its searched `knobs`: an ablation named <name>-confirm, the
+def confirmation(spec: dict[str, Any], best: dict[str, Any], knobs: list[str]
+                 ) -> dict[str, Any]:
+    """The confirmation study's spec document from a finished sweep's validated `spec` (its
+    `confirm:` block, if any, sets the baseline's overrides, the arms, seeds, min_effect and
+    alpha), its best trial's config `best` and its searched `knobs`: an ablation named
+    <name>-confirm, the
     sweep's fixed settings and budget (no scheduler: every run the full budget; no tracking or
-    notify, whose secrets summary.json does not keep), sequential
-    seeds by default, starting past the seeds the sweep trained."""
+    notify, whose secrets summary.json does not keep), sequential seeds by default, starting
+    past the seeds the sweep trained."""
     doc = copy.deepcopy(spec)
     search = doc.pop("search")
+    block = doc.pop("confirm", None) or {}
     baseline, arms = knob_arms(search, best, knobs)
+    baseline.update(block.get("baseline") or {})
+    arms = block.get("arms") or arms
     budget = doc.get("budget", {})
     train = doc.setdefault("train", {})
     train["seed"] = int(train.get("seed", 0)) + int(budget.get("seeds", 1))
     doc["budget"] = {k: v for k, v in budget.items() if k not in ("num_samples", "seeds")}
-    for block in ("searcher", "scheduler", "notify", "tracking"):  # secrets were redacted
-        doc.pop(block, None)
+    for name in ("searcher", "scheduler", "notify", "tracking"):  # secrets were redacted
+        doc.pop(name, None)
     doc["name"] = f"{spec['name']}{SUFFIX}"
     doc["description"] = f"confirms the best configuration of sweep {spec['name']}"
     doc["ablation"] = {"baseline": baseline, "arms": arms,
-                       "seeds": dict(SEQUENTIAL) if seeds is None else seeds}
+                       "seeds": block.get("seeds") or dict(SEQUENTIAL),
+                       "min_effect": block.get("min_effect"), "alpha": block.get("alpha", 0.05)}
     return doc

@@ -25,7 +25,14 @@ from pydantic import (
     model_validator,
 )
 
-from service.config.ablation import Ablation, SeedSchedule, ablation_problems, default_scheduler
+from service.config.ablation import (
+    Ablation,
+    Confirm,
+    SeedSchedule,
+    ablation_problems,
+    confirm_problems,
+    default_scheduler,
+)
 from service.config.base import SpecError, Strict, problem
 from service.config.blocks import (
     NOT_IN_TRAIN,
@@ -107,6 +114,9 @@ class SweepSpec(Strict):
     ablation: Ablation | None = None
     """Instead of search: whether components matter (a baseline against arms, paired by
     seed)."""
+    confirm: Confirm | None = None
+    """With search: an ablation study of the best configuration found, run straight after the
+    sweep; null: none (`submit --confirm RUN_DIR` confirms a finished sweep later)."""
     budget: Budget = Field(default_factory=Budget)
     """Epochs, trials and seeds, and the metric or objectives optimised."""
     searcher: Searcher = Field(default_factory=Searcher)
@@ -220,6 +230,8 @@ def _cross_problems(spec: SweepSpec) -> list[str]:
             problems.append(_base_problem(spec, err))
     if spec.ablation is not None:
         problems += ablation_problems(spec, base)
+    if spec.confirm is not None:
+        problems += confirm_problems(spec, presets)
     if base is None:
         return problems
     return problems + value_problems(base, "search", {k: spec.search[k] for k in keys})

@@ -14,8 +14,10 @@ from service.rundir import JOURNAL, SEED_KEY, TUNING_DIR, journal_path
 from service.tune.plan import describe_scheduler, describe_searcher, seeds_text
 
 
-def print_plan(plan, spec: SweepSpec, out=sys.stdout) -> None:
-    """The plan in a few lines (also the header of a real run)."""
+def print_plan(plan, spec: SweepSpec, out=None) -> None:
+    """The plan in a few lines (also the header of a real run), to `out` (default: the
+    sys.stdout of the time of the call)."""
+    out = out or sys.stdout
     res = ", ".join(f"{v:g} {k}" for k, v in plan.trial_resources.items())
     at_once = (f"{plan.max_concurrent_trials} at a time" if plan.max_concurrent_trials
                else "as many at a time as the cluster fits")

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
-from test_submit import Lines
+from test_submit import interrupted
 
 from service.config.base import SpecError
 from service.config.spec import parse_spec
@@ -223,18 +223,8 @@ def test_equal_tuning_per_cell_and_resume_after_an_interrupt(tmp_path: Path) -> 
     space = tmp_path / "tuned.yaml"
     space.write_text(yaml.safe_dump(spec))
     results = tmp_path / "res"
-    proc = subprocess.Popen([sys.executable, "-m", "service.submit", str(space), "--results",
-                             str(results), "--no-report"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    lines = Lines(proc)
-    try:  # the baseline's tuning has finished when the next cell's starts
-        lines.until(lambda s: s.startswith("tuning avg_pool:"), 600)
-        proc.send_signal(signal.SIGINT)
-        out = lines.rest(180)
-        assert proc.wait(timeout=60) == 130, out
-    finally:
-        proc.kill()
+    # the baseline's tuning has finished when the next cell's starts
+    interrupted(space, results, "tuning avg_pool:")
     (run_dir,) = [d for d in (results / "tuned").iterdir() if not d.name.startswith(".")]
     first = (run_dir / "tuning" / "baseline" / "summary.json").read_bytes()
 
@@ -279,18 +269,7 @@ def test_sequential_seeds_stop_a_decided_arm_and_resume_at_the_next_look(tmp_pat
     space = tmp_path / "seq.yaml"
     space.write_text(yaml.safe_dump({**spec, "name": "seq"}))
     results = tmp_path / "res"
-    proc = subprocess.Popen([sys.executable, "-m", "service.submit", str(space), "--results",
-                             str(results), "--no-report"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    lines = Lines(proc)
-    try:
-        lines.until(lambda s: s.startswith("  still running:"), 600)
-        proc.send_signal(signal.SIGINT)
-        first = lines.rest(180)
-        assert proc.wait(timeout=60) == 130, first
-    finally:
-        proc.kill()
+    first = interrupted(space, results, "  still running:")  # once look 1 is tested
     assert "look 1 (n = 4): tiny_lr: effect -" in first and "hurts: |t| = " in first, first
     assert "  still running: avg_pool\n" in first, first
     (run_dir,) = [d for d in (results / "seq").iterdir() if not d.name.startswith(".")]

@@ -224,7 +224,7 @@ def test_equal_tuning_per_cell_and_resume_after_an_interrupt(tmp_path: Path) -> 
     space.write_text(yaml.safe_dump(spec))
     results = tmp_path / "res"
     # the baseline's tuning has finished when the next cell's starts
-    interrupted(space, results, "tuning avg_pool:")
+    interrupted(space, results, lambda s: s.startswith("tuning avg_pool:"))
     (run_dir,) = [d for d in (results / "tuned").iterdir() if not d.name.startswith(".")]
     first = (run_dir / "tuning" / "baseline" / "summary.json").read_bytes()
 
@@ -269,7 +269,7 @@ def test_sequential_seeds_stop_a_decided_arm_and_resume_at_the_next_look(tmp_pat
     space = tmp_path / "seq.yaml"
     space.write_text(yaml.safe_dump({**spec, "name": "seq"}))
     results = tmp_path / "res"
-    first = interrupted(space, results, "  still running:")  # once look 1 is tested
+    _, first = interrupted(space, results, lambda s: s.startswith("  still running:"))
     assert "look 1 (n = 4): tiny_lr: effect -" in first and "hurts: |t| = " in first, first
     assert "  still running: avg_pool\n" in first, first
     (run_dir,) = [d for d in (results / "seq").iterdir() if not d.name.startswith(".")]

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from conftest import joined_env
 from raynodes import loopback_cluster, ray_list
-from test_submit import Lines, submit
+from test_submit import interrupted, submit
 
 from service.analysis.load import trial_checkpoints
 from service.nightly.schedule import summary_path
@@ -264,20 +264,8 @@ def test_hyperband_stops_a_hopeless_trial_early(tmp_path):
 
 def interrupted_run(path: Path, results: Path, after: str) -> str:
     """Start a sweep, Ctrl-C it at its first line containing `after`; its run id (exit 130)."""
-    proc = subprocess.Popen([sys.executable, "-m", "service.submit", str(path), "--results",
-                             str(results), "--no-report"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    lines = Lines(proc)
-    try:
-        where = lines.until(lambda s: s.startswith("  results: "), 300)
-        lines.until(lambda s: after in s, 300)
-        proc.send_signal(signal.SIGINT)
-        out = lines.rest(120)
-        assert proc.wait(timeout=60) == 130, out
-    finally:
-        proc.kill()
-        proc.wait()
+    _, out = interrupted(path, results, lambda s: after in s, 300)
+    where = next(line for line in out.splitlines() if line.startswith("  results: "))
     run_dir = Path(where.split(": ", 1)[1].strip())
     assert run_dir.is_dir() and not (run_dir / "summary.json").exists(), out
     return run_dir.name

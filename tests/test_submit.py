@@ -94,22 +94,23 @@ class Lines:
         raise AssertionError(f"output did not end within {timeout:.0f} s:\n{''.join(self.seen)}")
 
 
-def interrupted(space: Path, results: Path, starts: str, timeout: float = 600) -> str:
-    """`python -m service.submit SPACE --results RESULTS --no-report`, Ctrl-C'd once it prints
-    a line starting with `starts`; everything it printed (it must exit 130)."""
+def interrupted(space: Path, results: Path, wanted, timeout: float = 600) -> tuple[str, str]:
+    """`python -m service.submit SPACE --results RESULTS --no-report`, Ctrl-C'd at its first
+    line for which `wanted(line)` holds: that line and everything it printed (exit 130)."""
     proc = subprocess.Popen([sys.executable, "-m", "service.submit", str(space), "--results",
                              str(results), "--no-report"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
     lines = Lines(proc)
     try:
-        lines.until(lambda s: s.startswith(starts), timeout)
+        line = lines.until(wanted, timeout)
         proc.send_signal(signal.SIGINT)
         out = lines.rest(180)
         assert proc.wait(timeout=60) == 130, out
     finally:
         proc.kill()
-    return out
+        proc.wait()
+    return line, out
 
 
 def in_process_without_ray(args: list[str]) -> subprocess.CompletedProcess:
@@ -224,19 +225,9 @@ def test_resume_finishes_an_interrupted_sweep_without_rerunning(tmp_path):
                                        budget={"max_epochs": 2, "num_samples": 4},
                                        resources={"workers_per_trial": 1, "cpus_per_worker": 1}))
     results = tmp_path / "res"
-    proc = subprocess.Popen([sys.executable, "-m", "service.submit", str(space), "--results",
-                             str(results), "--no-report"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    lines = Lines(proc)
-    try:
-        line = lines.until(lambda s: " completed " in s or " stopped early " in s, 300)
-        finished_before = [line.split()[1]]
-        proc.send_signal(signal.SIGINT)
-        first_out = lines.rest(120)
-        assert proc.wait(timeout=60) == 130, first_out
-    finally:
-        proc.kill()
+    line, first_out = interrupted(space, results,
+                                  lambda s: " completed " in s or " stopped early " in s, 300)
+    finished_before = [line.split()[1]]
     (run_dir,) = [d for d in (results / "resumable").iterdir() if not d.name.startswith(".")]
     assert not (run_dir / "summary.json").exists()
     assert "--resume" in first_out

@@ -65,6 +65,11 @@ def _seeds_kind(value: Any) -> str:
     return "schedule" if isinstance(value, dict | SeedSchedule) else "number"
 
 
+# A number of seeds (the fixed design) or a schedule; the tag keeps a problem's path a field's.
+Seeds = Annotated[Annotated[int, Tag("number")] | Annotated[SeedSchedule, Tag("schedule")],
+                  Discriminator(_seeds_kind)]
+
+
 class Ablation(Strict):
     """Which components matter: the baseline against each arm, paired by seed."""
 
@@ -75,8 +80,7 @@ class Ablation(Strict):
     design: Literal["one-at-a-time", "factorial"] = "one-at-a-time"
     """one-at-a-time: each arm against the baseline; factorial: every non-empty combination of
     arms (at most 6 arms) is a cell of its own, named a+b."""
-    seeds: Annotated[Annotated[int, Tag("number")] | Annotated[SeedSchedule, Tag("schedule")],
-                     Discriminator(_seeds_kind)] = 4
+    seeds: Seeds = 4
     """A number: seeds 0..seeds-1 (2 to 1000), each trained by the baseline and every arm.
     {start, max, step}: sequential seeds, looked at after start, start + step, ..., max."""
     min_effect: float | None = Field(None, gt=0)
@@ -135,9 +139,7 @@ class Confirm(Strict):
     arms: dict[str, dict[str, JsonValue]] | None = None
     """Arm name to its changes to the baseline; null: one arm per other value of each searched
     knob."""
-    seeds: Annotated[Annotated[int, Tag("number")] | Annotated[SeedSchedule, Tag("schedule")],
-                     Discriminator(_seeds_kind)] = Field(
-        default_factory=lambda: SeedSchedule(start=4, max=16, step=4))
+    seeds: Seeds = Field(default_factory=lambda: SeedSchedule(start=4, max=16, step=4))
     """As ablation.seeds; default sequential {start: 4, max: 16, step: 4}."""
     min_effect: float | None = Field(None, gt=0)
     """As ablation.min_effect."""

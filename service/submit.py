@@ -24,7 +24,13 @@ from service.config.spec import SpecError, SweepSpec, load_spec, parse_spec
 from service.rundir import SUMMARY
 from service.training.images import check_images
 from service.tune import runner
-from service.tune.runtime import check_writable, find_run, new_run_id, remote_address
+from service.tune.runtime import (
+    check_writable,
+    find_run,
+    new_run_id,
+    remote_address,
+    stop_ray,
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -207,16 +213,28 @@ def run(args: argparse.Namespace, spec: SweepSpec, space: str, end: Ending) -> i
     except FileNotFoundError as err:
         return cli.say_problems([f"error: {err}"])
     end.run_id = run_id
+    confirm = spec.confirm is not None and "://" not in results
     request = runner.Request(spec=spec, space=space, results=results, run_id=run_id,
                              address=address, resume=bool(args.resume), quiet=args.quiet,
-                             verbose=args.verbose)
+                             verbose=args.verbose, keep_ray=confirm)
     if args.dry_run:
         return runner.dry_run(request)
     try:
         check_writable(results, spec.name)
     except OSError as err:
         return cli.say_problems([f"error: {err}"])
-    outcome = runner.run(request)
+    if not confirm:
+        return finish(args, spec, end, runner.run(request))
+    try:  # the confirmation runs on the sweep's Ray: one start and one stop for both
+        return finish(args, spec, end, runner.run(request))
+    finally:
+        stop_ray()
+
+
+def finish(args: argparse.Namespace, spec: SweepSpec, end: Ending,
+           outcome: runner.Outcome) -> int:
+    """After the run: its report, the summary's path and, for a sweep with `confirm:` that
+    finished, its confirmation study."""
     if outcome.summary is None:
         return outcome.code
     end.summary, end.summary_path = outcome.summary, f"{outcome.experiment_dir}/{SUMMARY}"

@@ -73,7 +73,8 @@ def test_a_sweep_with_confirm_ends_with_its_confirmation_on_seeds_it_did_not_tra
         tmp_path, capsys) -> None:
     """One command: the sweep, then its confirmation, whose baseline is the sweep's best
     trial's settings, whose arms are its searched knobs, and whose trial seeds are none of the
-    sweep's; `--confirm RUN_DIR` plans the same study for the finished sweep."""
+    sweep's, on the sweep's Ray; `--confirm RUN_DIR` plans the same study for the finished
+    sweep."""
     space = tmp_path / "sweep.yaml"
     space.write_text(yaml.safe_dump({**SWEEP, "confirm": {}}))
     proc = subprocess.run([sys.executable, "-m", "service.submit", str(space), "--results",
@@ -93,6 +94,7 @@ def test_a_sweep_with_confirm_ends_with_its_confirmation_on_seeds_it_did_not_tra
     assert study["sequential"]["schedule"] == {"start": 4, "max": 16, "step": 4}
     assert f"confirming the best configuration of {run_dir}" in proc.stdout
     assert "look 1 (n = 4): " in proc.stdout
+    assert proc.stdout.count("Ray dashboard") == 1  # one Ray (joined or started) for both
 
     def seeds(path: Path) -> set[int]:
         s = json.loads(path.read_text())

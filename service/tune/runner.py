@@ -31,6 +31,7 @@ class Request:
     resume: bool = False
     quiet: bool = False
     verbose: bool = False
+    keep_ray: bool = False  # True: Ray stays up for a study that follows (the caller stops it)
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ def run(req: Request) -> Outcome:
     finally:
         # Stops the Ray we started; on a cluster it only disconnects, so that no late log line
         # from the cluster lands after the summary path (which must stay the last line).
-        ray.shutdown()
+        if not req.keep_ray:
+            ray.shutdown()
     return _ending(req, plan, summary, study)
 
 

@@ -112,6 +112,8 @@ def start_ray(address: str | None, verbose: bool, announce: bool = False) -> boo
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     import ray  # the dry run imports this module and must not import Ray
 
+    if ray.is_initialized():  # a sweep's confirmation runs on the Ray its sweep used
+        return False
     address = remote_address(address)
     port = None
     if address is None and not os.environ.get("RAY_API_SERVER_ADDRESS"):
@@ -133,6 +135,13 @@ def start_ray(address: str | None, verbose: bool, announce: bool = False) -> boo
         where = "while the sweep runs" if address is None else "the cluster's"
         print(f"Ray dashboard ({where}): http://{context.dashboard_url}", flush=True)
     return address is None
+
+
+def stop_ray() -> None:
+    """Stop the Ray this process started, or disconnect from a cluster's (a no-op when none)."""
+    import ray
+
+    ray.shutdown()
 
 
 def free_port() -> int:

@@ -8,9 +8,11 @@ sum of RSS (counts shared pages once per process, so it overstates) and the sum 
 (shared pages split between their users: the memory the run really holds) are reported.
 /proc only: no psutil. The last line is the headline as key=value.
 
-    python bench/default_sweep.py                  # as shipped (8 trials, 8 epochs)
+    python bench/default_sweep.py                  # as shipped (8 trials, 8 epochs, confirmed)
+    python bench/default_sweep.py --no-confirm     # the sweep alone
     python bench/default_sweep.py --engine train   # the same space, each trial a Train run
-    python bench/default_sweep.py --quick          # CI: --max-epochs 2 --num-samples 2
+    python bench/default_sweep.py --quick          # CI: --max-epochs 2 --num-samples 2, the
+                                                   # sweep alone
 """
 
 from __future__ import annotations
@@ -135,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="--max-epochs 2 --num-samples 2")
+    p.add_argument("--no-confirm", action="store_true",
+                   help="the sweep without its confirmation (submit --no-confirm)")
     p.add_argument("--interval", type=float, default=0.25, help="seconds between samples")
     p.add_argument("--engine", choices=["tune", "train"],
                    help="the default space with resources.engine set to this (default: as "
@@ -153,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd.insert(3, _space_with_engine(Path(tmp), args.engine))
         if args.quick:
             cmd += ["--max-epochs", "2", "--num-samples", "2"]
+        if args.quick or args.no_confirm:
+            cmd += ["--no-confirm"]
         print("command: " + " ".join(cmd[1:]) + f"  (cpus={os.cpu_count()}, "
               f"load={os.getloadavg()[0]:.2f})", flush=True)
         start = time.perf_counter()
@@ -177,17 +183,22 @@ def main(argv: list[str] | None = None) -> int:
             tail = (err.strip().splitlines() or ["no output"])[-1]
             print(f"error: the sweep exited with {proc.returncode}: {tail}", file=sys.stderr)
             return 1
-        summary = json.loads(Path(lines[-1]).read_text())
-    print("\n".join(lines[:-1]))
+        summaries = [json.loads(Path(line).read_text()) for line in lines
+                     if line.endswith("summary.json")]  # the sweep's, then its confirmation's
+        summary = summaries[0]
+    print("\n".join(line for line in lines if not line.endswith("summary.json")))
     gib = 2**30
-    print(f"wall {wall:.1f}s (whole command; the sweep itself {summary['wall_s']:.1f}s), peak "
-          f"PSS {sampler.peak_pss / gib:.2f} GiB, peak RSS sum {sampler.peak_rss / gib:.2f} GiB "
+    confirm = (f", its confirmation {summaries[1]['wall_s']:.1f}s" if len(summaries) > 1
+               else "")
+    print(f"wall {wall:.1f}s (whole command; the sweep itself {summary['wall_s']:.1f}s{confirm}), "
+          f"peak PSS {sampler.peak_pss / gib:.2f} GiB, peak RSS sum {sampler.peak_rss / gib:.2f} GiB "
           f"over up to {sampler.peak_procs} processes ({sampler.samples} samples)")
     top = sorted(sampler.at_peak.items(), key=lambda kv: -kv[1][1])
     print("at peak PSS: " + ", ".join(f"{name} x{n} {pss / gib:.2f} GiB"
                                       for name, (n, pss) in top))
     best = summary["best"]["best_val_acc"] if summary["best"] else 0.0
-    print(f"wall_s={wall:.1f} sweep_wall_s={summary['wall_s']:.1f} "
+    confirm_wall = f"confirm_wall_s={summaries[1]['wall_s']:.1f} " if len(summaries) > 1 else ""
+    print(f"wall_s={wall:.1f} sweep_wall_s={summary['wall_s']:.1f} {confirm_wall}"
           f"peak_pss_gib={sampler.peak_pss / gib:.3f} peak_rss_gib={sampler.peak_rss / gib:.3f} "
           f"trials={len(summary['trials'])} best_val_acc={best:.4f}")
     return 0

@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "against each searched knob's other values, on seeds the sweep did not "
                         "train (sequential seeds 4 to 16; results beside the sweep's, under "
                         "NAME-confirm/)")
+    p.add_argument("--no-confirm", action="store_true",
+                   help="run the sweep without the confirmation its confirm: block asks for "
+                        "(--confirm RUN_DIR runs it later)")
     p.add_argument("--max-epochs", type=int, help="override budget.max_epochs")
     p.add_argument("--num-samples", type=int, help="override budget.num_samples")
     p.add_argument("--no-report", action="store_true",
@@ -66,15 +69,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def with_overrides(spec: SweepSpec, args: argparse.Namespace, path: str) -> SweepSpec:
-    """Apply --max-epochs/--num-samples through the same validation as the file, and make a
-    relative data.root absolute: the workers run elsewhere (Ray Train moves them into the
-    trial's directory), so a root relative to where submit runs would point nowhere."""
+    """Apply --max-epochs/--num-samples through the same validation as the file, drop the
+    `confirm:` block for --no-confirm, and make a relative data.root absolute: the workers run
+    elsewhere (Ray Train moves them into the trial's directory), so a root relative to where
+    submit runs would point nowhere."""
     budget = {k: v for k, v in (("max_epochs", args.max_epochs),
                                 ("num_samples", args.num_samples)) if v is not None}
     if budget:
         dump = spec.model_dump(mode="json")
         dump["budget"].update(budget)
         spec = parse_spec(dump, source=path)
+    if args.no_confirm and spec.confirm is not None:
+        spec = spec.model_copy(update={"confirm": None})
     root = spec.data.root
     if root and "://" not in root and not os.path.isabs(os.path.expanduser(root)):
         data = spec.data.model_copy(update={"root": os.path.abspath(root)})

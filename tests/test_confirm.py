@@ -14,7 +14,7 @@ from conftest import lenet_space, run_main
 
 from service import submit
 from service.config.confirm import confirmation, other_values
-from service.config.spec import parse_spec
+from service.config.spec import SpecError, parse_spec
 from service.results.records import Summary, TrialRecord
 from service.results.store import write_json
 from service.rundir import ARM_KEY, SEED_KEY
@@ -41,6 +41,38 @@ def test_the_baseline_is_the_best_and_each_knob_switches_to_its_other_values() -
     # the sweep trained trial seed train.seed (one seed): the study starts past it
     assert doc["train"]["seed"] == spec["train"].get("seed", 0) + 1 == 1
     assert parse_spec(doc).scheduler.type == "none"  # every compared run the full budget
+
+
+@pytest.mark.parametrize(("block", "extra", "line"), [
+    ({"seeds": {"start": 8, "max": 4, "step": 2}}, {},
+     "confirm.seeds.start: 8 → at most confirm.seeds.max (4)"),
+    ({"seeds": {"start": 2, "max": 4, "step": 0}}, {}, "confirm.seeds.step: 0 →"),
+    ({"seeds": {"start": "x", "max": 4, "step": 2}}, {}, "confirm.seeds.start: 'x' →"),
+    ({"seeds": 4, "min_effect": 0.01}, {}, "confirm.min_effect: 0.01 → futility needs"),
+    ({"baseline": {"no_such_knob": 1}}, {}, "confirm.baseline.no_such_knob:"),
+    ({"baseline": {"pool": "median"}}, {}, "confirm.baseline.pool: 'median' →"),
+    ({"arms": {"wide": {"pool": "median"}}}, {}, "confirm.arms.wide.pool: 'median' →"),
+    ({"arms": {"nothing": {}}}, {}, "confirm.arms.nothing: '{}' → an arm changes at least one"),
+    ({}, {"budget": {"max_epochs": 1, "num_samples": 4, "metric": ["val_acc", "flops"]}},
+     "confirm: <block> → a Pareto sweep has no single best configuration"),
+])
+def test_a_bad_confirm_block_is_refused_naming_its_field(block, extra, line) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec({**SWEEP, **extra, "confirm": block}, source="s.yaml")
+    assert any(p.startswith(f"s.yaml: {line}") for p in err.value.problems), err.value.problems
+
+
+def test_the_plan_says_what_confirm_will_run_and_no_confirm_drops_it(tmp_path, capsys) -> None:
+    space = tmp_path / "sweep.yaml"
+    space.write_text(yaml.safe_dump({**SWEEP, "confirm": {
+        "baseline": {"pool": "max"}, "arms": {"avg": {"pool": "avg"}},
+        "seeds": {"start": 3, "max": 6, "step": 3}}}))
+    proc = run_main(submit.main, [str(space), "--dry-run"], capsys)
+    assert proc.returncode == 0, proc.stderr
+    assert ("  then confirms the best configuration with pool=max against avg pool=avg, on 3 to 6 "
+            "(looks at 3, 6) seeds the sweep did not train\n") in proc.stdout
+    proc = run_main(submit.main, [str(space), "--dry-run", "--no-confirm"], capsys)
+    assert proc.returncode == 0 and "confirms" not in proc.stdout, proc
 
 
 def _finished(run_dir: Path, spec: dict, trials: list[TrialRecord]) -> Path:

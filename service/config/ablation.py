@@ -202,9 +202,10 @@ def ablation_problems(spec: Any, base: Any) -> list[str]:
     return problems + _build_problems(abl, base, clean, check_cells=len(clean) == len(abl.arms))
 
 
-def confirm_problems(spec: Any, presets: list[str]) -> list[str]:
+def confirm_problems(spec: Any, presets: list[str], base: Any) -> list[str]:
     """The `confirm:` block: only after a sweep of one objective, with keys a search may name
-    (their values are checked when the confirmation is built from the best trial)."""
+    and values that build with the fixed settings (`base`: the spec's base TrainConfig, None
+    when it does not build; the best trial's values come when the sweep has ended)."""
     conf = spec.confirm
     if not spec.search:
         return [problem("confirm", "<block>", "confirms a sweep's best configuration: needs "
@@ -227,7 +228,23 @@ def confirm_problems(spec: Any, presets: list[str]) -> list[str]:
         if not changes:
             problems.append(problem(f"confirm.arms.{name}", "{}", "an arm changes at least one "
                                     "setting of the baseline"))
-    return problems
+    if base is None or problems:
+        return problems
+    if (why := failure(base, conf.baseline)) is not None:
+        return [_build_problem("confirm.baseline", conf.baseline, why)]
+    baseline = base.with_overrides(conf.baseline)
+    return [_build_problem(f"confirm.arms.{name}", changes, why)
+            for name, changes in (conf.arms or {}).items()
+            if (why := failure(baseline, changes)) is not None]
+
+
+def _build_problem(path: str, settings: dict[str, Any], why: str) -> str:
+    """A configuration that does not build: named by the setting the reason is about
+    (`path.key`), else by the whole block."""
+    for key, value in settings.items():
+        if why.startswith(f"{key}={value!r}: "):
+            return problem(f"{path}.{key}", value, simplify(why, key, value))
+    return problem(path, settings, f"not a valid configuration: {why}")
 
 
 def _other_blocks(spec: Any) -> list[str]:

@@ -14,7 +14,8 @@ import copy
 import math
 from typing import Any
 
-SEQUENTIAL = {"start": 4, "max": 16, "step": 4}  # a confirmation's seeds unless it says others
+from service.config.ablation import Confirm
+
 SUFFIX = "-confirm"
 
 
@@ -72,7 +73,7 @@ def confirmation(spec: dict[str, Any], best: dict[str, Any], knobs: list[str]
     past the seeds the sweep trained."""
     doc = copy.deepcopy(spec)
     search = doc.pop("search")
-    block = doc.pop("confirm", None) or {}
+    block = doc.pop("confirm", None) or Confirm().model_dump(mode="json")
     baseline, arms = knob_arms(search, best, knobs)
     baseline.update(block.get("baseline") or {})
     arms = block.get("arms") or arms
@@ -84,7 +85,6 @@ def confirmation(spec: dict[str, Any], best: dict[str, Any], knobs: list[str]
         doc.pop(name, None)
     doc["name"] = f"{spec['name']}{SUFFIX}"
     doc["description"] = f"confirms the best configuration of sweep {spec['name']}"
-    doc["ablation"] = {"baseline": baseline, "arms": arms,
-                       "seeds": block.get("seeds") or dict(SEQUENTIAL),
-                       "min_effect": block.get("min_effect"), "alpha": block.get("alpha", 0.05)}
+    doc["ablation"] = {"baseline": baseline, "arms": arms, "seeds": block["seeds"],
+                       "min_effect": block["min_effect"], "alpha": block["alpha"]}
     return doc

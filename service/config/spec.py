@@ -231,7 +231,7 @@ def _cross_problems(spec: SweepSpec) -> list[str]:
     if spec.ablation is not None:
         problems += ablation_problems(spec, base)
     if spec.confirm is not None:
-        problems += confirm_problems(spec, presets)
+        problems += confirm_problems(spec, presets, base)
     if base is None:
         return problems
     return problems + value_problems(base, "search", {k: spec.search[k] for k in keys})
@@ -279,8 +279,9 @@ def _tags(members: Any) -> dict[str, type[BaseModel]]:
 
 # Where pydantic puts a union's tag into `loc` (after search.<key>, after scheduler).
 _DISTRIBUTIONS = _tags([Values, IntRange, FloatRange])
+_SEEDS = {"number": int, "schedule": SeedSchedule}
 _UNIONS = {("search",): (2, _DISTRIBUTIONS), ("ablation", "tune", "space"): (4, _DISTRIBUTIONS),
-           ("ablation", "seeds"): (2, {"number": int, "schedule": SeedSchedule}),
+           ("ablation", "seeds"): (2, _SEEDS), ("confirm", "seeds"): (2, _SEEDS),
            ("scheduler",): (1, _tags([AshaScheduler, HyperBandScheduler, MedianScheduler,
                                       NoScheduler, OptunaScheduler]))}
 

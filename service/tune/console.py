@@ -30,8 +30,8 @@ def print_plan(plan, spec: SweepSpec, out=None) -> None:
     else:
         cells = abl.cells()
         runs = f"at most {plan.trials}" if abl.sequential else str(plan.trials)
-        print(f"ablation {plan.name}: {len(cells)} configurations x {seeds_text(abl)} seeds = "
-              f"{runs} runs of {plan.max_epochs} epochs each, {at_once}", file=out)
+        print(f"ablation {plan.name}: {len(cells)} configurations x {seeds_text(abl.seeds)} "
+              f"seeds = {runs} runs of {plan.max_epochs} epochs each, {at_once}", file=out)
     where = (f"a Ray Train run of {plan.workers_per_trial} worker(s)"
              if spec.resources.uses_train else "fit in a reused Tune trial actor")
     print(f"  each trial: {where} holding {res} ({cluster})", file=out)
@@ -39,6 +39,8 @@ def print_plan(plan, spec: SweepSpec, out=None) -> None:
         print(f"  searching {', '.join(spec.search) or 'nothing'}; searcher {plan.searcher}; "
               f"scheduler {plan.scheduler}; {' and '.join(plan.objectives)}"
               + (" (a Pareto front)" if len(plan.objectives) > 1 else ""), file=out)
+        if spec.confirm is not None:
+            print(f"  then {confirm_text(spec.confirm)}", file=out)
     else:
         test = ("group-sequential paired t (O'Brien-Fleming spending), Holm" if abl.sequential
                 else "Holm")
@@ -54,6 +56,16 @@ def print_plan(plan, spec: SweepSpec, out=None) -> None:
                   f"trials over {', '.join(abl.tune.space)} at seed 0; searcher "
                   f"{describe_searcher(spec)}; scheduler {describe_scheduler(spec)}", file=out)
     print(f"  results: {plan.experiment_dir}", file=out)
+
+
+def confirm_text(confirm) -> str:
+    """A sweep's `confirm:` block in words (the plan's last line before the results)."""
+    own = " ".join(f"{k}={_cell(v)}" for k, v in confirm.baseline.items())
+    arms = ("each searched knob switched to its other values" if confirm.arms is None else
+            "; ".join(f"{name} " + " ".join(f"{k}={_cell(v)}" for k, v in arm.items())
+                      for name, arm in confirm.arms.items()))
+    return (f"confirms the best configuration{' with ' + own if own else ''} against {arms}, "
+            f"on {seeds_text(confirm.seeds)} seeds the sweep did not train")
 
 
 def _cell(value: Any) -> str:

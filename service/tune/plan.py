@@ -76,7 +76,7 @@ def plan_sweep(spec, results: str, cluster: dict[str, float] | None, run_id: str
     tuning = len(abl.cells()) * abl.tune.trials if abl and abl.tune else 0
     scheduler = describe_scheduler(spec)
     if abl is not None:  # the compared runs: every configuration x seed, none stopped
-        searcher = f"grid ({len(abl.cells())} configurations x {seeds_text(abl)} seeds)"
+        searcher = f"grid ({len(abl.cells())} configurations x {seeds_text(abl.seeds)} seeds)"
         scheduler = "none"
     return SweepPlan(
         name=spec.name, experiment_dir=join_storage(results, spec.name, run_id),
@@ -89,12 +89,12 @@ def plan_sweep(spec, results: str, cluster: dict[str, float] | None, run_id: str
         max_epochs=spec.budget.max_epochs, tuning_trials=tuning)
 
 
-def seeds_text(abl) -> str:
-    """An ablation's seeds in words: '4', or sequential '4 to 16 (looks at 4, 8, 12, 16)'."""
-    if not abl.sequential:
-        return str(abl.seeds)
-    looks = ", ".join(map(str, abl.seeds.looks()))
-    return f"{abl.seeds.start} to {abl.seeds.max} (looks at {looks})"
+def seeds_text(seeds) -> str:
+    """Seeds (ablation.seeds, confirm.seeds) in words: '4', or a schedule '4 to 16 (looks at
+    4, 8, 12, 16)'."""
+    if isinstance(seeds, int):
+        return str(seeds)
+    return f"{seeds.start} to {seeds.max} (looks at {', '.join(map(str, seeds.looks()))})"
 
 
 def expected_trials(spec) -> int:

@@ -191,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     confirm = (f", its confirmation {summaries[1]['wall_s']:.1f}s" if len(summaries) > 1
                else "")
     print(f"wall {wall:.1f}s (whole command; the sweep itself {summary['wall_s']:.1f}s{confirm}), "
-          f"peak PSS {sampler.peak_pss / gib:.2f} GiB, peak RSS sum {sampler.peak_rss / gib:.2f} GiB "
-          f"over up to {sampler.peak_procs} processes ({sampler.samples} samples)")
+          f"peak PSS {sampler.peak_pss / gib:.2f} GiB, peak RSS sum "
+          f"{sampler.peak_rss / gib:.2f} GiB over up to {sampler.peak_procs} processes "
+          f"({sampler.samples} samples)")
     top = sorted(sampler.at_peak.items(), key=lambda kv: -kv[1][1])
     print("at peak PSS: " + ", ".join(f"{name} x{n} {pss / gib:.2f} GiB"
                                       for name, (n, pss) in top))

@@ -107,6 +107,28 @@ def test_sequential_seeds_look_at_start_then_every_step_and_at_max() -> None:
     assert not fixed.sequential and fixed.max_seeds == 4
 
 
+def test_an_arm_with_a_seed_without_value_stops_not_resolved_and_the_others_are_tested() -> None:
+    """A look at which a seed of an arm (or of the baseline) failed or diverged: that arm stops
+    `not resolved` naming the seed; an arm whose seeds all have values is tested as usual."""
+    from service.tune.looks import look_records
+
+    abl = parse_spec(_with(seeds={"start": 4, "max": 8, "step": 4})).ablation
+    base = {0: 0.90, 1: 0.91, 2: 0.92, 3: 0.90}
+    values = {"baseline": base,
+              "tiny_lr": {0: 0.10, 1: 0.11, 2: None, 3: 0.10},  # seed 2 diverged
+              "avg_pool": {s: v - 0.30 + 0.001 * s for s, v in base.items()}}
+    records = look_records(abl, "max", values, ["tiny_lr", "avg_pool"], (4,), {})
+    assert [r["arm"] for r in records] == ["tiny_lr", "avg_pool"]
+    gap, tested = records
+    assert gap["decision"] == "not resolved" and gap["n"] == 4 and gap["effect"] is None
+    assert "seed(s) [2] have no value" in gap["reason"]
+    assert tested["decision"] == "hurts" and tested["effect"] < 0, tested
+    values["baseline"] = {**base, 3: None}  # a baseline seed without value: both arms stop
+    both = look_records(abl, "max", values, ["tiny_lr", "avg_pool"], (4,), {})
+    assert [r["decision"] for r in both] == ["not resolved", "not resolved"]
+    assert "seed(s) [3] have no value" in both[1]["reason"]
+
+
 def test_a_scheduler_is_allowed_for_tuning_trials_only() -> None:
     tuned = {**STUDY, "scheduler": {"type": "asha"}, "ablation": {
         **STUDY["ablation"], "arms": {"avg_pool": {"pool": "avg"}},

@@ -68,15 +68,17 @@ def compare_phase(spec, plan: SweepPlan, tuned: dict[str, dict[str, Any]],
     cells = list(settings) if cells is None else cells
     seeds = range(abl.max_seeds) if seeds is None else seeds
     arms = {cell: {**settings[cell], **tuned.get(cell, {})} for cell in cells}
+    # Seed by seed, every cell of a seed together: a seed's pair finishes together, and cells
+    # of unequal cost (ZFNet's 7x7/2 conv1 against 11x11/4) share the CPUs instead of the
+    # costly cell's runs queueing alone at the end.
+    runs = [{ARM_KEY: cell, SEED_KEY: seed} for seed in seeds for cell in arms]
     return Phase(base=spec.base_config().model_dump(mode="json"),
-                 # Tune enumerates grid keys in name order, the first fastest: here the seeds
-                 # of one cell, then the next cell.
-                 param_space={ARM_KEY: tune.grid_search(list(arms)),
-                              SEED_KEY: tune.grid_search(list(seeds))},
-                 searcher=BasicVariantGenerator(random_state=0,
+                 param_space={ARM_KEY: tune.choice(list(arms)),
+                              SEED_KEY: tune.choice(list(seeds))},
+                 searcher=BasicVariantGenerator(points_to_evaluate=runs, random_state=0,
                                                 max_concurrent=plan.max_concurrent_trials),
-                 scheduler=FIFOScheduler(), num_samples=1, searched=[ARM_KEY, SEED_KEY],
-                 limit_concurrency=False, expected=len(arms) * len(seeds), arms=arms)
+                 scheduler=FIFOScheduler(), num_samples=len(runs), searched=[ARM_KEY, SEED_KEY],
+                 limit_concurrency=False, expected=len(runs), arms=arms)
 
 
 def finished_phase(experiment_dir: str) -> Summary | None:

@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from service import cli, notify
@@ -117,6 +117,10 @@ class Ending:
     summary_path: str | None = None
     report: str | None = None
     notify: bool = True  # False: a dry run, or --no-notify
+    # Reports written when this run ends, before its own: (run dir, whose Ending gets the path).
+    # A sweep's report waits for its confirmation's runs, so that the driver does not hold the
+    # report's torch and figures in memory while they train.
+    due: list[tuple[str, Ending]] = field(default_factory=list)
 
 
 def tell(spec: SweepSpec, end: Ending, code: int, detail: str | None = None) -> None:
@@ -239,35 +243,51 @@ def run(args: argparse.Namespace, spec: SweepSpec, space: str, end: Ending) -> i
 
 def finish(args: argparse.Namespace, spec: SweepSpec, end: Ending,
            outcome: runner.Outcome) -> int:
-    """After the run: its report, the summary's path and, for a sweep with `confirm:` that
-    finished, its confirmation study."""
+    """After the run: the reports due, its summary's path and, for a sweep with `confirm:` that
+    finished, its confirmation study (the sweep's report then waits for the study's runs)."""
     if outcome.summary is None:
         return outcome.code
     end.summary, end.summary_path = outcome.summary, f"{outcome.experiment_dir}/{SUMMARY}"
-    if not args.no_report:
-        end.report = write_report(outcome.experiment_dir, args.quiet)
+    end.due.append((outcome.experiment_dir, end))
+    confirm = spec.confirm is not None and outcome.code == Exit.OK
+    if not confirm:
+        write_reports(end.due, args)
     print(end.summary_path)
-    if spec.confirm is not None and outcome.code == Exit.OK:
-        return confirm_after(args, outcome.experiment_dir)
+    if confirm:
+        return confirm_after(args, outcome.experiment_dir, end.due)
     return outcome.code
 
 
-def confirm_after(args: argparse.Namespace, run_dir: str) -> int:
-    """The sweep's `confirm:` study, straight after it (as `--confirm RUN_DIR` would run it)."""
-    if "://" in run_dir:
-        print(f"confirm: results are remote; run python -m service.submit --confirm on a local "
-              f"copy of {run_dir}", file=sys.stderr)
-        return Exit.OK
-    if not args.quiet:
-        print(f"confirming the best configuration of {run_dir}", flush=True)
+def write_reports(due: list[tuple[str, Ending]], args: argparse.Namespace) -> None:
+    """Write (and empty) the reports `due`, unless --no-report."""
+    while due:
+        run_dir, owner = due.pop(0)
+        if not args.no_report:
+            owner.report = write_report(run_dir, args.quiet)
+
+
+def confirm_after(args: argparse.Namespace, run_dir: str,
+                  due: list[tuple[str, Ending]]) -> int:
+    """The sweep's `confirm:` study, straight after it (as `--confirm RUN_DIR` would run it);
+    the reports `due` are written when it ends, however it ends."""
+    end = Ending(notify=False, due=due)
     try:
-        spec, space, results = confirm_spec(run_dir)
-        spec = with_overrides(spec, args, space)
-    except SpecError as err:
-        return cli.say_problems(err.problems)
-    again = argparse.Namespace(**{**vars(args), "results": results, "resume": None,
-                                  "confirm": run_dir})
-    return run(again, spec, space, Ending(notify=False))
+        if "://" in run_dir:
+            print(f"confirm: results are remote; run python -m service.submit --confirm on a "
+                  f"local copy of {run_dir}", file=sys.stderr)
+            return Exit.OK
+        if not args.quiet:
+            print(f"confirming the best configuration of {run_dir}", flush=True)
+        try:
+            spec, space, results = confirm_spec(run_dir)
+            spec = with_overrides(spec, args, space)
+        except SpecError as err:
+            return cli.say_problems(err.problems)
+        again = argparse.Namespace(**{**vars(args), "results": results, "resume": None,
+                                      "confirm": run_dir})
+        return run(again, spec, space, end)
+    finally:
+        write_reports(end.due, args)
 
 
 if __name__ == "__main__":

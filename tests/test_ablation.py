@@ -285,9 +285,12 @@ def test_equal_tuning_per_cell_and_resume_after_an_interrupt(tmp_path: Path) -> 
 def test_sequential_seeds_stop_a_decided_arm_and_resume_at_the_next_look(tmp_path: Path) -> None:
     """seeds {start: 4, max: 8, step: 4}: the 1000x too small learning rate is decided `hurts`
     at the first look and trains no more seeds; avg_pool, no effect worth a verdict at 4 seeds,
-    runs to 8. The study is interrupted once look 1 has been tested; --resume reads look 1 back
-    and trains only look 2's runs: no seed twice."""
-    spec = _with(seeds={"start": 4, "max": 8, "step": 4})
+    runs to 8 (the shipped searchspaces/sequential.yaml, the README's example). The study is
+    interrupted once look 1 has been tested; --resume reads look 1 back and trains only look 2's
+    runs: no seed twice."""
+    spec = yaml.safe_load((ROOT / "searchspaces" / "sequential.yaml").read_text())
+    assert parse_spec(spec).ablation == parse_spec(_with(seeds={"start": 4, "max": 8,
+                                                                "step": 4})).ablation
     space = tmp_path / "seq.yaml"
     space.write_text(yaml.safe_dump({**spec, "name": "seq"}))
     results = tmp_path / "res"

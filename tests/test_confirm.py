@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import lenet_space, run_main
+from test_submit import interrupted
 
 from service import submit
 from service.config.confirm import confirmation, other_values
@@ -105,18 +106,29 @@ def test_a_sweep_with_confirm_ends_with_its_confirmation_on_seeds_it_did_not_tra
         tmp_path, capsys) -> None:
     """One command: the sweep, then its confirmation, whose baseline is the sweep's best
     trial's settings, whose arms are its searched knobs, and whose trial seeds are none of the
-    sweep's, on the sweep's Ray; `--confirm RUN_DIR` plans the same study for the finished
-    sweep."""
+    sweep's, on the sweep's Ray. Interrupted after the confirmation's first look, `--confirm
+    RUN_DIR --resume` reads that look back and trains only the next; `--confirm RUN_DIR` plans
+    the same study for the finished sweep."""
     space = tmp_path / "sweep.yaml"
     space.write_text(yaml.safe_dump({**SWEEP, "confirm": {}}))
-    proc = subprocess.run([sys.executable, "-m", "service.submit", str(space), "--results",
-                           str(tmp_path / "res"), "--no-report"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _, first = interrupted(space, tmp_path / "res", lambda s: s.startswith("  still running:"))
+    assert first.count("Ray dashboard") == 1, first  # one Ray (joined or started) for both
     (run_dir,) = [d for d in (tmp_path / "res" / "sweep").iterdir() if not d.name.startswith(".")]
     (confirm_dir,) = [d for d in (tmp_path / "res" / "sweep-confirm").iterdir()
                       if not d.name.startswith(".")]
+    assert f"confirming the best configuration of {run_dir}" in first
+    assert "look 1 (n = 4): " in first and "look 2 (n = 8)" not in first, first
+    look1 = (confirm_dir / "looks" / "1" / "summary.json").read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "service.submit", "--confirm", str(run_dir),
+                           "--resume", "--no-report"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.splitlines()[-1] == str(confirm_dir / "summary.json")
+    assert (confirm_dir / "looks" / "1" / "summary.json").read_bytes() == look1
+    assert "look 1: " not in proc.stdout and "look 2: " in proc.stdout, proc.stdout
+    runs = [(t["config"][ARM_KEY], t["config"][SEED_KEY]) for t in
+            json.loads((confirm_dir / "summary.json").read_text())["trials"]]
+    assert len(runs) == len(set(runs)) > 16  # no (cell, seed) twice; look 1 had 16
     best = json.loads((run_dir / "summary.json").read_text())["best"]["config"]
     study = json.loads((confirm_dir / "ablation.json").read_text())
     baseline = {"lr": float(f"{best['lr']:.3g}"), "pool": best["pool"]}
@@ -124,9 +136,6 @@ def test_a_sweep_with_confirm_ends_with_its_confirmation_on_seeds_it_did_not_tra
     changed = {k for arm in study["arms"] for k in arm["changes"]}
     assert changed == {"lr", "pool"} and len(study["arms"]) == 3  # lr's other half, 2 pools
     assert study["sequential"]["schedule"] == {"start": 4, "max": 16, "step": 4}
-    assert f"confirming the best configuration of {run_dir}" in proc.stdout
-    assert "look 1 (n = 4): " in proc.stdout
-    assert proc.stdout.count("Ray dashboard") == 1  # one Ray (joined or started) for both
 
     def seeds(path: Path) -> set[int]:
         s = json.loads(path.read_text())

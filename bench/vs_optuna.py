@@ -26,7 +26,9 @@ as `python -m service.submit --num-samples/--max-epochs` would. Two modes:
 
   identical work (default)  no early stopping on either side: the sweep's scheduler is
                             replaced by `{type: none}` and Optuna has no pruner, so both train
-                            exactly trials x epochs epochs
+                            exactly trials x epochs epochs; every trial is one of TPE's seeded
+                            startup draws (n_startup_trials raised to the number of trials),
+                            so both sides train the same configurations
   --early-stopping          each side stops trials its own way: the space's ASHA in the sweep;
                             in Optuna a SuccessiveHalvingPruner with ASHA's grace period as
                             min_resource and its reduction factor, raising TrialPruned when
@@ -88,6 +90,11 @@ def load_space(trials: int, epochs: int, early_stopping: bool):
     dump["budget"].update(num_samples=trials, max_epochs=epochs)
     if not early_stopping:
         dump["scheduler"] = {"type": "none"}
+        # Every configuration a seeded startup draw: TPE's later picks depend on which trials
+        # had finished when they were asked, an order the two sides do not share (a 7x7/2
+        # conv1 costs about three times a 7x7/4 one), so only startup draws make the work
+        # identical.
+        dump["searcher"]["n_startup_trials"] = max(trials, dump["searcher"]["n_startup_trials"])
     spec = parse_spec(dump, source=str(DEFAULT_SPACE))
     if spec.searcher.type != "optuna-tpe" or spec.budget.seeds != 1:
         raise SystemExit("vs_optuna: the space must use searcher optuna-tpe with one seed")

@@ -233,12 +233,11 @@ def run(args: argparse.Namespace, spec: SweepSpec, space: str, end: Ending) -> i
         check_writable(results, spec.name)
     except OSError as err:
         return cli.say_problems([f"error: {err}"])
-    if not confirm:
-        return finish(args, spec, end, runner.run(request))
-    try:  # the confirmation runs on the sweep's Ray: one start and one stop for both
+    try:
         return finish(args, spec, end, runner.run(request))
     finally:
-        stop_ray()
+        if confirm:  # the confirmation ran on the sweep's Ray: one start and one stop for both
+            stop_ray()
 
 
 def finish(args: argparse.Namespace, spec: SweepSpec, end: Ending,

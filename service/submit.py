@@ -226,7 +226,9 @@ def run(args: argparse.Namespace, spec: SweepSpec, space: str, end: Ending) -> i
     confirm = spec.confirm is not None and "://" not in results
     request = runner.Request(spec=spec, space=space, results=results, run_id=run_id,
                              address=address, resume=bool(args.resume), quiet=args.quiet,
-                             verbose=args.verbose, keep_ray=confirm)
+                             verbose=args.verbose, keep_ray=confirm,
+                             command=(f"python -m service.submit --confirm {args.confirm}"
+                                      if args.confirm else ""))
     if args.dry_run:
         return runner.dry_run(request)
     try:

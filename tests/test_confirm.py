@@ -118,10 +118,13 @@ def test_a_sweep_with_confirm_ends_with_its_confirmation_on_seeds_it_did_not_tra
                       if not d.name.startswith(".")]
     assert f"confirming the best configuration of {run_dir}" in first
     assert "look 1 (n = 4): " in first and "look 2 (n = 8)" not in first, first
+    hint = (f"Continue with: python -m service.submit --confirm {run_dir} --resume "
+            f"{confirm_dir.name}")
+    assert hint in first, first
     look1 = (confirm_dir / "looks" / "1" / "summary.json").read_bytes()
     proc = subprocess.run([sys.executable, "-m", "service.submit", "--confirm", str(run_dir),
-                           "--resume", "--no-report"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
+                           "--resume", confirm_dir.name, "--no-report"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.splitlines()[-1] == str(confirm_dir / "summary.json")
     assert (confirm_dir / "looks" / "1" / "summary.json").read_bytes() == look1

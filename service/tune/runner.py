@@ -32,6 +32,11 @@ class Request:
     quiet: bool = False
     verbose: bool = False
     keep_ray: bool = False  # True: Ray stays up for a study that follows (the caller stops it)
+    command: str = ""  # what reruns it (for --resume hints); default python -m service.submit SPACE
+
+    def resume_hint(self) -> str:
+        """The command that continues this run."""
+        return f"{self.command or f'python -m service.submit {self.space}'} --resume {self.run_id}"
 
 
 @dataclass(frozen=True)
@@ -93,8 +98,7 @@ def run(req: Request) -> Outcome:
     except OSError as err:  # e.g. the disk filled up while the summary was written
         where = plan.experiment_dir if plan else req.results
         print(f"error: {err.filename or where}: {err.strerror or err}; the trials' results "
-              f"are kept in {where}. Summarise them with: python -m service.submit "
-              f"{req.space} --resume {req.run_id}", file=sys.stderr)
+              f"are kept in {where}. Summarise them with: {req.resume_hint()}", file=sys.stderr)
         return Outcome(Exit.WRITE_FAILED, where)
     finally:
         # Stops the Ray we started; on a cluster it only disconnects, so that no late log line
@@ -130,8 +134,8 @@ def _ending(req: Request, plan: SweepPlan, summary: Summary | None,
             study: dict | None) -> Outcome:
     """Print how the run ended (its table, or how to resume it) and its exit code."""
     if summary is None:
-        print(f"interrupted; finished trials are kept. Continue with: python -m service.submit "
-              f"{req.space} --resume {req.run_id}", file=sys.stderr)
+        print(f"interrupted; finished trials are kept. Continue with: {req.resume_hint()}",
+              file=sys.stderr)
         return Outcome(Exit.INTERRUPTED, plan.experiment_dir)
     print_table(summary, best=study is None)  # an ablation compares; it does not pick
     if study is not None:

@@ -250,13 +250,26 @@ def finish(args: argparse.Namespace, spec: SweepSpec, end: Ending,
         return outcome.code
     end.summary, end.summary_path = outcome.summary, f"{outcome.experiment_dir}/{SUMMARY}"
     end.due.append((outcome.experiment_dir, end))
-    confirm = spec.confirm is not None and outcome.code == Exit.OK
+    confirm = confirms(spec, outcome)
     if not confirm:
         write_reports(end.due, args)
     print(end.summary_path)
-    if confirm:
-        return confirm_after(args, outcome.experiment_dir, end.due)
-    return outcome.code
+    if not confirm:
+        return outcome.code
+    code = confirm_after(args, outcome.experiment_dir, end.due)
+    return outcome.code if code == Exit.OK else code  # the sweep's failed trials still count
+
+
+def confirms(spec: SweepSpec, outcome: runner.Outcome) -> bool:
+    """Whether a finished sweep runs its `confirm:` study: it needs a best trial (failed or
+    diverged trials beside it do not stop it; their exit code is kept)."""
+    if spec.confirm is None or outcome.code not in (Exit.OK, Exit.TRIALS_FAILED):
+        return False
+    if outcome.summary.best is None:
+        print("confirm: not run: no trial of the sweep has a score, so there is no best "
+              "configuration to confirm", file=sys.stderr)
+        return False
+    return True
 
 
 def write_reports(due: list[tuple[str, Ending]], args: argparse.Namespace) -> None:

@@ -76,6 +76,30 @@ def test_the_plan_says_what_confirm_will_run_and_no_confirm_drops_it(tmp_path, c
     assert proc.returncode == 0 and "confirms" not in proc.stdout, proc
 
 
+def test_a_sweep_with_failed_trials_is_confirmed_if_it_has_a_best_and_says_why_if_not(
+        capsys) -> None:
+    from service.cli import Exit
+    from service.tune.runner import Outcome
+
+    spec = parse_spec({**SWEEP, "confirm": {}})
+    done = TrialRecord(trial_id="t0", config={"lr": 0.01, "pool": "max"}, status="completed",
+                       epochs=1, best_val_acc=0.9, final={"val_acc": 0.9})
+    diverged = TrialRecord(trial_id="t1", config={"lr": 0.1, "pool": "avg"}, status="diverged",
+                           epochs=1)
+
+    def outcome(trials: list[TrialRecord], code: int) -> Outcome:
+        return Outcome(code, "run", Summary.ranked(trials, name="sweep", spec={},
+                                                  searched=["lr", "pool"]))
+
+    assert submit.confirms(spec, outcome([done, diverged], Exit.TRIALS_FAILED))
+    assert not submit.confirms(spec.model_copy(update={"confirm": None}),
+                               outcome([done], Exit.OK))
+    assert capsys.readouterr().err == ""
+    assert not submit.confirms(spec, outcome([diverged], Exit.TRIALS_FAILED))
+    assert capsys.readouterr().err == ("confirm: not run: no trial of the sweep has a score, so "
+                                       "there is no best configuration to confirm\n")
+
+
 def _finished(run_dir: Path, spec: dict, trials: list[TrialRecord]) -> Path:
     run_dir.mkdir(parents=True)
     write_json(run_dir / "summary.json", Summary.ranked(trials, name=spec["name"], spec=spec,

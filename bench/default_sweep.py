@@ -184,12 +184,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: the sweep exited with {proc.returncode}: {tail}", file=sys.stderr)
             return 1
         summaries = [json.loads(Path(line).read_text()) for line in lines
-                     if line.endswith("summary.json")]  # the sweep's, then its confirmation's
-        summary = summaries[0]
+                     if line.endswith("summary.json")]
     print("\n".join(line for line in lines if not line.endswith("summary.json")))
+    print_results(wall, summaries, sampler)
+    return 0
+
+
+def print_results(wall: float, summaries: list[dict], sampler: Sampler) -> None:
+    """Wall time and memory in words, the processes at the peak, then the headline."""
     gib = 2**30
-    confirm = (f", its confirmation {summaries[1]['wall_s']:.1f}s" if len(summaries) > 1
-               else "")
+    summary, confirmed = summaries[0], summaries[1:]  # the sweep's, then its confirmation's
+    confirm = f", its confirmation {confirmed[0]['wall_s']:.1f}s" if confirmed else ""
     print(f"wall {wall:.1f}s (whole command; the sweep itself {summary['wall_s']:.1f}s{confirm}), "
           f"peak PSS {sampler.peak_pss / gib:.2f} GiB, peak RSS sum "
           f"{sampler.peak_rss / gib:.2f} GiB over up to {sampler.peak_procs} processes "
@@ -198,11 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     print("at peak PSS: " + ", ".join(f"{name} x{n} {pss / gib:.2f} GiB"
                                       for name, (n, pss) in top))
     best = summary["best"]["best_val_acc"] if summary["best"] else 0.0
-    confirm_wall = f"confirm_wall_s={summaries[1]['wall_s']:.1f} " if len(summaries) > 1 else ""
+    confirm_wall = f"confirm_wall_s={confirmed[0]['wall_s']:.1f} " if confirmed else ""
     print(f"wall_s={wall:.1f} sweep_wall_s={summary['wall_s']:.1f} {confirm_wall}"
           f"peak_pss_gib={sampler.peak_pss / gib:.3f} peak_rss_gib={sampler.peak_rss / gib:.3f} "
           f"trials={len(summary['trials'])} best_val_acc={best:.4f}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ def test_the_baseline_is_the_best_and_each_knob_switches_to_its_other_values() -
      "confirm.seeds.start: 8 → at most confirm.seeds.max (4)"),
     ({"seeds": {"start": 2, "max": 4, "step": 0}}, {}, "confirm.seeds.step: 0 →"),
     ({"seeds": {"start": "x", "max": 4, "step": 2}}, {}, "confirm.seeds.start: 'x' →"),
+    ({"seeds": 1}, {}, "confirm.seeds: 1 → paired statistics need at least 2 seeds"),
     ({"seeds": 4, "min_effect": 0.01}, {}, "confirm.min_effect: 0.01 → futility needs"),
     ({"baseline": {"no_such_knob": 1}}, {}, "confirm.baseline.no_such_knob:"),
     ({"baseline": {"pool": "median"}}, {}, "confirm.baseline.pool: 'median' →"),

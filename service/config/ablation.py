@@ -11,7 +11,7 @@ import itertools
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, JsonValue, Tag, field_validator
+from pydantic import AfterValidator, Discriminator, Field, JsonValue, Tag, field_validator
 
 from service.config.base import Strict, problem
 from service.config.blocks import Distribution
@@ -65,9 +65,15 @@ def _seeds_kind(value: Any) -> str:
     return "schedule" if isinstance(value, dict | SeedSchedule) else "number"
 
 
+def _paired(n: int) -> int:
+    if not 2 <= n <= 1000:
+        raise ValueError("paired statistics need at least 2 seeds (at most 1000)")
+    return n
+
+
 # A number of seeds (the fixed design) or a schedule; the tag keeps a problem's path a field's.
-Seeds = Annotated[Annotated[int, Tag("number")] | Annotated[SeedSchedule, Tag("schedule")],
-                  Discriminator(_seeds_kind)]
+Seeds = Annotated[Annotated[int, AfterValidator(_paired), Tag("number")]
+                  | Annotated[SeedSchedule, Tag("schedule")], Discriminator(_seeds_kind)]
 
 
 class Ablation(Strict):
@@ -93,13 +99,6 @@ class Ablation(Strict):
     """Family-wise significance level, Holm-corrected across the arms."""
 
     _names = field_validator("arms")(classmethod(lambda cls, arms: arm_names(arms)))
-
-    @field_validator("seeds")
-    @classmethod
-    def _two(cls, seeds: int | SeedSchedule) -> int | SeedSchedule:
-        if isinstance(seeds, int) and not 2 <= seeds <= 1000:
-            raise ValueError("paired statistics need at least 2 seeds (at most 1000)")
-        return seeds
 
     @property
     def sequential(self) -> bool:
@@ -214,12 +213,7 @@ def confirm_problems(spec: Any, presets: list[str], base: Any) -> list[str]:
     if spec.budget.multi_objective:
         problems.append(problem("confirm", "<block>", "a Pareto sweep has no single best "
                                 "configuration to confirm"))
-    if conf.min_effect is not None and not isinstance(conf.seeds, SeedSchedule):
-        problems.append(problem("confirm.min_effect", conf.min_effect, "futility needs "
-                                "sequential seeds: confirm.seeds: {start, max, step}"))
-    if isinstance(conf.seeds, SeedSchedule) and conf.seeds.start > conf.seeds.max:
-        problems.append(problem("confirm.seeds.start", conf.seeds.start,
-                                f"at most confirm.seeds.max ({conf.seeds.max})"))
+    problems += seed_problems("confirm", conf.seeds, conf.min_effect)
     fixed = fixed_settings(spec)
     problems += key_problems("confirm.baseline", list(conf.baseline), presets, fixed,
                              "set it in one place (the baseline or the fixed blocks)")[1]
@@ -270,29 +264,27 @@ def _other_blocks(spec: Any) -> list[str]:
     if abl.tune is not None and spec.searcher.type == "grid":
         problems.append(problem("searcher.type", "grid", "ablation.tune draws tune.trials trials "
                                 "per arm: use optuna-tpe or random"))
-    problems += _seed_problems(abl)
+    problems += seed_problems("ablation", abl.seeds, abl.min_effect)
+    if abl.design == "factorial" and abl.sequential:
+        problems.append(problem("ablation.seeds", "<start, max, step>", "a factorial design "
+                                "trains every cell with every seed: give a number of seeds"))
     if abl.design == "factorial" and len(abl.arms) > MAX_FACTORS:
         problems.append(problem("ablation.arms", f"<{len(abl.arms)} arms>", f"a factorial design "
                                 f"trains 2^k cells per seed; at most {MAX_FACTORS} arms"))
     return problems
 
 
-def _seed_problems(abl: Ablation) -> list[str]:
-    """Sequential seeds: a schedule that can look, min_effect only with one, one-at-a-time."""
-    seeds = abl.seeds
+def seed_problems(block: str, seeds: int | SeedSchedule, min_effect: float | None) -> list[str]:
+    """`block`.seeds (ablation, confirm): a schedule that can look; min_effect only with one."""
     if not isinstance(seeds, SeedSchedule):
-        if abl.min_effect is not None:
-            return [problem("ablation.min_effect", abl.min_effect, "futility needs sequential "
-                            "seeds: ablation.seeds: {start: 4, max: 16, step: 4}")]
+        if min_effect is not None:
+            return [problem(f"{block}.min_effect", min_effect, "futility needs sequential "
+                            f"seeds: {block}.seeds: {{start: 4, max: 16, step: 4}}")]
         return []
-    problems = []
     if seeds.start > seeds.max:
-        problems.append(problem("ablation.seeds.start", seeds.start,
-                                f"at most ablation.seeds.max ({seeds.max})"))
-    if abl.design == "factorial":
-        problems.append(problem("ablation.seeds", "<start, max, step>", "a factorial design "
-                                "trains every cell with every seed: give a number of seeds"))
-    return problems
+        return [problem(f"{block}.seeds.start", seeds.start,
+                        f"at most {block}.seeds.max ({seeds.max})")]
+    return []
 
 
 def _build_problems(abl: Ablation, base: Any, arms: list[str], check_cells: bool) -> list[str]:

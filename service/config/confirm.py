@@ -67,16 +67,15 @@ def confirmation(spec: dict[str, Any], best: dict[str, Any], knobs: list[str]
     """The confirmation study's spec document from a finished sweep's validated `spec` (its
     `confirm:` block, if any, sets the baseline's overrides, the arms, seeds, min_effect and
     alpha), its best trial's config `best` and its searched `knobs`: an ablation named
-    <name>-confirm, the
-    sweep's fixed settings and budget (no scheduler: every run the full budget; no tracking or
-    notify, whose secrets summary.json does not keep), sequential seeds by default, starting
-    past the seeds the sweep trained."""
+    <name>-confirm, the sweep's fixed settings and budget (no scheduler: every run the full
+    budget; no tracking or notify, whose secrets summary.json does not keep), sequential seeds
+    by default, starting past the seeds the sweep trained."""
     doc = copy.deepcopy(spec)
     search = doc.pop("search")
     block = doc.pop("confirm", None) or Confirm().model_dump(mode="json")
     baseline, arms = knob_arms(search, best, knobs)
-    baseline.update(block.get("baseline") or {})
-    arms = block.get("arms") or arms
+    baseline.update(block["baseline"])
+    arms = block["arms"] or arms
     budget = doc.get("budget", {})
     train = doc.setdefault("train", {})
     train["seed"] = int(train.get("seed", 0)) + int(budget.get("seeds", 1))

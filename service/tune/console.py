@@ -47,10 +47,8 @@ def print_plan(plan, spec: SweepSpec, out=None) -> None:
         futile = (f"; futile below {abl.min_effect:g}" if abl.min_effect is not None else "")
         print(f"  {abl.design}: {', '.join(cells)}; paired by seed; {plan.mode} {plan.metric} "
               f"at epoch {plan.max_epochs}; {test} at alpha {abl.alpha:g}{futile}", file=out)
-        changes = "; ".join(f"{name} " + " ".join(f"{k}={_cell(v)}" for k, v in arm.items())
-                            for name, arm in abl.arms.items())
-        base = " ".join(f"{k}={_cell(v)}" for k, v in abl.baseline.items()) or "the fixed settings"
-        print(f"  baseline {base}; arms: {changes}", file=out)
+        base = _settings(abl.baseline) or "the fixed settings"
+        print(f"  baseline {base}; arms: {_arms(abl.arms)}", file=out)
         if abl.tune is not None:
             print(f"  tuning first: {len(cells)} x {abl.tune.trials} = {plan.tuning_trials} "
                   f"trials over {', '.join(abl.tune.space)} at seed 0; searcher "
@@ -60,12 +58,19 @@ def print_plan(plan, spec: SweepSpec, out=None) -> None:
 
 def confirm_text(confirm) -> str:
     """A sweep's `confirm:` block in words (the plan's last line before the results)."""
-    own = " ".join(f"{k}={_cell(v)}" for k, v in confirm.baseline.items())
+    own = _settings(confirm.baseline)
     arms = ("each searched knob switched to its other values" if confirm.arms is None else
-            "; ".join(f"{name} " + " ".join(f"{k}={_cell(v)}" for k, v in arm.items())
-                      for name, arm in confirm.arms.items()))
+            _arms(confirm.arms))
     return (f"confirms the best configuration{' with ' + own if own else ''} against {arms}, "
             f"on {seeds_text(confirm.seeds)} seeds the sweep did not train")
+
+
+def _settings(settings: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_cell(v)}" for k, v in settings.items())
+
+
+def _arms(arms: dict[str, dict[str, Any]]) -> str:
+    return "; ".join(f"{name} {_settings(changes)}" for name, changes in arms.items())
 
 
 def _cell(value: Any) -> str:
